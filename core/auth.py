@@ -1,0 +1,42 @@
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework_simplejwt import views as jwt_views
+
+
+class CanIngestViews(BasePermission):
+    """Staff, or a user holding the ``ingest.add_blogview`` permission."""
+
+    message = "Ingest needs the 'ingest.add_blogview' permission or a staff account."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(
+            user
+            and user.is_authenticated
+            and (user.is_staff or user.has_perm("ingest.add_blogview"))
+        )
+
+
+@extend_schema_view(
+    post=extend_schema(
+        tags=["auth"],
+        summary="Obtain an access and a refresh token",
+        examples=[
+            OpenApiExample(
+                "credentials",
+                value={"username": "demo", "password": "demo"},
+                request_only=True,
+            ),
+        ],
+    )
+)
+class TokenObtainView(jwt_views.TokenObtainPairView):
+    pass
+
+
+@extend_schema_view(post=extend_schema(tags=["auth"], summary="Exchange a refresh token"))
+class TokenRefreshView(jwt_views.TokenRefreshView):
+    pass

@@ -1,0 +1,90 @@
+"""One error shape for the whole API.
+
+Every error answer is ``{"error": {"status", "code", "message", "details"}}``; ``details`` is a list
+of ``{"field", "reason"}`` (plus ``"index"`` for items of a batch) naming each problem.
+"""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApplicationError(Exception):
+    """An error the client can fix, answered with ``status`` and the standard error body."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = status.HTTP_400_BAD_REQUEST,
+        code: str = "invalid",
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.details = details or []
+
+
+def error_body(
+    *, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The standard error body."""
+    return {"error": {"status": status, "code": code, "message": message, "details": details or []}}
+
+
+def _flatten_validation(detail: Any, prefix: str | None = None) -> list[dict[str, Any]]:
+    if isinstance(detail, dict):
+        found = []
+        for key, value in detail.items():
+            field = None if key == "non_field_errors" else key
+            if prefix is not None:
+                field = f"{prefix}.{key}" if field else prefix
+            found.extend(_flatten_validation(value, field))
+        return found
+    if isinstance(detail, list):
+        found = []
+        for position, value in enumerate(detail):
+            if isinstance(value, dict | list):
+                found.extend(_flatten_validation(value, f"{prefix}[{position}]"))
+            else:
+                found.append({"field": prefix, "reason": str(value)})
+        return found
+    return [{"field": prefix, "reason": str(detail)}]
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, with every answer rewritten into the standard error body."""
+    if isinstance(exc, ApplicationError):
+        return Response(
+            error_body(status=exc.status, code=exc.code, message=exc.message, details=exc.details),
+            status=exc.status,
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+
+    if isinstance(exc, exceptions.ValidationError):
+        details = _flatten_validation(exc.detail)
+        fields = sorted({d["field"] for d in details if d["field"]})
+        message = "Invalid input" + (f": {', '.join(fields)}." if fields else ".")
+        code = "invalid"
+    else:
+        message = str(exc.detail)
+        details = []
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+    response.data = error_body(
+        status=response.status_code, code=code, message=message, details=details
+    )
+    return response

@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from core import views
+from core.auth import TokenObtainView, TokenRefreshView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", views.HealthView.as_view(), name="healthz"),
+    path("readyz", views.ReadyView.as_view(), name="readyz"),
+    path("api/token/", TokenObtainView.as_view(), name="token-obtain"),
+    path("api/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("api/ingest/", include("ingest.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]
+
+handler400 = "core.views.bad_request"
+handler403 = "core.views.permission_denied"
+handler404 = "core.views.page_not_found"
+handler500 = "core.views.server_error"
