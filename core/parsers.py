@@ -3,9 +3,12 @@ from typing import Any
 
 from django.conf import settings
 from rest_framework import parsers, status
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import APIException, ParseError
 
-from core.exceptions import ApplicationError
+
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
 
 
 def _reject_constant(name: str) -> None:
@@ -19,11 +22,7 @@ class JSONParser(parsers.JSONParser):
         limit = settings.REQUEST_BODY_MAX_BYTES
         raw = stream.read(limit + 1)
         if len(raw) > limit:
-            raise ApplicationError(
-                f"The request body is larger than {limit} bytes.",
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                code="too_large",
-            )
+            raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
         try:
             return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError) as exc:

@@ -5,6 +5,7 @@ mode, a local-memory cache and Celery's filesystem transport, all under ``var/``
 runs on PostgreSQL and Redis (cache and Celery broker). ``.env.example`` lists every variable.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -77,6 +78,14 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 
+# WAL lets readers go on while one writer writes; IMMEDIATE takes the write lock at BEGIN, so two
+# writers queue on the timeout instead of failing a lock upgrade.
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
+}
+
 DATABASE_URL = env.str("DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
@@ -85,20 +94,13 @@ if DATABASE_URL:
 else:
     VAR_DIR.mkdir(exist_ok=True)
     DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
-            "OPTIONS": {
-                # WAL lets readers go on while one writer writes; IMMEDIATE takes the write lock at
-                # BEGIN so two writers queue on the timeout instead of failing a lock upgrade.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-            },
-            # A file (not :memory:) so that worker processes started by the tests share it.
-            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
-        }
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
     }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
+    # A file (not :memory:) so that worker processes started by the tests can share it (they get
+    # it as DATABASE_URL=sqlite:///...); one per test run, so that concurrent runs do not collide.
+    DATABASES["default"]["TEST"] = {"NAME": VAR_DIR / f"test-{os.getpid()}.sqlite3"}
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -75,6 +75,8 @@ def views_parse(*, payload: object, now: datetime) -> list[ViewRow]:
 
     errors: list[dict[str, Any]] = []
     rows: list[ViewRow] = []
+    # Well-formed ids and codes of every item, to look up with one query each.
+    item_keys: list[tuple[int, int | None, str | None]] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             errors.append(_item_error(index, None, "must be an object"))
@@ -88,32 +90,37 @@ def views_parse(*, payload: object, now: datetime) -> list[ViewRow]:
             errors.append(_item_error(index, "blog_id", "this field is required"))
         elif type(blog_id) is not int or not 0 < blog_id < 2**63:
             errors.append(_item_error(index, "blog_id", "must be a positive integer"))
+            blog_id = None
 
         code = item.get("country_code")
         if code is None:
             errors.append(_item_error(index, "country_code", "this field is required"))
         elif not isinstance(code, str) or len(code) != 2:
             errors.append(_item_error(index, "country_code", "must be a 2-letter ISO 3166-1 code"))
+            code = None
+        else:
+            code = code.upper()
 
         viewed_at = _parse_viewed_at(item["viewed_at"], now=now) if "viewed_at" in item else now
         if isinstance(viewed_at, str):
             errors.append(_item_error(index, "viewed_at", viewed_at))
-        elif len(errors) == item_errors and type(blog_id) is int and isinstance(code, str):
-            rows.append((blog_id, code.upper(), viewed_at))
+        elif len(errors) == item_errors and blog_id is not None and code is not None:
+            rows.append((blog_id, code, viewed_at))
+        item_keys.append((index, blog_id, code))
 
-    blog_ids = {row[0] for row in rows}
-    codes = {row[1] for row in rows}
+    blog_ids = {blog_id for _, blog_id, _ in item_keys if blog_id is not None}
+    codes = {code for _, _, code in item_keys if code is not None}
     known_blogs = set(Blog.objects.filter(pk__in=blog_ids).values_list("pk", flat=True))
     known_codes = set(Country.objects.filter(code__in=codes).values_list("code", flat=True))
     if len(known_blogs) < len(blog_ids) or len(known_codes) < len(codes):
-        for index, item in enumerate(items):
-            if not isinstance(item, dict):
-                continue
-            blog_id, code = item.get("blog_id"), item.get("country_code")
-            if type(blog_id) is int and blog_id in blog_ids and blog_id not in known_blogs:
+        for index, blog_id, code in item_keys:
+            if blog_id is not None and blog_id not in known_blogs:
                 errors.append(_item_error(index, "blog_id", f"no blog with id {blog_id}"))
-            if isinstance(code, str) and code.upper() in codes - known_codes:
-                errors.append(_item_error(index, "country_code", f"unknown country code '{code}'"))
+            if code is not None and code not in known_codes:
+                original = items[index]["country_code"]
+                errors.append(
+                    _item_error(index, "country_code", f"unknown country code '{original}'")
+                )
 
     if errors:
         errors.sort(key=lambda e: (e["index"], _FIELD_ORDER.get(e["field"], len(_FIELD_ORDER))))
