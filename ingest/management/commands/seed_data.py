@@ -1,0 +1,72 @@
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from ingest.seeding import (
+    DEFAULT_AUTHORS,
+    DEFAULT_BLOGS,
+    DEFAULT_VIEWS,
+    SeedOptionsError,
+    demo_data_present,
+    demo_data_seed,
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Create demo authors, blogs and a year of skewed views (a few blogs and countries take "
+        "most of them). The same --seed on the same UTC day gives the same data."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--views", type=int, default=DEFAULT_VIEWS, help=f"default {DEFAULT_VIEWS:,}"
+        )
+        parser.add_argument(
+            "--authors", type=int, default=DEFAULT_AUTHORS, help=f"default {DEFAULT_AUTHORS}"
+        )
+        parser.add_argument(
+            "--blogs", type=int, default=DEFAULT_BLOGS, help=f"default {DEFAULT_BLOGS}"
+        )
+        parser.add_argument(
+            "--seed", type=int, default=None, help="random seed (default: a fresh one, printed)"
+        )
+        parser.add_argument(
+            "--reset",
+            action="store_true",
+            help="first delete all views and blogs, and the authors seed_data created",
+        )
+        parser.add_argument(
+            "--if-empty",
+            action="store_true",
+            help="do nothing when any blog or view exists",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["reset"] and options["if_empty"]:
+            raise CommandError("--reset and --if-empty contradict each other; give one.")
+        if options["if_empty"] and demo_data_present():
+            self.stdout.write("The database already has blogs or views; nothing seeded.")
+            return
+        # tqdm goes to the real stderr: Django's OutputWrapper would end each redraw with a newline.
+        with tqdm(
+            total=options["views"], unit=" views", unit_scale=True, file=sys.stderr, disable=None
+        ) as bar:
+            try:
+                summary = demo_data_seed(
+                    views=options["views"],
+                    authors=options["authors"],
+                    blogs=options["blogs"],
+                    seed=options["seed"],
+                    reset=options["reset"],
+                    progress=bar.update,
+                )
+            except SeedOptionsError as error:
+                raise CommandError(str(error)) from error
+        self.stdout.write(
+            f"Seeded {summary.authors:,} authors, {summary.blogs:,} blogs and {summary.views:,} "
+            f"views in {summary.seconds:.1f} s ({summary.views_per_second:,.0f} views/s); "
+            f"--seed {summary.seed} repeats it today (UTC)."
+        )

@@ -1,0 +1,227 @@
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from statistics import median
+
+import pytest
+import time_machine
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.db.models import F
+
+from core.models import Blog, Country
+from ingest.models import BlogView
+from ingest.seeding import SEED_EMAIL_DOMAIN, demo_data_seed
+
+NOW = datetime(2025, 6, 1, 15, 30, 12, tzinfo=UTC)
+MIDNIGHT = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def frozen_clock():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def _seed(*args: str) -> str:
+    out = StringIO()
+    call_command("seed_data", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def _seeded_authors():
+    return get_user_model().objects.filter(email__endswith=f"@{SEED_EMAIL_DOMAIN}")
+
+
+def _snapshot():
+    """Authors, blogs and views, with blogs numbered by id (ids move on after a reset)."""
+    authors = sorted(_seeded_authors().values_list("username", "first_name", "last_name", "email"))
+    blogs = list(
+        Blog.objects.order_by("pk").values_list("pk", "title", "author__username", "created_at")
+    )
+    number = {pk: n for n, (pk, *_) in enumerate(blogs)}
+    views = sorted(
+        (number[blog_id], country, viewed_at)
+        for blog_id, country, viewed_at in BlogView.objects.values_list(
+            "blog_id", "country_id", "viewed_at"
+        )
+    )
+    return authors, [blog[1:] for blog in blogs], views
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_seeds_exactly_what_was_asked():
+    out = _seed("--views", "3000", "--authors", "7", "--blogs", "30", "--seed", "1")
+
+    assert out.startswith("Seeded 7 authors, 30 blogs and 3,000 views in ")
+    assert "--seed 1 " in out
+    authors = _seeded_authors()
+    assert authors.count() == 7
+    assert Blog.objects.count() == 30
+    assert BlogView.objects.count() == 3000
+    assert set(Blog.objects.values_list("author__username", flat=True)) == set(
+        authors.values_list("username", flat=True)
+    )
+    for author in authors:
+        assert not author.has_usable_password()
+        assert not author.is_staff and not author.is_superuser
+    assert len(set(Blog.objects.values_list("title", flat=True))) > 20
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_views_come_in_chunks_that_add_up():
+    chunks: list[int] = []
+
+    summary = demo_data_seed(
+        views=2500, authors=3, blogs=10, seed=4, chunk_size=300, progress=chunks.append
+    )
+
+    assert (summary.authors, summary.blogs, summary.views) == (3, 10, 2500)
+    assert sum(chunks) == 2500 and max(chunks) <= 300 and len(chunks) >= 9
+    assert BlogView.objects.count() == 2500
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_views_fall_in_the_last_365_days_and_after_their_blog():
+    _seed("--views", "4000", "--authors", "10", "--blogs", "60", "--seed", "2")
+
+    views = BlogView.objects.all()
+    assert not views.filter(viewed_at__lt=MIDNIGHT - timedelta(days=365)).exists()
+    assert not views.filter(viewed_at__gte=MIDNIGHT).exists()
+    assert not views.filter(viewed_at__lt=F("blog__created_at")).exists()
+    blogs = Blog.objects.all()
+    assert not blogs.filter(created_at__lt=MIDNIGHT - timedelta(days=730)).exists()
+    assert not blogs.filter(created_at__gte=MIDNIGHT).exists()
+    # Blogs are spread over both years, and views over every month of the last one.
+    assert blogs.filter(created_at__lt=MIDNIGHT - timedelta(days=365)).exists()
+    months = {
+        viewed_at.strftime("%Y-%m") for viewed_at in views.values_list("viewed_at", flat=True)
+    }
+    assert len(months) == 12
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_same_seed_same_day_gives_the_same_data():
+    _seed("--views", "2000", "--authors", "6", "--blogs", "25", "--seed", "7")
+    first = _snapshot()
+
+    _seed("--views", "2000", "--authors", "6", "--blogs", "25", "--seed", "7", "--reset")
+    assert _snapshot() == first
+
+    _seed("--views", "2000", "--authors", "6", "--blogs", "25", "--seed", "8", "--reset")
+    other = _snapshot()
+    assert other[0] != first[0] and other[1] != first[1] and other[2] != first[2]
+
+
+@pytest.mark.django_db
+def test_the_day_moves_the_windows_but_keeps_the_draws():
+    with time_machine.travel(NOW, tick=False):
+        _seed("--views", "500", "--authors", "3", "--blogs", "8", "--seed", "9")
+        first = _snapshot()
+    with time_machine.travel(NOW + timedelta(hours=8), tick=False):  # still the same UTC day
+        _seed("--views", "500", "--authors", "3", "--blogs", "8", "--seed", "9", "--reset")
+        assert _snapshot() == first
+    with time_machine.travel(NOW + timedelta(days=1), tick=False):
+        _seed("--views", "500", "--authors", "3", "--blogs", "8", "--seed", "9", "--reset")
+        later = _snapshot()
+    day = timedelta(days=1)
+    assert [(n, c, t - day) for n, c, t in later[2]] == first[2]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_a_few_blogs_and_countries_take_most_views():
+    _seed("--views", "10000", "--authors", "20", "--blogs", "200", "--seed", "3")
+
+    per_blog = sorted(
+        Counter(BlogView.objects.values_list("blog_id", flat=True)).values(), reverse=True
+    )
+    assert sum(per_blog[:20]) > 0.6 * 10000
+
+    per_country = Counter(BlogView.objects.values_list("country_id", flat=True))
+    counts = [per_country[code] for code in Country.objects.values_list("code", flat=True)]
+    assert max(counts) > 20 * max(median(counts), 1)
+    assert per_country.most_common(1)[0][0] == "US"
+    assert 0.005 * 10000 < per_country[Country.UNKNOWN] < 0.05 * 10000
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_seeding_twice_without_reset_adds_and_never_reuses_a_username():
+    _seed("--views", "100", "--authors", "8", "--blogs", "8", "--seed", "5")
+    _seed("--views", "100", "--authors", "8", "--blogs", "8", "--seed", "5")
+
+    assert _seeded_authors().count() == 16
+    assert Blog.objects.count() == 16
+    assert BlogView.objects.count() == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_if_empty_does_nothing_once_there_are_blogs():
+    author = get_user_model().objects.create_user(username="ada", password="x")
+    Blog.objects.create(title="Hand-made", author=author)
+
+    out = _seed("--if-empty", "--views", "100", "--seed", "1")
+
+    assert "nothing seeded" in out
+    assert list(Blog.objects.values_list("title", flat=True)) == ["Hand-made"]
+    assert get_user_model().objects.count() == 1
+    assert not BlogView.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_if_empty_seeds_an_empty_database():
+    _seed("--if-empty", "--views", "100", "--authors", "2", "--blogs", "3", "--seed", "1")
+
+    assert (Blog.objects.count(), BlogView.objects.count()) == (3, 100)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_reset_keeps_users_it_did_not_seed():
+    User = get_user_model()
+    User.objects.create_superuser(username="root", password="x", email="root@seed-data.example")
+    User.objects.create_user(username="staffer", email="s@seed-data.example", is_staff=True)
+    User.objects.create_user(username="ada", password="x", email="ada@seed-data.example")
+    _seed("--views", "300", "--authors", "5", "--blogs", "9", "--seed", "6")
+    assert User.objects.count() == 8
+
+    _seed("--views", "200", "--authors", "4", "--blogs", "6", "--seed", "11", "--reset")
+
+    kept = {"root", "staffer", "ada"}
+    assert set(User.objects.values_list("username", flat=True)) >= kept
+    assert User.objects.count() == 3 + 4
+    assert (Blog.objects.count(), BlogView.objects.count()) == (6, 200)
+    assert not Blog.objects.filter(author__username__in=kept).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--views", "-1"],
+        ["--blogs", "0"],
+        ["--authors", "0"],
+        ["--authors", "-3", "--blogs", "0", "--views", "0"],
+        ["--reset", "--if-empty"],
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_written(args):
+    with pytest.raises(CommandError):
+        _seed(*args)
+
+    assert not get_user_model().objects.exists()
+    assert not Blog.objects.exists()
+
+
+@pytest.mark.django_db
+def test_authors_alone_need_no_blogs():
+    _seed("--views", "0", "--blogs", "0", "--authors", "2", "--seed", "1")
+
+    assert (_seeded_authors().count(), Blog.objects.count()) == (2, 0)
