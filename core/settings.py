@@ -123,10 +123,14 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_FOLDER = VAR_DIR / "celery" / "broker"
-    CELERY_BROKER_FOLDER.mkdir(parents=True, exist_ok=True)
+    CELERY_CONTROL_FOLDER = VAR_DIR / "celery" / "control"
+    for folder in (CELERY_BROKER_FOLDER, CELERY_CONTROL_FOLDER):
+        folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_FOLDER),
         "data_folder_out": str(CELERY_BROKER_FOLDER),
+        # Broadcast (worker control: ping, inspect) goes through files here.
+        "control_folder": str(CELERY_CONTROL_FOLDER),
         "store_processed": False,
     }
 

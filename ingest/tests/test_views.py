@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,7 +13,7 @@ from ingest.tests.conftest import _client_for
 URL = "/api/ingest/views/"
 
 
-def _post(client: APIClient, body) -> object:
+def _post(client: APIClient, body: Any) -> Any:
     return client.post(URL, body, format="json")
 
 

@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmarks: a scratch PostgreSQL database and a Django setup for it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench"
+
+
+def bench_env(database_url: str, redis_url: str | None = None) -> dict[str, str]:
+    """Environment for the project's processes in a benchmark run."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url
+    env.setdefault("SECRET_KEY", "benchmark-only-secret-key-0123456789-abcdefghijklmnop")
+    env.setdefault("LOG_LEVEL", "WARNING")
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    else:
+        env.pop("REDIS_URL", None)
+    return env
+
+
+def database_ensure(database_url: str) -> None:
+    """Create the benchmark database if it does not exist."""
+    import psycopg2
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = psycopg2.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    """Run a manage.py command in the benchmark environment."""
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT)
+
+
+def django_setup(env: dict[str, str]) -> None:
+    """Configure Django in this process for the benchmark database."""
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "core.settings"
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()

@@ -1,0 +1,151 @@
+"""Ingest throughput over HTTP: gunicorn on PostgreSQL, batches of N views, concurrent clients.
+
+    python bench/ingest_http.py [--seconds 20] [--batch 1000] [--clients 4]
+
+Prints views/s and per-batch latency. The clients run on the same machine as the server, so the
+figure is a floor for what a separate client machine would see.
+"""
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from common import DEFAULT_DATABASE_URL, ROOT, bench_env, database_ensure, django_setup, manage
+
+PORT = 8765
+
+
+def _fixtures(blogs: int) -> tuple[str, list[int], list[str]]:
+    """Staff user, blogs; return an access token, the blog ids and the country codes."""
+    from django.contrib.auth import get_user_model
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from core.models import Blog, Country
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-ingest", defaults={"is_staff": True}
+    )
+    have = Blog.objects.filter(author=user).count()
+    Blog.objects.bulk_create(Blog(title=f"bench {n}", author=user) for n in range(have, blogs))
+    ids = list(Blog.objects.filter(author=user).values_list("pk", flat=True))
+    codes = list(Country.objects.values_list("code", flat=True))
+    return str(RefreshToken.for_user(user).access_token), ids, codes
+
+
+def _bodies(ids: list[int], codes: list[str], batch: int, count: int) -> list[bytes]:
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    bodies = []
+    for _ in range(count):
+        views = [
+            {
+                "blog_id": rng.choice(ids),
+                "country_code": rng.choice(codes),
+                "viewed_at": (now - timedelta(seconds=rng.randrange(365 * 86400))).isoformat(),
+            }
+            for _ in range(batch)
+        ]
+        bodies.append(json.dumps({"views": views}).encode())
+    return bodies
+
+
+def _client(args: tuple[str, list[bytes], float]) -> tuple[int, list[float], int]:
+    token, bodies, deadline = args
+    connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    accepted, latencies, errors = 0, [], 0
+    n = 0
+    while time.monotonic() < deadline:
+        body = bodies[n % len(bodies)]
+        n += 1
+        started = time.perf_counter()
+        connection.request("POST", "/api/ingest/views/", body, headers)
+        response = connection.getresponse()
+        payload = response.read()
+        latencies.append(time.perf_counter() - started)
+        if response.status == 202:
+            accepted += json.loads(payload)["accepted"]
+        else:
+            errors += 1
+    connection.close()
+    return accepted, latencies, errors
+
+
+def _wait_until_serving(deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("gunicorn did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--web-workers", type=int, default=3)
+    args = parser.parse_args()
+
+    env = bench_env(args.database_url)
+    database_ensure(args.database_url)
+    manage(env, "migrate", "--noinput", "-v0")
+    django_setup(env)
+    token, ids, codes = _fixtures(blogs=2000)
+    bodies = _bodies(ids, codes, args.batch, count=20)
+
+    env["WEB_CONCURRENCY"] = str(args.web_workers)
+    env["PORT"] = str(PORT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "core.wsgi:application",
+            "--access-logfile",
+            "/dev/null",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        _wait_until_serving(time.monotonic() + 30)
+        deadline = time.monotonic() + args.seconds
+        started = time.monotonic()
+        with multiprocessing.Pool(args.clients) as pool:
+            results = pool.map(_client, [(token, bodies, deadline)] * args.clients)
+        elapsed = time.monotonic() - started
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+    accepted = sum(r[0] for r in results)
+    latencies = sorted(latency for r in results for latency in r[1])
+    errors = sum(r[2] for r in results)
+    p50 = statistics.median(latencies) * 1000
+    p95 = latencies[int(len(latencies) * 0.95)] * 1000
+    print(
+        f"ingest over HTTP: {accepted / elapsed:,.0f} views/s "
+        f"(batch {args.batch}, {args.clients} clients, {args.web_workers} gunicorn workers, "
+        f"{len(latencies)} requests, {errors} errors; per batch p50 {p50:.1f} ms, p95 {p95:.1f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""`make bench`: every benchmark, on PostgreSQL (DATABASE_URL of the benchmark database below).
+
+Each benchmark is also a script of its own; see bench/README.md.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+BENCHMARKS = [
+    ["seed.py", "--views", "1000000"],
+    ["ingest_http.py", "--seconds", "20", "--batch", "1000"],
+]
+
+
+def main() -> None:
+    for script, *args in BENCHMARKS:
+        print(f"== {script} {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, str(HERE / script), *args, *sys.argv[1:]], check=True)
+
+
+if __name__ == "__main__":
+    main()
