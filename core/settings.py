@@ -122,8 +122,10 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_FOLDER = VAR_DIR / "celery" / "broker"
-    CELERY_CONTROL_FOLDER = VAR_DIR / "celery" / "control"
+    # Processes that share this folder share the broker (tests point theirs elsewhere).
+    CELERY_FILESYSTEM_DIR = Path(env.str("CELERY_FILESYSTEM_DIR", default=str(VAR_DIR / "celery")))
+    CELERY_BROKER_FOLDER = CELERY_FILESYSTEM_DIR / "broker"
+    CELERY_CONTROL_FOLDER = CELERY_FILESYSTEM_DIR / "control"
     for folder in (CELERY_BROKER_FOLDER, CELERY_CONTROL_FOLDER):
         folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {

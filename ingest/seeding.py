@@ -145,6 +145,20 @@ def demo_data_reset() -> None:
         ).delete()
 
 
+def demo_data_options_check(
+    *, views: int, authors: int, blogs: int, chunk_size: int = CHUNK_SIZE
+) -> None:
+    """Raise ``SeedOptionsError`` if these options cannot be seeded."""
+    if views < 0 or authors < 0 or blogs < 0:
+        raise SeedOptionsError("--views, --authors and --blogs must not be negative.")
+    if views > 0 and blogs == 0:
+        raise SeedOptionsError("Views need blogs: give --blogs 1 or more, or --views 0.")
+    if blogs > 0 and authors == 0:
+        raise SeedOptionsError("Blogs need authors: give --authors 1 or more, or --blogs 0.")
+    if chunk_size < 1:
+        raise SeedOptionsError("The chunk size must be at least 1.")
+
+
 def demo_data_seed(
     *,
     views: int = DEFAULT_VIEWS,
@@ -163,14 +177,7 @@ def demo_data_seed(
     ``demo_data_reset`` wipes. ``progress`` is called with the number of views written after
     each chunk. Raises ``SeedOptionsError`` for impossible options, before touching the database.
     """
-    if views < 0 or authors < 0 or blogs < 0:
-        raise SeedOptionsError("--views, --authors and --blogs must not be negative.")
-    if views > 0 and blogs == 0:
-        raise SeedOptionsError("Views need blogs: give --blogs 1 or more, or --views 0.")
-    if blogs > 0 and authors == 0:
-        raise SeedOptionsError("Blogs need authors: give --authors 1 or more, or --blogs 0.")
-    if chunk_size < 1:
-        raise SeedOptionsError("The chunk size must be at least 1.")
+    demo_data_options_check(views=views, authors=authors, blogs=blogs, chunk_size=chunk_size)
 
     started = time.perf_counter()
     if seed is None:

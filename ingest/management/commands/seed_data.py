@@ -2,6 +2,7 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 from tqdm import tqdm
 
 from ingest.seeding import (
@@ -9,9 +10,12 @@ from ingest.seeding import (
     DEFAULT_BLOGS,
     DEFAULT_VIEWS,
     SeedOptionsError,
+    demo_data_options_check,
     demo_data_present,
+    demo_data_reset,
     demo_data_seed,
 )
+from rollups.services import rollups_absorb_pending, summaries_clear
 
 
 class Command(BaseCommand):
@@ -50,23 +54,32 @@ class Command(BaseCommand):
         if options["if_empty"] and demo_data_present():
             self.stdout.write("The database already has blogs or views; nothing seeded.")
             return
+        try:
+            demo_data_options_check(
+                views=options["views"], authors=options["authors"], blogs=options["blogs"]
+            )
+        except SeedOptionsError as error:
+            raise CommandError(str(error)) from error
+        if options["reset"]:
+            # Raw views and the summaries computed from them go together.
+            with transaction.atomic():
+                demo_data_reset()
+                summaries_clear()
         # tqdm goes to the real stderr: Django's OutputWrapper would end each redraw with a newline.
         with tqdm(
             total=options["views"], unit=" views", unit_scale=True, file=sys.stderr, disable=None
         ) as bar:
-            try:
-                summary = demo_data_seed(
-                    views=options["views"],
-                    authors=options["authors"],
-                    blogs=options["blogs"],
-                    seed=options["seed"],
-                    reset=options["reset"],
-                    progress=bar.update,
-                )
-            except SeedOptionsError as error:
-                raise CommandError(str(error)) from error
+            summary = demo_data_seed(
+                views=options["views"],
+                authors=options["authors"],
+                blogs=options["blogs"],
+                seed=options["seed"],
+                progress=bar.update,
+            )
         self.stdout.write(
             f"Seeded {summary.authors:,} authors, {summary.blogs:,} blogs and {summary.views:,} "
             f"views in {summary.seconds:.1f} s ({summary.views_per_second:,.0f} views/s); "
             f"--seed {summary.seed} repeats it today (UTC)."
         )
+        absorbed = rollups_absorb_pending()
+        self.stdout.write(f"Summaries up to date ({absorbed.views:,} views absorbed).")

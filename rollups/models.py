@@ -1,0 +1,149 @@
+"""Summary tables kept from the raw views, and the bookkeeping that keeps them exact.
+
+Every summary is keyed by day or month (UTC) and by blog and/or country; author questions join
+the blog to its author at read time, so a blog that changes author needs no rollup rewrite.
+Each table has a unique constraint on its key, which the absorb and rebuild upserts go through.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from core.models import Blog, Country
+
+
+def _blog() -> models.ForeignKey:
+    return models.ForeignKey(
+        Blog, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+
+
+def _country() -> models.ForeignKey:
+    return models.ForeignKey(
+        Country, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+
+
+class Summary(models.Model):
+    """A summary row: a key and the number of raw views counted under it."""
+
+    views = models.BigIntegerField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        key = ", ".join(
+            str(getattr(self, field.attname))
+            for field in self._meta.concrete_fields
+            if field.name not in ("id", "views")
+        )
+        return f"({key}): {self.views} views"
+
+
+class DailyCountryViews(Summary):
+    """Views per (day, country): views by country and series with country filters."""
+
+    day = models.DateField()
+    country = _country()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "country"], name="dailycountry_key"),
+        ]
+
+
+class DailyBlogViews(Summary):
+    """Views per (day, blog): top blogs and authors without country filters, edge days."""
+
+    day = models.DateField()
+    blog = _blog()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "blog"], name="dailyblog_key")]
+
+
+class MonthlyBlogViews(Summary):
+    """Views per (month, blog): the whole months of long ranges without country filters."""
+
+    month = models.DateField(help_text="First day of the month.")
+    blog = _blog()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["month", "blog"], name="monthlyblog_key")]
+
+
+class DailyBlogCountryViews(Summary):
+    """Views per (day, blog, country): any filter combination, and distinct blogs, by day."""
+
+    day = models.DateField()
+    blog = _blog()
+    country = _country()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "blog", "country"], name="dailyblogcountry_key"),
+        ]
+
+
+class MonthlyBlogCountryViews(Summary):
+    """Views per (month, blog, country): the whole months of long ranges with any filter."""
+
+    month = models.DateField(help_text="First day of the month.")
+    blog = _blog()
+    country = _country()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "blog", "country"], name="monthlyblogcountry_key"
+            ),
+        ]
+
+
+class AbsorbState(models.Model):
+    """The watermark: every raw view with ``id <= absorbed_through_id`` is in the summaries.
+
+    A single row (``name="views"``), updated in the same transaction as the summary increments.
+    """
+
+    name = models.CharField(max_length=50, primary_key=True)
+    absorbed_through_id = models.BigIntegerField(default=0)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_run_views = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} absorbed through id {self.absorbed_through_id}"
+
+
+class RebuildJob(models.Model):
+    """A request to recompute the summaries of a date range from the raw views."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    start_date = models.DateField(null=True, blank=True, help_text="Empty = the earliest view.")
+    end_date = models.DateField(null=True, blank=True, help_text="Empty = the latest view.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    progress = models.FloatField(default=0.0, help_text="0 to 1.")
+    views_rebuilt = models.BigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"rebuild {self.start_date or '…'} to {self.end_date or '…'} ({self.state})"

@@ -1,0 +1,63 @@
+from rest_framework import serializers
+
+from rollups.models import RebuildJob
+
+
+class RebuildRequestSerializer(serializers.Serializer):
+    start_date = serializers.DateField(
+        required=False, allow_null=True, help_text="First UTC day; omitted = the earliest data."
+    )
+    end_date = serializers.DateField(
+        required=False, allow_null=True, help_text="Last UTC day; omitted = the latest data."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: "unknown field" for name in unknown})
+        start, end = attrs.get("start_date"), attrs.get("end_date")
+        if start and end and start > end:
+            raise serializers.ValidationError({"start_date": "is after end_date"})
+        return attrs
+
+
+class RebuildAcceptedSerializer(serializers.Serializer):
+    job_id = serializers.UUIDField()
+
+
+class RebuildJobSerializer(serializers.ModelSerializer):
+    job_id = serializers.UUIDField(source="id")
+    duration_ms = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RebuildJob
+        fields = [
+            "job_id",
+            "state",
+            "start_date",
+            "end_date",
+            "progress",
+            "views_rebuilt",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+        ]
+
+    def get_duration_ms(self, job: RebuildJob) -> int | None:
+        if job.started_at is None or job.finished_at is None:
+            return None
+        return int((job.finished_at - job.started_at).total_seconds() * 1000)
+
+
+class RollupStatusSerializer(serializers.Serializer):
+    pending_views = serializers.IntegerField(help_text="Raw views not yet absorbed.")
+    absorbed_through_id = serializers.IntegerField(
+        help_text="Every raw view with an id up to this one is in the summaries."
+    )
+    last_run_at = serializers.DateTimeField(allow_null=True)
+    last_run_duration_ms = serializers.IntegerField(allow_null=True)
+    lag_seconds = serializers.FloatField(
+        help_text="0 when nothing is pending, else seconds since the last absorb run."
+    )

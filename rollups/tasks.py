@@ -1,0 +1,42 @@
+"""Celery tasks: thin wrappers around rollups.services, with stable names (pinned by tests)."""
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from rollups import services
+from rollups.models import RebuildJob
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="rollups.absorb_pending",
+    # Idempotent by construction (the watermark moves with the summaries in one transaction), so
+    # a message may be redelivered after a worker dies mid-run.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def absorb_pending_task() -> int:
+    """Absorb every pending raw view into the summaries; return how many."""
+    return services.rollups_absorb_pending().views
+
+
+@shared_task(name="rollups.rebuild_job")
+def rebuild_job_task(job_id: str) -> None:
+    """Run one rebuild job. Not retried: a failed job records its error and can be resubmitted."""
+    try:
+        services.rebuild_job_run(job_id=job_id)
+    except RebuildJob.DoesNotExist:
+        logger.warning("rebuild job %s does not exist (deleted?); nothing to do", job_id)
+
+
+@shared_task(name="rollups.reap_rebuild_jobs")
+def reap_rebuild_jobs_task() -> int:
+    """Fail the running rebuild jobs whose worker stopped reporting."""
+    return services.rebuild_jobs_reap()

@@ -1,0 +1,252 @@
+import random
+from datetime import date, timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.models import BlogView
+from rollups import services
+from rollups.models import AbsorbState, DailyBlogCountryViews, DailyCountryViews, RebuildJob
+from rollups.services import (
+    rebuild_job_run,
+    rebuild_jobs_reap,
+    rollups_absorb_pending,
+    rollups_rebuild,
+    rollups_status,
+    summaries_clear,
+)
+from rollups.tests.conftest import COUNTRIES, DAYS, FIRST_DAY
+from rollups.tests.recount import assert_summaries_exact, recount_from_raw, summaries_in_db
+
+
+def _watermark() -> int:
+    state = AbsorbState.objects.filter(name=services.STATE_NAME).first()
+    return state.absorbed_through_id if state else 0
+
+
+def test_absorb_with_nothing_pending(db):
+    result = rollups_absorb_pending()
+    assert (result.views, result.absorbed_through_id) == (0, 0)
+    assert_summaries_exact()
+    assert AbsorbState.objects.get().last_run_at is not None
+
+
+def test_absorb_counts_new_and_late_views_once(ingest_random):
+    ingest_random(500)
+    assert rollups_absorb_pending().views == 500
+    assert_summaries_exact()
+    # Late views for days already summarized, and views for new days.
+    ingest_random(200, rng=random.Random(1), days=(0, 30))
+    ingest_random(100, rng=random.Random(2), days=(700, 730))
+    assert rollups_absorb_pending().views == 300
+    assert rollups_absorb_pending().views == 0
+    assert_summaries_exact()
+    assert _watermark() == BlogView.objects.order_by("-id").values_list("id", flat=True)[0]
+
+
+def test_absorb_in_small_chunks_is_the_same(ingest_random):
+    ingest_random(300)
+    assert rollups_absorb_pending(chunk_ids=7).views == 300
+    assert_summaries_exact()
+
+
+def test_absorb_failing_mid_transaction_changes_nothing(ingest_random, monkeypatch):
+    ingest_random(100)
+    watermark = rollups_absorb_pending().absorbed_through_id
+    before = summaries_in_db()
+    ingest_random(50, rng=random.Random(9))
+    real_apply = services._stage_apply
+
+    def apply_then_fail(*args, **kwargs):
+        real_apply(*args, **kwargs)  # the increments are written...
+        raise RuntimeError("worker died")  # ...and the transaction never commits
+
+    monkeypatch.setattr(services, "_stage_apply", apply_then_fail)
+    with pytest.raises(RuntimeError):
+        rollups_absorb_pending()
+    assert summaries_in_db() == before
+    assert _watermark() == watermark
+    monkeypatch.undo()
+    assert rollups_absorb_pending().views == 50
+    assert_summaries_exact()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("ingest"),
+                st.lists(
+                    st.tuples(
+                        st.integers(0, 5),
+                        st.sampled_from(COUNTRIES),
+                        st.integers(0, DAYS - 1),
+                        st.integers(0, 86_399),
+                    ),
+                    min_size=1,
+                    max_size=40,
+                ),
+            ),
+            st.tuples(st.just("absorb"), st.integers(1, 50)),
+            st.tuples(st.just("rebuild"), st.tuples(st.integers(0, DAYS), st.integers(0, 60))),
+        ),
+        max_size=12,
+    )
+)
+def test_any_writes_absorbed_in_any_order_sum_right(blog_ids, steps):
+    BlogView.objects.all().delete()
+    summaries_clear()
+    for kind, arg in steps:
+        if kind == "ingest":
+            services_rows = [
+                (blog_ids[b], c, FIRST_DAY + timedelta(days=d, seconds=s)) for b, c, d, s in arg
+            ]
+            from ingest.services import views_record
+
+            views_record(views=services_rows)
+        elif kind == "absorb":
+            rollups_absorb_pending(chunk_ids=arg)
+            assert_summaries_exact(through_id=_watermark())
+        else:
+            first, length = arg
+            start = FIRST_DAY.date() + timedelta(days=first)
+            rollups_rebuild(start_date=start, end_date=start + timedelta(days=length))
+            assert_summaries_exact(through_id=_watermark())
+    rollups_absorb_pending()
+    assert_summaries_exact()
+
+
+def test_rebuild_repairs_a_range_and_leaves_the_rest(ingest_random):
+    ingest_random(800)
+    rollups_absorb_pending()
+    # Damage summaries inside and outside the range.
+    DailyBlogCountryViews.objects.filter(day__lt=date(2024, 3, 1)).update(views=999)
+    DailyCountryViews.objects.filter(
+        day__gte=date(2024, 2, 10), day__lte=date(2024, 2, 20)
+    ).delete()
+    result = rollups_rebuild(start_date=date(2024, 2, 10), end_date=date(2024, 2, 20))
+    assert result.views == sum(
+        v
+        for (day, *_), v in recount_from_raw()["daily_country"].items()
+        if date(2024, 2, 10) <= day <= date(2024, 2, 20)
+    )
+    found = summaries_in_db()["daily_country"]
+    expected = recount_from_raw()["daily_country"]
+    in_range = {k: v for k, v in expected.items() if date(2024, 2, 10) <= k[0] <= date(2024, 2, 20)}
+    assert {k: v for k, v in found.items() if k in in_range} == in_range
+    # Outside the range the damage stays: a rebuild touches only what it was asked to.
+    assert DailyBlogCountryViews.objects.filter(day__lt=date(2024, 2, 10), views=999).exists()
+    rollups_rebuild()
+    assert_summaries_exact()
+
+
+def test_rebuild_picks_up_rows_written_behind_the_api(ingest_random, blog_ids):
+    ingest_random(300)
+    rollups_absorb_pending()
+    # A bulk load straight into the raw table, under the absorbed watermark (as a restore of a
+    # dump with its original ids would do).
+    state = AbsorbState.objects.get()
+    low = BlogView.objects.order_by("id").values_list("id", flat=True)[0]
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {services.RAW} WHERE id = %s", [low])
+        cursor.execute(
+            f"INSERT INTO {services.RAW} (id, blog_id, country_id, viewed_at) "
+            "VALUES (%s, %s, %s, %s)",
+            [low, blog_ids[0], "FR", FIRST_DAY + timedelta(days=3)],
+        )
+    assert state.absorbed_through_id >= low
+    rollups_rebuild()
+    assert_summaries_exact()
+
+
+def test_rebuild_counts_views_absorbed_while_it_runs(ingest_random):
+    ingest_random(400)
+    rollups_absorb_pending()
+    rng = random.Random(5)
+
+    def meanwhile(fraction: float) -> None:
+        if fraction < 0.9:  # between chunks: ingest and absorb go on
+            ingest_random(20, rng=rng, days=(0, 60))
+            rollups_absorb_pending()
+
+    rollups_rebuild(start_date=date(2024, 1, 1), end_date=date(2024, 12, 31), progress=meanwhile)
+    assert_summaries_exact()
+
+
+def test_rebuild_of_an_empty_database(db):
+    result = rollups_rebuild()
+    assert result.views == 0
+    assert_summaries_exact()
+
+
+def test_summaries_clear_after_raw_is_wiped(ingest_random):
+    ingest_random(100)
+    rollups_absorb_pending()
+    BlogView.objects.all().delete()
+    summaries_clear()
+    assert_summaries_exact()
+    ingest_random(10, rng=random.Random(3))
+    assert rollups_absorb_pending().views == 10
+    assert_summaries_exact()
+
+
+def test_status(ingest_random):
+    status = rollups_status()
+    assert (status.pending_views, status.lag_seconds, status.last_run_at) == (0, 0.0, None)
+    ingest_random(30)
+    assert rollups_status().pending_views == 30
+    rollups_absorb_pending()
+    ingest_random(5, rng=random.Random(4))
+    status = rollups_status()
+    assert status.pending_views == 5
+    assert status.absorbed_through_id == _watermark()
+    assert status.last_run_duration_ms is not None
+    assert 0 <= status.lag_seconds < 60
+
+
+def test_rebuild_job_lifecycle(ingest_random):
+    ingest_random(100)
+    job = RebuildJob.objects.create(start_date=date(2024, 1, 1), end_date=date(2024, 6, 30))
+    finished = rebuild_job_run(job_id=str(job.id))
+    assert finished.state == RebuildJob.State.DONE
+    assert finished.progress == 1.0
+    assert finished.views_rebuilt == sum(
+        1
+        for v in BlogView.objects.values_list("viewed_at", flat=True)
+        if date(2024, 1, 1) <= v.date() <= date(2024, 6, 30)
+    )
+    assert finished.started_at and finished.finished_at
+    assert finished.started_at <= finished.finished_at
+    # A job runs once: a redelivered message does nothing.
+    assert rebuild_job_run(job_id=str(job.id)).finished_at == finished.finished_at
+
+
+def test_rebuild_job_failure_is_recorded(db, monkeypatch):
+    job = RebuildJob.objects.create()
+
+    def broken(**kwargs):
+        raise ValueError("disk full")
+
+    monkeypatch.setattr(services, "rollups_rebuild", broken)
+    finished = rebuild_job_run(job_id=str(job.id))
+    assert finished.state == RebuildJob.State.FAILED
+    assert finished.error == "ValueError: disk full"
+
+
+def test_jobs_whose_worker_died_are_failed(db):
+    now = timezone.now()
+    lost = RebuildJob.objects.create(state="running", heartbeat_at=now - timedelta(minutes=11))
+    alive = RebuildJob.objects.create(state="running", heartbeat_at=now - timedelta(minutes=1))
+    assert rebuild_jobs_reap() == 1
+    lost.refresh_from_db()
+    alive.refresh_from_db()
+    assert (lost.state, alive.state) == ("failed", "running")
+    assert "start a new one" in lost.error
