@@ -8,6 +8,9 @@ from worker.celery import app as celery_app
 logger = logging.getLogger(__name__)
 
 READY_PROBE_KEY = "readyz:probe"
+# Every broker socket operation of the probe is bounded: a broker that accepts connections but
+# does not answer (overloaded, half-open) would otherwise hold /readyz for minutes.
+BROKER_PROBE_SECONDS = 2
 
 
 def _database_check() -> None:
@@ -23,8 +26,16 @@ def _cache_check() -> None:
 
 
 def _broker_check() -> None:
-    with celery_app.connection_for_write() as broker:
-        broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+    with celery_app.connection_for_write(
+        connect_timeout=BROKER_PROBE_SECONDS,
+        transport_options={
+            "socket_connect_timeout": BROKER_PROBE_SECONDS,
+            "socket_timeout": BROKER_PROBE_SECONDS,
+        },
+    ) as broker:
+        broker.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_PROBE_SECONDS
+        )
         broker.default_channel  # noqa: B018 (opening a channel proves the transport works)
 
 

@@ -1,0 +1,105 @@
+"""The OpenAPI document and the two documentation pages, served without any third-party host."""
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.staticfiles import finders
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+@pytest.fixture
+def schema(api_client: APIClient) -> dict[str, Any]:
+    response = api_client.get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    document: dict[str, Any] = json.loads(response.content)
+    return document
+
+
+def _has_example(operation: dict[str, Any]) -> bool:
+    bodies = [operation.get("requestBody", {}), *operation["responses"].values()]
+    return any(
+        "examples" in media or "example" in media
+        for body in bodies
+        for media in body.get("content", {}).values()
+    )
+
+
+def _responses_described(operation: dict[str, Any]) -> bool:
+    return bool(operation["responses"]) and all(
+        response.get("description") or response.get("content")
+        for response in operation["responses"].values()
+    )
+
+
+def test_schema_generates_without_warnings(tmp_path: Path) -> None:
+    target = tmp_path / "schema.yaml"
+
+    # --fail-on-warn turns every warning and error of the generator into a failure.
+    call_command("spectacular", "--fail-on-warn", "--validate", "--file", str(target))
+
+    assert target.read_text().startswith("openapi: 3.")
+
+
+def test_schema_endpoint_serves_the_document(schema: dict[str, Any]) -> None:
+    assert schema["openapi"].startswith("3.")
+    assert schema["info"]["title"] == "Blog-views analytics API"
+    assert {"/api/token/", "/api/token/refresh/", "/api/ingest/views/"} <= set(schema["paths"])
+    assert {"/healthz", "/readyz"} <= set(schema["paths"])
+
+
+def test_every_path_documents_an_example_or_its_responses(schema: dict[str, Any]) -> None:
+    undocumented = []
+    for path, item in schema["paths"].items():
+        operations = [item[method] for method in HTTP_METHODS & set(item)]
+        if not any(_has_example(op) or _responses_described(op) for op in operations):
+            undocumented.append(path)
+
+    assert schema["paths"]
+    assert undocumented == []
+
+
+def test_every_operation_has_a_summary_and_a_tag(schema: dict[str, Any]) -> None:
+    for path, item in schema["paths"].items():
+        for method in HTTP_METHODS & set(item):
+            assert item[method].get("summary"), f"{method.upper()} {path} has no summary"
+            assert item[method].get("tags"), f"{method.upper()} {path} has no tag"
+
+
+def test_ingest_documents_its_error_answers_in_the_standard_shape(schema: dict[str, Any]) -> None:
+    responses = schema["paths"]["/api/ingest/views/"]["post"]["responses"]
+
+    assert {"202", "400", "401", "403"} <= set(responses)
+    for status in ("400", "401", "403"):
+        body = responses[status]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_ingest_requires_a_bearer_token_and_health_does_not(schema: dict[str, Any]) -> None:
+    assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
+    assert schema["paths"]["/api/ingest/views/"]["post"]["security"] == [{"jwtAuth": []}]
+    assert schema["paths"]["/healthz"]["get"]["security"] == [{}]
+    assert schema["paths"]["/readyz"]["get"]["security"] == [{}]
+
+
+@pytest.mark.parametrize("url", ["/swagger/", "/redoc/"])
+def test_documentation_page_is_served_from_this_site_only(api_client: APIClient, url: str) -> None:
+    response = api_client.get(url)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    for external in ("cdn.", "jsdelivr", "unpkg", "googleapis", "gstatic"):
+        assert external not in html
+    references = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+    assert references
+    assert [ref for ref in references if not ref.startswith("/")] == []
+    # Every asset the page loads ships with the project (drf-spectacular-sidecar).
+    static = [ref.removeprefix("/static/") for ref in references if ref.startswith("/static/")]
+    assert static
+    assert [path for path in static if finders.find(path) is None] == []
+    assert "/api/schema/" in html
