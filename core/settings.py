@@ -168,6 +168,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Read endpoints throttle per user (signed in) and per address (public read).
+    "DEFAULT_THROTTLE_RATES": {
+        "analytics_user": env.str("ANALYTICS_THROTTLE_USER", default="6000/min"),
+        "analytics_anon": env.str("ANALYTICS_THROTTLE_ANON", default="600/min"),
+    },
 }
 
 SIMPLE_JWT = {
@@ -188,6 +193,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"PeriodEnum": "api.spec.PERIODS"},
 }
 
 # Largest request body accepted, in bytes: a full batch of 10,000 views with generous whitespace.

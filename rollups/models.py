@@ -113,6 +113,9 @@ class AbsorbState(models.Model):
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_run_duration_ms = models.PositiveIntegerField(null=True, blank=True)
     last_run_views = models.BigIntegerField(default=0)
+    rebuild_version = models.BigIntegerField(
+        default=0, help_text="Bumped by every rebuild; part of every analytics cache key."
+    )
 
     def __str__(self) -> str:
         return f"{self.name} absorbed through id {self.absorbed_through_id}"

@@ -422,6 +422,9 @@ def _rebuild_swap(
                 f"WHERE day >= %s AND day <= %s GROUP BY {month}, {', '.join(keys)}",
                 month_range,
             )
+        # Cached answers from before the rebuild carry the old version and are never served.
+        state.rebuild_version += 1
+        state.save(update_fields=["rebuild_version"])
     return views
 
 
@@ -433,6 +436,7 @@ def summaries_clear() -> None:
             cursor.execute(f"DELETE FROM {table}")
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
         state.absorbed_through_id = max(state.absorbed_through_id, int(cursor.fetchone()[0]))
+        state.rebuild_version += 1
         state.save()
 
 

@@ -1,0 +1,305 @@
+"""The query planner shared by every analytics endpoint.
+
+A question (a ``Spec`` plus the dimensions the endpoint groups by) is answered from a virtual
+fact table ``(day, blog_id, country_id, views)`` restricted to the filters. The planner builds it
+as ``UNION ALL`` of:
+
+- the smallest summary *level* holding the needed columns and filter columns:
+  ``(day, country)`` when neither blogs nor authors matter, ``(day|month, blog)`` when countries
+  do not, else ``(day|month, blog, country)``;
+- for the blog levels, monthly rows for the whole months inside the range and daily rows for the
+  edge days (monthly rows are skipped when the caller needs days, e.g. weekly buckets);
+- the *tail*: raw views not absorbed yet (``id > watermark``), grouped the same way.
+
+All of one answer's queries run in one snapshot (``read_snapshot``) that also reads the
+watermark, so summaries and tail never overlap or leave a gap while a rollup run commits.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.utils import timezone
+
+from api.spec import Spec
+from core.models import Blog
+from ingest.models import BlogView
+from rollups.models import (
+    AbsorbState,
+    DailyBlogCountryViews,
+    DailyBlogViews,
+    DailyCountryViews,
+    MonthlyBlogCountryViews,
+    MonthlyBlogViews,
+)
+
+RAW = BlogView._meta.db_table
+BLOG = Blog._meta.db_table
+USER = get_user_model()._meta.db_table
+STATE_NAME = "views"
+
+Param = int | str | date | datetime
+
+
+@dataclass(frozen=True)
+class Level:
+    """A family of summaries: its daily table, its monthly table (if any), its columns."""
+
+    daily: str
+    monthly: str | None
+    columns: tuple[str, ...]
+
+
+COUNTRY_LEVEL = Level(DailyCountryViews._meta.db_table, None, ("country_id",))
+BLOG_LEVEL = Level(DailyBlogViews._meta.db_table, MonthlyBlogViews._meta.db_table, ("blog_id",))
+BLOG_COUNTRY_LEVEL = Level(
+    DailyBlogCountryViews._meta.db_table,
+    MonthlyBlogCountryViews._meta.db_table,
+    ("blog_id", "country_id"),
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The state one answer is computed at: everything committed before ``as_of``."""
+
+    as_of: datetime
+    watermark: int
+    rebuild_version: int
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@contextmanager
+def read_snapshot() -> Iterator[Snapshot]:
+    """Run the block's queries in one consistent snapshot; yield what it was taken at.
+
+    PostgreSQL: a REPEATABLE READ, READ ONLY transaction. SQLite: a deferred transaction, which
+    in WAL mode reads one snapshot without taking the write lock. Inside an outer transaction
+    (tests), the block simply joins it.
+    """
+    as_of = timezone.now()
+    if connection.in_atomic_block:
+        yield _snapshot_read(as_of)
+    elif _postgres():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield _snapshot_read(as_of)
+    else:
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN DEFERRED")
+            try:
+                yield _snapshot_read(as_of)
+            finally:
+                cursor.execute("COMMIT")
+
+
+def _snapshot_read(as_of: datetime) -> Snapshot:
+    row = (
+        AbsorbState.objects.filter(name=STATE_NAME)
+        .values_list("absorbed_through_id", "rebuild_version")
+        .first()
+    )
+    watermark, version = row if row else (0, 0)
+    return Snapshot(as_of=as_of, watermark=watermark, rebuild_version=version)
+
+
+def rebuild_version() -> int:
+    """The current rebuild version (part of every cache key), without a snapshot."""
+    return (
+        AbsorbState.objects.filter(name=STATE_NAME)
+        .values_list("rebuild_version", flat=True)
+        .first()
+        or 0
+    )
+
+
+# --- SQL helpers that differ by database ---------------------------------------------------------
+
+
+def day_of_raw() -> str:
+    """SQL for the UTC day of a raw view."""
+    if _postgres():
+        return "(viewed_at AT TIME ZONE 'UTC')::date"
+    return "substr(viewed_at, 1, 10)"
+
+
+def _timestamp(day: date) -> Param:
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return moment if _postgres() else moment.replace(tzinfo=None).isoformat(" ")
+
+
+def _day(day: date) -> Param:
+    return day if _postgres() else day.isoformat()
+
+
+def as_date(value: object) -> date:
+    """A day as the database returned it (``date``, or ISO text on SQLite)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+# --- Ranges --------------------------------------------------------------------------------------
+
+
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+@dataclass(frozen=True)
+class DaySplit:
+    """A day range split into whole months (for monthly rows) and edge day ranges."""
+
+    months: tuple[date | None, date | None] | None
+    edges: tuple[tuple[date | None, date | None], ...]
+
+
+def split_range(start: date | None, end: date | None) -> DaySplit:
+    """Whole months inside ``start..end`` (``None`` = open) and the days around them."""
+    first = start if start is None or start.day == 1 else _next_month(start)
+    # The month after the last whole month: end's month if end is its last day.
+    after = (
+        None
+        if end is None
+        else (
+            _next_month(end) if end + timedelta(days=1) == _next_month(end) else _month_start(end)
+        )
+    )
+    if first is not None and after is not None and first >= after:
+        return DaySplit(months=None, edges=((start, end),))
+    edges: list[tuple[date | None, date | None]] = []
+    if start is not None and first is not None and start < first:
+        edges.append((start, first - timedelta(days=1)))
+    if end is not None and after is not None and after <= end:
+        edges.append((after, end))
+    last_month = None if after is None else _month_start(after - timedelta(days=1))
+    return DaySplit(months=(first, last_month), edges=tuple(edges))
+
+
+# --- The virtual fact table ----------------------------------------------------------------------
+
+
+class Facts:
+    """Builds the ``(day, [blog_id], [country_id], views)`` subquery for one question."""
+
+    def __init__(self, spec: Spec, snapshot: Snapshot, *, author_id: int | None) -> None:
+        self.spec = spec
+        self.snapshot = snapshot
+        self.author_id = author_id
+
+    def level(self, *, blogs: bool, countries: bool) -> Level:
+        """The smallest level holding the needed dimensions and the filtered columns."""
+        blogs = blogs or self.author_id is not None
+        countries = countries or self.spec.countries_filtered
+        if blogs and countries:
+            return BLOG_COUNTRY_LEVEL
+        if blogs:
+            return BLOG_LEVEL
+        return COUNTRY_LEVEL
+
+    def _filters(self, level_columns: tuple[str, ...]) -> tuple[list[str], list[Param]]:
+        where: list[str] = []
+        params: list[Param] = []
+        if "country_id" in level_columns:
+            if self.spec.country_codes is not None:
+                where.append(f"country_id IN ({', '.join(['%s'] * len(self.spec.country_codes))})")
+                params.extend(self.spec.country_codes)
+            if self.spec.exclude_country_codes is not None:
+                codes = self.spec.exclude_country_codes
+                where.append(f"country_id NOT IN ({', '.join(['%s'] * len(codes))})")
+                params.extend(codes)
+        if self.author_id is not None:
+            where.append(f"blog_id IN (SELECT id FROM {BLOG} WHERE author_id = %s)")
+            params.append(self.author_id)
+        return where, params
+
+    def sql(
+        self,
+        *,
+        blogs: bool = False,
+        countries: bool = False,
+        monthly: bool = True,
+        start: date | None = None,
+        end: date | None = None,
+    ) -> tuple[str, list[Param]]:
+        """The fact subquery over ``start..end`` (default: the spec's range)."""
+        level = self.level(blogs=blogs, countries=countries)
+        if start is None and end is None:
+            start, end = self.spec.first_day, self.spec.last_day
+        columns = ", ".join(level.columns)
+        filters, filter_params = self._filters(level.columns)
+        parts: list[str] = []
+        params: list[Param] = []
+
+        def add(table: str, day_column: str, low: date | None, high: date | None) -> None:
+            where = list(filters)
+            bounds: list[Param] = []
+            if low is not None:
+                where.insert(0, f"{day_column} >= %s")
+                bounds.append(_day(low))
+            if high is not None:
+                where.insert(len(bounds), f"{day_column} <= %s")
+                bounds.append(_day(high))
+            condition = f" WHERE {' AND '.join(where)}" if where else ""
+            parts.append(f"SELECT {day_column} AS day, {columns}, views FROM {table}{condition}")
+            params.extend([*bounds, *filter_params])
+
+        split = split_range(start, end) if monthly and level.monthly else None
+        if split is not None and split.months is not None and level.monthly is not None:
+            add(level.monthly, "month", *split.months)
+            for low, high in split.edges:
+                add(level.daily, "day", low, high)
+        else:
+            add(level.daily, "day", start, end)
+
+        # The tail: raw views the summaries do not hold yet.
+        where = ["id > %s"]
+        tail_params: list[Param] = [self.snapshot.watermark]
+        if start is not None:
+            where.append("viewed_at >= %s")
+            tail_params.append(_timestamp(start))
+        if end is not None:
+            where.append("viewed_at < %s")
+            tail_params.append(_timestamp(end + timedelta(days=1)))
+        day = day_of_raw()
+        parts.append(
+            f"SELECT {day} AS day, {columns}, count(*) AS views FROM {RAW} "
+            f"WHERE {' AND '.join([*where, *filters])} GROUP BY {day}, {columns}"
+        )
+        params.extend([*tail_params, *filter_params])
+        return " UNION ALL ".join(parts), params
+
+    def first_day(self) -> date | None:
+        """The earliest day with a matching view (before ``end``), or ``None``."""
+        level = self.level(blogs=False, countries=False)
+        filters, filter_params = self._filters(level.columns)
+        daily_where = " AND ".join(filters) or "true"
+        tail_where = " AND ".join(["id > %s", *filters])
+        end = self.spec.last_day
+        daily_params: list[Param] = list(filter_params)
+        tail_params: list[Param] = [self.snapshot.watermark, *filter_params]
+        if end is not None:
+            daily_where += " AND day <= %s"
+            daily_params.append(_day(end))
+            tail_where += " AND viewed_at < %s"
+            tail_params.append(_timestamp(end + timedelta(days=1)))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT min(day) FROM {level.daily} WHERE {daily_where}", daily_params)
+            found = [cursor.fetchone()[0]]
+            cursor.execute(f"SELECT min(viewed_at) FROM {RAW} WHERE {tail_where}", tail_params)
+            found.append(cursor.fetchone()[0])
+        days = [as_date(value) for value in found if value is not None]
+        return min(days) if days else None

@@ -1,0 +1,188 @@
+"""The analytics filters: strict validation of a request body into one small query spec."""
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from core.exceptions import ApplicationError
+from core.models import Country
+
+FILTER_FIELDS = (
+    "start_date",
+    "end_date",
+    "year",
+    "country_codes",
+    "exclude_country_codes",
+    "author_username",
+)
+MAX_COUNTRY_CODES = 250
+PERIODS = ("day", "week", "month", "year")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one analytics question asks: the filters plus the endpoint's own options."""
+
+    start_date: date | None = None
+    end_date: date | None = None
+    year: int | None = None
+    country_codes: tuple[str, ...] | None = None
+    exclude_country_codes: tuple[str, ...] | None = None
+    author_username: str | None = None
+    limit: int | None = None
+    offset: int | None = None
+    compare_period: str | None = None
+    extras: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def first_day(self) -> date | None:
+        """The first day asked for (from ``year`` or ``start_date``), or ``None`` (open)."""
+        return date(self.year, 1, 1) if self.year is not None else self.start_date
+
+    @property
+    def last_day(self) -> date | None:
+        """The last day asked for (from ``year`` or ``end_date``), or ``None`` (open)."""
+        return date(self.year, 12, 31) if self.year is not None else self.end_date
+
+    @property
+    def countries_filtered(self) -> bool:
+        return self.country_codes is not None or self.exclude_country_codes is not None
+
+    def normalized(self) -> dict[str, Any]:
+        """The filters as echoed in ``meta.filters`` and used in cache keys."""
+        found: dict[str, Any] = {
+            "start_date": self.start_date.isoformat() if self.start_date else None,
+            "end_date": self.end_date.isoformat() if self.end_date else None,
+            "year": self.year,
+            "country_codes": list(self.country_codes) if self.country_codes is not None else None,
+            "exclude_country_codes": (
+                list(self.exclude_country_codes) if self.exclude_country_codes is not None else None
+            ),
+            "author_username": self.author_username,
+        }
+        for name in self.extras:
+            found[name] = getattr(self, name)
+        return found
+
+
+@dataclass(frozen=True)
+class Extra:
+    """An endpoint's own body field: an integer in a range, or one of some choices."""
+
+    name: str
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+
+
+def _error(name: str | None, reason: str) -> dict[str, Any]:
+    return {"field": name, "reason": reason}
+
+
+def _date(name: str, value: object, errors: list[dict[str, Any]]) -> date | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 10:
+        errors.append(_error(name, "must be a date string YYYY-MM-DD"))
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        errors.append(_error(name, f"'{value}' is not a valid date (YYYY-MM-DD)"))
+        return None
+
+
+def _integer(
+    name: str, value: object, low: int | None, high: int | None, errors: list[dict[str, Any]]
+) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        errors.append(_error(name, "must be an integer"))
+        return None
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low}" if high is None else f"from {low} to {high}"
+        errors.append(_error(name, f"must be {bounds}; got {value}"))
+        return None
+    return value
+
+
+def _codes(
+    name: str, value: object, known: set[str], errors: list[dict[str, Any]]
+) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        errors.append(_error(name, "must be a list of country codes"))
+        return None
+    if not 1 <= len(value) <= MAX_COUNTRY_CODES:
+        errors.append(_error(name, f"must hold 1 to {MAX_COUNTRY_CODES} codes; got {len(value)}"))
+        return None
+    codes = set()
+    for code in value:
+        if not isinstance(code, str):
+            errors.append(_error(name, f"{code!r} is not a country code string"))
+        elif code.upper() not in known:
+            errors.append(_error(name, f"unknown country code '{code}'"))
+        else:
+            codes.add(code.upper())
+    return tuple(sorted(codes))
+
+
+def spec_parse(*, payload: object, extras: tuple[Extra, ...] = ()) -> Spec:
+    """Validate an analytics request body; raise ``ApplicationError`` naming every bad field."""
+    if not isinstance(payload, dict):
+        raise ApplicationError(
+            "The body must be a JSON object of filters (it may be empty: {}).",
+            details=[_error(None, "not a JSON object")],
+        )
+    allowed = set(FILTER_FIELDS) | {extra.name for extra in extras}
+    errors = [_error(name, "unknown field") for name in sorted(set(payload) - allowed)]
+
+    start = _date("start_date", payload.get("start_date"), errors)
+    end = _date("end_date", payload.get("end_date"), errors)
+    year = _integer("year", payload.get("year"), 1900, 2100, errors)
+    if payload.get("year") is not None and (
+        payload.get("start_date") is not None or payload.get("end_date") is not None
+    ):
+        errors.append(_error("year", "give either year or start_date/end_date, not both"))
+    if start and end and start > end:
+        errors.append(_error("start_date", f"{start} is after end_date {end}"))
+
+    country_fields = ("country_codes", "exclude_country_codes")
+    known: set[str] = set()
+    if any(payload.get(name) is not None for name in country_fields):
+        known = set(Country.objects.values_list("code", flat=True))
+    include = _codes("country_codes", payload.get("country_codes"), known, errors)
+    exclude = _codes("exclude_country_codes", payload.get("exclude_country_codes"), known, errors)
+
+    author = payload.get("author_username")
+    if author is not None and (not isinstance(author, str) or not author):
+        errors.append(_error("author_username", "must be a non-empty string"))
+        author = None
+
+    options: dict[str, Any] = {}
+    for extra in extras:
+        value = payload.get(extra.name)
+        if extra.choices:
+            if value is not None and value not in extra.choices:
+                errors.append(_error(extra.name, f"must be one of: {', '.join(extra.choices)}"))
+                value = None
+        else:
+            value = _integer(extra.name, value, extra.minimum, extra.maximum, errors)
+        options[extra.name] = extra.default if value is None else value
+
+    if errors:
+        fields = sorted({e["field"] for e in errors if e["field"]})
+        raise ApplicationError(f"Invalid filters: {', '.join(fields)}.", details=errors)
+    return Spec(
+        start_date=start,
+        end_date=end,
+        year=year,
+        country_codes=include,
+        exclude_country_codes=exclude,
+        author_username=author,
+        extras=tuple(extra.name for extra in extras),
+        **options,
+    )

@@ -1,0 +1,219 @@
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api import selectors
+from api.caching import answer_cached
+from api.permissions import AnalyticsAnonThrottle, AnalyticsReadPermission, AnalyticsUserThrottle
+from api.serializers import (
+    ApiRootSerializer,
+    AuthorResponseSerializer,
+    BlogResponseSerializer,
+    CountryResponseSerializer,
+    GroupedRequestSerializer,
+    PerformanceRequestSerializer,
+    PerformanceResponseSerializer,
+    TopRequestSerializer,
+)
+from api.spec import PERIODS, Extra, spec_parse
+from core.exceptions import ApplicationError
+from core.serializers import ErrorResponseSerializer
+
+GROUPED = (Extra("limit", 100, 1, 1000), Extra("offset", 0, 0, None))
+TOP = (Extra("limit", 10, 1, 100),)
+PERFORMANCE = (Extra("compare_period", None, choices=PERIODS),)
+
+ERRORS: dict[int, Any] = {
+    400: ErrorResponseSerializer,
+    401: ErrorResponseSerializer,
+    403: ErrorResponseSerializer,
+    429: ErrorResponseSerializer,
+}
+NO_CACHE = (
+    " Answers may come from a cache at most `ANALYTICS_CACHE_SECONDS` old; send "
+    "`Cache-Control: no-cache` for an answer that counts every view committed before it."
+)
+
+
+class AnalyticsView(APIView):
+    """Parse the filters, answer from the cache or the planner, return results and meta."""
+
+    permission_classes = [AnalyticsReadPermission]
+    throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle]
+    endpoint: ClassVar[str]
+    extras: ClassVar[tuple[Extra, ...]]
+    selector: ClassVar[Callable[..., selectors.Answer]]
+
+    def post(self, request: Request) -> Response:
+        spec = spec_parse(payload=request.data, extras=self.extras)
+        bypass = "no-cache" in request.headers.get("Cache-Control", "").lower()
+        select = type(self).selector
+        body = answer_cached(
+            endpoint=self.endpoint, spec=spec, compute=lambda: select(spec=spec), bypass=bypass
+        )
+        return Response(body)
+
+
+def _schema(
+    summary: str, description: str, request: Any, response: Any, example: dict[str, Any]
+) -> Any:
+    return extend_schema_view(
+        post=extend_schema(
+            tags=["analytics"],
+            summary=summary,
+            description=description + NO_CACHE,
+            request=request,
+            responses={200: response, **ERRORS},
+            examples=[OpenApiExample("example", value=example, request_only=True)],
+        )
+    )
+
+
+@_schema(
+    "Views and blogs per country",
+    "One row per country with matching views: `views`, and `blogs` = distinct blogs with a "
+    "matching view. Ordered by views desc, then country_code. Paged with limit/offset.",
+    GroupedRequestSerializer,
+    CountryResponseSerializer,
+    {"year": 2024, "exclude_country_codes": ["US"]},
+)
+class CountryBreakdownView(AnalyticsView):
+    endpoint = "blog-views/country"
+    extras = GROUPED
+    selector = staticmethod(selectors.country_breakdown)
+
+
+@_schema(
+    "Views and blogs per author",
+    "One row per author with matching views. Ordered by views desc, then username. Paged.",
+    GroupedRequestSerializer,
+    AuthorResponseSerializer,
+    {"start_date": "2025-01-01", "end_date": "2025-03-31", "country_codes": ["us", "ET"]},
+)
+class AuthorBreakdownView(AnalyticsView):
+    endpoint = "blog-views/user"
+    extras = GROUPED
+    selector = staticmethod(selectors.author_breakdown)
+
+
+@_schema(
+    "Top blogs",
+    "The `limit` (default 10) most viewed blogs; ties broken by blog_id.",
+    TopRequestSerializer,
+    BlogResponseSerializer,
+    {},
+)
+class TopBlogsView(AnalyticsView):
+    endpoint = "top/blog"
+    extras = TOP
+    selector = staticmethod(selectors.top_blogs)
+
+
+@_schema(
+    "Top authors",
+    "The `limit` (default 10) most viewed authors; ties broken by username.",
+    TopRequestSerializer,
+    AuthorResponseSerializer,
+    {"year": 2025, "limit": 5},
+)
+class TopAuthorsView(AnalyticsView):
+    endpoint = "top/user"
+    extras = TOP
+    selector = staticmethod(selectors.top_authors)
+
+
+@_schema(
+    "Top countries",
+    "The `limit` (default 10) most viewed countries; ties broken by country_code.",
+    TopRequestSerializer,
+    CountryResponseSerializer,
+    {"author_username": "ada"},
+)
+class TopCountriesView(AnalyticsView):
+    endpoint = "top/country"
+    extras = TOP
+    selector = staticmethod(selectors.top_countries)
+
+
+@_schema(
+    "Views over time, with period-over-period growth",
+    "Calendar buckets (ISO weeks start on Monday) over the filter's range, the first and last "
+    "clipped to it; every bucket appears, zero-view ones included. An open start is the day of "
+    "the earliest matching view, an open end is today. `compare_period` sets the bucket size, "
+    "else it is automatic (<= 31 days: day, <= 180 days: week, else month); more than 1,000 "
+    "buckets is a 400. `growth_pct` compares with the previous row (null first and after a "
+    "0-view row); `blogs_created` counts blogs created in the bucket (by the author, if given; "
+    "country filters do not apply to it).",
+    PerformanceRequestSerializer,
+    PerformanceResponseSerializer,
+    {"year": 2023, "compare_period": "week"},
+)
+class PerformanceView(AnalyticsView):
+    endpoint = "performance"
+    extras = PERFORMANCE
+    selector = staticmethod(selectors.views_performance)
+
+
+class UnknownTypeView(APIView):
+    """``blog-views/<x>/`` and ``top/<x>/`` for an ``x`` that does not exist: 404 naming the
+    ones that do."""
+
+    permission_classes = [AllowAny]
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "object_type": ("country", "user"),
+        "top_type": ("blog", "user", "country"),
+    }
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request, **kwargs: str) -> Response:
+        ((name, value),) = kwargs.items()
+        valid = self.choices[name]
+        raise ApplicationError(
+            f"Unknown {name} '{value}'; use one of: {', '.join(valid)}.",
+            status=status.HTTP_404_NOT_FOUND,
+            code="not_found",
+            details=[{"field": name, "reason": f"must be one of: {', '.join(valid)}"}],
+        )
+
+
+ENDPOINTS = (
+    ("analytics-country", "Views and distinct blogs per country (paged)."),
+    ("analytics-user", "Views and distinct blogs per author (paged)."),
+    ("analytics-top-blog", "Top blogs by views."),
+    ("analytics-top-user", "Top authors by views."),
+    ("analytics-top-country", "Top countries by views."),
+    ("analytics-performance", "Views per day/week/month/year with growth against the previous."),
+)
+
+
+class ApiRootView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["analytics"],
+        summary="The analytics endpoints",
+        description="Each endpoint takes POST with a JSON body of filters; see its schema.",
+        responses={200: ApiRootSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        from django.urls import reverse
+
+        return Response(
+            {
+                "endpoints": [
+                    {
+                        "name": name.removeprefix("analytics-"),
+                        "method": "POST",
+                        "url": request.build_absolute_uri(reverse(name)),
+                        "description": description,
+                    }
+                    for name, description in ENDPOINTS
+                ]
+            }
+        )
