@@ -1,3 +1,4 @@
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -7,6 +8,17 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(autouse=True)
+def _cache_per_test(settings: Any) -> None:
+    # Each test its own cache key space: answers cached by one test (say, on an empty database)
+    # must not be served to the next. A prefix, not a flush, because the Redis database is
+    # shared with the Celery broker that worker tests use.
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
+        for name, config in settings.CACHES.items()
+    }
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -4,6 +4,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,14 @@ class AnalyticsReadPermission(BasePermission):
 
 
 class _FailOpen(SimpleRateThrottle):
-    """Throttling keeps its counters in the cache; when the cache is down, let requests in."""
+    """Throttling keeps its counters in the cache; when the cache is down, let requests in.
+
+    Rates are read from the settings at each request (DRF reads them once, at import).
+    """
+
+    def get_rate(self) -> str | None:
+        rates: dict[str, Any] = api_settings.DEFAULT_THROTTLE_RATES
+        return rates.get(self.scope or "")
 
     def allow_request(self, request: Request, view: Any) -> bool:
         try:

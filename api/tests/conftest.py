@@ -1,0 +1,56 @@
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.contrib.auth import get_user_model
+
+from core.models import Blog
+from ingest.services import views_record
+from rollups.services import rollups_absorb_pending
+
+TODAY = datetime(2026, 1, 10, 15, 30, tzinfo=UTC)
+COUNTRIES = ["US", "DE", "ET", "IN", "ZZ", "BR", "JP", "FR"]
+# Code-point order differs from dictionary order: "Zed" < "ana_b" < "bob".
+AUTHORS = ["Zed", "ana_b", "bob", "Ana"]
+FIRST_DAY = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def frozen_today():
+    with time_machine.travel(TODAY, tick=False):
+        yield TODAY
+
+
+def analytics_data(*, seed: int, views: int = 2500) -> list[int]:
+    """Authors, blogs and views over 2024-2025, part absorbed and part still in the tail."""
+    rng = random.Random(seed)
+    authors = [get_user_model().objects.create_user(username=name) for name in AUTHORS]
+    blogs = [
+        Blog.objects.create(
+            title=f"Blog {n}",
+            author=authors[n % len(authors)],
+            created_at=datetime(2023, 6, 1, tzinfo=UTC)
+            + timedelta(days=rng.randrange(900), seconds=rng.randrange(86400)),
+        )
+        for n in range(12)
+    ]
+    weights = [1 / (rank + 1) for rank in range(len(blogs))]
+    country_weights = [1 / (rank + 1) ** 0.7 for rank in range(len(COUNTRIES))]
+
+    def batch(count: int, days: tuple[int, int]) -> list[tuple[int, str, datetime]]:
+        return [
+            (
+                rng.choices(blogs, weights)[0].pk,
+                rng.choices(COUNTRIES, country_weights)[0],
+                FIRST_DAY + timedelta(days=rng.randint(*days), seconds=rng.randrange(86400)),
+            )
+            for _ in range(count)
+        ]
+
+    absorbed = views * 4 // 5
+    views_record(views=batch(absorbed, (0, 730)))
+    rollups_absorb_pending()
+    # The tail: new views and late ones for long-closed days, not absorbed yet.
+    views_record(views=batch(views - absorbed, (0, 730)))
+    return [blog.pk for blog in blogs]

@@ -1,0 +1,343 @@
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.core.cache import cache
+from django.db import connection
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from api.selectors import country_breakdown
+from api.spec import Spec
+from api.tests.conftest import TODAY, analytics_data
+from ingest.models import BlogView
+from ingest.services import views_record
+from rollups.services import rollups_absorb_pending, rollups_rebuild
+
+SEED_CALLS = [
+    ("/api/analytics/blog-views/country/", {"year": 2024, "exclude_country_codes": ["US"]}),
+    ("/api/analytics/top/blog/", {}),
+    ("/api/analytics/performance/", {"year": 2023, "compare_period": "week"}),
+]
+ENDPOINTS = [
+    "/api/analytics/blog-views/country/",
+    "/api/analytics/blog-views/user/",
+    "/api/analytics/top/blog/",
+    "/api/analytics/top/user/",
+    "/api/analytics/top/country/",
+    "/api/analytics/performance/",
+]
+
+
+@pytest.fixture
+def public(db, settings, frozen_today) -> APIClient:
+    settings.ANALYTICS_PUBLIC_READ = True
+    return APIClient()
+
+
+@pytest.fixture
+def data(db):
+    return analytics_data(seed=3, views=600)
+
+
+def _error(response: Any) -> dict[str, Any]:
+    assert response.status_code == 400, response.content
+    return response.json()["error"]
+
+
+@pytest.mark.parametrize(("url", "body"), SEED_CALLS)
+def test_the_seed_readme_calls_work_verbatim(public, data, url, body):
+    response = public.post(url, body, format="json")
+    assert response.status_code == 200
+    answer = response.json()
+    assert set(answer) == {"results", "meta"}
+    assert {"filters", "total", "as_of", "cached"} <= set(answer["meta"])
+
+
+def test_seed_weekly_series_of_2023_is_53_clipped_iso_weeks(public, data):
+    answer = public.post(SEED_CALLS[2][0], SEED_CALLS[2][1], format="json").json()
+    rows = answer["results"]
+    assert (rows[0]["label"], rows[0]["period_start"], rows[0]["period_end"]) == (
+        "2022-W52",
+        "2023-01-01",
+        "2023-01-01",
+    )
+    assert (rows[-1]["label"], rows[-1]["period_end"]) == ("2023-W52", "2023-12-31")
+    assert len(rows) == 53
+    assert answer["meta"]["granularity"] == "week"
+    assert answer["meta"]["granularity_auto"] is False
+
+
+def test_automatic_granularity(public, data):
+    def period(body: dict[str, Any]) -> tuple[str, bool]:
+        meta = public.post("/api/analytics/performance/", body, format="json").json()["meta"]
+        return meta["granularity"], meta["granularity_auto"]
+
+    assert period({"start_date": "2024-01-01", "end_date": "2024-01-31"}) == ("day", True)
+    assert period({"start_date": "2024-01-01", "end_date": "2024-02-01"}) == ("week", True)
+    assert period({"start_date": "2024-01-01", "end_date": "2024-06-28"}) == ("week", True)
+    assert period({"start_date": "2024-01-01", "end_date": "2024-06-29"}) == ("month", True)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"year": "2024"}, "year"),
+        ({"year": 1899}, "year"),
+        ({"year": 2101}, "year"),
+        ({"year": True}, "year"),
+        ({"year": 2024, "start_date": "2024-01-01"}, "year"),
+        ({"start_date": "2024-13-01"}, "start_date"),
+        ({"start_date": "2024-1-1"}, "start_date"),
+        ({"end_date": 20240101}, "end_date"),
+        ({"start_date": "2024-02-01", "end_date": "2024-01-31"}, "start_date"),
+        ({"country_codes": []}, "country_codes"),
+        ({"country_codes": "US"}, "country_codes"),
+        ({"country_codes": ["US", "XX"]}, "country_codes"),
+        ({"country_codes": [1]}, "country_codes"),
+        ({"exclude_country_codes": ["USA"]}, "exclude_country_codes"),
+        ({"exclude_country_codes": ["US"] * 251}, "exclude_country_codes"),
+        ({"author_username": 5}, "author_username"),
+        ({"author_username": ""}, "author_username"),
+        ({"granularity": "week"}, "granularity"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"limit": "10"}, "limit"),
+        ({"offset": -1}, "offset"),
+    ],
+)
+def test_bad_filters_are_400_naming_the_field(public, body, field):
+    error = _error(public.post("/api/analytics/blog-views/user/", body, format="json"))
+    assert field in [d["field"] for d in error["details"]], error
+    assert field in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        ("/api/analytics/top/blog/", {"limit": 101}, "limit"),
+        ("/api/analytics/top/blog/", {"offset": 0}, "offset"),
+        ("/api/analytics/performance/", {"compare_period": "quarter"}, "compare_period"),
+        ("/api/analytics/performance/", {"limit": 5}, "limit"),
+        (
+            "/api/analytics/performance/",
+            {"start_date": "2020-01-01", "compare_period": "day"},
+            "compare_period",
+        ),
+    ],
+)
+def test_endpoint_options(public, data, url, body, field):
+    error = _error(public.post(url, body, format="json"))
+    assert error["details"][0]["field"] == field
+
+
+@pytest.mark.parametrize("raw", ["[]", '"x"', "3", "{bad json"])
+def test_a_body_that_is_not_an_object_is_400(public, raw):
+    response = public.generic(
+        "POST", "/api/analytics/top/blog/", raw, content_type="application/json"
+    )
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("url", "valid"),
+    [
+        ("/api/analytics/blog-views/blog/", "country, user"),
+        ("/api/analytics/top/author/", "blog, user, country"),
+    ],
+)
+def test_unknown_path_type_is_404_listing_the_valid_ones(public, url, valid):
+    response = public.post(url, {}, format="json")
+    assert response.status_code == 404
+    assert valid in response.json()["error"]["message"]
+
+
+def test_unknown_author_gives_empty_results(public, data):
+    for url in ENDPOINTS:
+        answer = public.post(url, {"author_username": "nobody", "year": 2024}, format="json").json()
+        assert answer["results"] == [] and answer["meta"]["total"] == 0, url
+
+
+def test_meta_echoes_normalized_filters(public, data):
+    body = {"start_date": "2024-02-01", "country_codes": ["us", "de", "US"]}
+    meta = public.post("/api/analytics/top/country/", body, format="json").json()["meta"]
+    assert meta["filters"] == {
+        "start_date": "2024-02-01",
+        "end_date": None,
+        "year": None,
+        "country_codes": ["DE", "US"],
+        "exclude_country_codes": None,
+        "author_username": None,
+        "limit": 10,
+    }
+    assert meta["as_of"] == "2026-01-10T15:30:00Z"
+
+
+def test_api_root_lists_the_endpoints(db):
+    answer = APIClient().get("/api/analytics/").json()
+    assert [e["url"] for e in answer["endpoints"]] == [f"http://testserver{u}" for u in ENDPOINTS]
+    assert all(e["description"] and e["method"] == "POST" for e in answer["endpoints"])
+
+
+# --- Auth and throttling -------------------------------------------------------------------------
+
+
+def test_reads_need_a_token_unless_public(db, settings, auth_client, user):
+    settings.ANALYTICS_PUBLIC_READ = False
+    for url in ENDPOINTS:
+        assert APIClient().post(url, {}, format="json").status_code == 401
+        assert auth_client(user).post(url, {}, format="json").status_code == 200
+    settings.ANALYTICS_PUBLIC_READ = True
+    assert APIClient().post(ENDPOINTS[0], {}, format="json").status_code == 200
+
+
+def test_reads_are_throttled(public, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"analytics_user": "2/min", "analytics_anon": "2/min"},
+    }
+    cache.clear()
+    codes = [public.post(ENDPOINTS[2], {}, format="json").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+# --- Cache ---------------------------------------------------------------------------------------
+
+
+def test_cache_hit_bypass_and_expiry(public, data, settings):
+    settings.ANALYTICS_CACHE_SECONDS = 60
+    url, body = SEED_CALLS[0]
+
+    def japan(answer: dict[str, Any]) -> int:
+        return next(row["views"] for row in answer["results"] if row["country_code"] == "JP")
+
+    first = public.post(url, body, format="json").json()
+    assert first["meta"]["cached"] is False
+    views_record(views=[(data[0], "JP", datetime(2024, 5, 1, tzinfo=UTC))] * 5)
+    hit = public.post(url, body, format="json").json()  # the cached answer does not see them...
+    assert hit["meta"]["cached"] is True
+    assert hit["results"] == first["results"] and hit["meta"]["as_of"] == first["meta"]["as_of"]
+    fresh = public.post(url, body, format="json", HTTP_CACHE_CONTROL="no-cache").json()
+    assert fresh["meta"]["cached"] is False  # ...a no-cache read does
+    assert japan(fresh) == japan(first) + 5
+    # The no-cache answer refreshed the cache.
+    assert japan(public.post(url, body, format="json").json()) == japan(first) + 5
+
+
+def test_cached_answers_expire(public, data, settings):
+    settings.ANALYTICS_CACHE_SECONDS = 1
+    url, body = SEED_CALLS[1]
+    public.post(url, body, format="json")
+    assert public.post(url, body, format="json").json()["meta"]["cached"] is True
+    # Redis expires keys on its own clock, the local-memory cache on the (frozen) one here.
+    time.sleep(1.1)
+    with time_machine.travel(TODAY + timedelta(seconds=2), tick=False):
+        assert public.post(url, body, format="json").json()["meta"]["cached"] is False
+
+
+def test_a_rebuild_invalidates_cached_answers(public, data, settings):
+    settings.ANALYTICS_CACHE_SECONDS = 600
+    url, body = SEED_CALLS[1]
+    before = public.post(url, body, format="json").json()
+    # Views written behind the API under the watermark are invisible until a rebuild.
+    top = before["results"][0]
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM ingest_blogview WHERE blog_id = %s", [top["blog_id"]])
+    assert public.post(url, body, format="json").json()["meta"]["cached"] is True
+    rollups_rebuild()
+    after = public.post(url, body, format="json").json()
+    assert after["meta"]["cached"] is False
+    assert top["blog_id"] not in [row["blog_id"] for row in after["results"]]
+
+
+@override_settings(
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    },
+    ANALYTICS_CACHE_SECONDS=60,
+)
+def test_answers_still_come_when_the_cache_is_down(public, data, caplog):
+    for url in ENDPOINTS:
+        response = public.post(url, {}, format="json")
+        assert response.status_code == 200, url
+        assert response.json()["meta"]["cached"] is False
+    assert "cache unavailable" in caplog.text
+
+
+# --- Freshness -----------------------------------------------------------------------------------
+
+
+def test_a_view_acknowledged_by_ingest_is_counted_by_the_next_no_cache_read(
+    db, settings, auth_client, ingest_user, frozen_today
+):
+    settings.ANALYTICS_CACHE_SECONDS = 60
+    blog_ids = analytics_data(seed=4, views=200)
+    reader = auth_client(ingest_user)
+    before = reader.post("/api/analytics/top/country/", {"country_codes": ["ET"]}, format="json")
+    views = before.json()["results"][0]["views"] if before.json()["results"] else 0
+    accepted = reader.post(
+        "/api/ingest/views/",
+        {"views": [{"blog_id": blog_ids[0], "country_code": "et"}] * 3},
+        format="json",
+    )
+    assert accepted.status_code == 202
+    after = reader.post(
+        "/api/analytics/top/country/",
+        {"country_codes": ["ET"]},
+        format="json",
+        HTTP_CACHE_CONTROL="no-cache",
+    ).json()
+    assert after["results"][0]["views"] == views + 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reads_are_exact_while_a_rollup_commits_in_small_steps(frozen_today):
+    analytics_data(seed=5, views=3000)
+    rollups_absorb_pending()
+    total = BlogView.objects.count()
+    first = BlogView.objects.order_by("id").values_list("blog_id", "country_id", "viewed_at")
+    views_record(views=list(first[:2000]))  # pending again
+    total += 2000
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def absorb() -> None:
+        try:
+            rollups_absorb_pending(chunk_ids=25)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+            connection.close()
+
+    thread = threading.Thread(target=absorb)
+    thread.start()
+    seen = []
+    while not done.is_set():
+        rows = country_breakdown(spec=Spec()).results
+        seen.append(sum(row["views"] for row in rows))
+    thread.join()
+    assert not errors
+    assert len(seen) > 1
+    assert set(seen) == {total}
+
+
+# --- Queries do not grow with the data -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("views", [100, 1500])
+@pytest.mark.parametrize("url", ENDPOINTS)
+def test_query_count_is_fixed(public, django_assert_max_num_queries, url, views):
+    analytics_data(seed=6, views=views)
+    body = {"author_username": "bob", "country_codes": ["US", "DE"], "start_date": "2024-02-03"}
+    with django_assert_max_num_queries(8):
+        assert (
+            public.post(url, body, format="json", HTTP_CACHE_CONTROL="no-cache").status_code == 200
+        )
