@@ -2,17 +2,11 @@
 
 from django.db import migrations
 
+from core.countries import countries_ensure
+
 
 def load_countries(apps, schema_editor):
-    import pycountry
-
-    Country = apps.get_model("core", "Country")
-    rows = [
-        Country(code=c.alpha_2, name=getattr(c, "common_name", None) or c.name)
-        for c in pycountry.countries
-    ]
-    rows.append(Country(code="ZZ", name="Unknown"))
-    Country.objects.bulk_create(rows, ignore_conflicts=True)
+    countries_ensure(apps.get_model("core", "Country"), using=schema_editor.connection.alias)
 
 
 def unload_countries(apps, schema_editor):
