@@ -34,9 +34,12 @@ from rollups.models import (
     DailyCountryViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
+    YearlyPresence,
 )
+from rollups.services import NO_DAYS, year_masks
 
 RAW = BlogView._meta.db_table
+PRESENCE = YearlyPresence._meta.db_table
 BLOG = Blog._meta.db_table
 USER = get_user_model()._meta.db_table
 STATE_NAME = "views"
@@ -210,17 +213,30 @@ class Facts:
             return BLOG_LEVEL
         return COUNTRY_LEVEL
 
-    def _filters(self, level_columns: tuple[str, ...]) -> tuple[list[str], list[Param]]:
+    def _filters(
+        self, level_columns: tuple[str, ...], *, only: tuple[str, ...] | None = None
+    ) -> tuple[list[str], list[Param]]:
+        """WHERE conditions for the spec's filters on a table with ``level_columns``.
+
+        ``only`` replaces the spec's country filters by "country in ``only``".
+        """
         where: list[str] = []
         params: list[Param] = []
+
+        def country_in(codes: tuple[str, ...], negate: bool = False) -> None:
+            where.append(
+                f"country_id {'NOT IN' if negate else 'IN'} ({', '.join(['%s'] * len(codes))})"
+            )
+            params.extend(codes)
+
         if "country_id" in level_columns:
-            if self.spec.country_codes is not None:
-                where.append(f"country_id IN ({', '.join(['%s'] * len(self.spec.country_codes))})")
-                params.extend(self.spec.country_codes)
-            if self.spec.exclude_country_codes is not None:
-                codes = self.spec.exclude_country_codes
-                where.append(f"country_id NOT IN ({', '.join(['%s'] * len(codes))})")
-                params.extend(codes)
+            if only is not None:
+                country_in(only)
+            else:
+                if self.spec.country_codes is not None:
+                    country_in(self.spec.country_codes)
+                if self.spec.exclude_country_codes is not None:
+                    country_in(self.spec.exclude_country_codes, negate=True)
         if self.author_id is not None:
             where.append(f"blog_id IN (SELECT id FROM {BLOG} WHERE author_id = %s)")
             params.append(self.author_id)
@@ -235,26 +251,102 @@ class Facts:
         start: date | None = None,
         end: date | None = None,
     ) -> tuple[str, list[Param]]:
-        """The fact subquery over ``start..end`` (default: the spec's range)."""
-        level = self.level(blogs=blogs, countries=countries)
+        """The fact subquery over ``start..end`` (default: the spec's range).
+
+        A question about blogs (not countries) with a country filter reads only the rows of the
+        countries it keeps, or, when it only excludes some, the blog level *minus* the excluded
+        countries' rows (negative ``views``): both touch few rows through the country-first
+        index. Callers keep groups whose ``sum(views)`` is positive.
+        """
         if start is None and end is None:
             start, end = self.spec.first_day, self.spec.last_day
-        columns = ", ".join(level.columns)
-        filters, filter_params = self._filters(level.columns)
+        level = self.level(blogs=blogs, countries=countries)
+        columns = level.columns
         parts: list[str] = []
         params: list[Param] = []
+        if level is BLOG_COUNTRY_LEVEL and not countries and self.spec.countries_filtered:
+            columns = ("blog_id",)
+            include = self.spec.country_codes
+            exclude = set(self.spec.exclude_country_codes or ())
+            if include is not None:
+                kept = tuple(code for code in include if code not in exclude)
+                if kept:
+                    self._summary_parts(
+                        level, columns, start, end, monthly, parts, params, only=kept
+                    )
+            else:
+                self._summary_parts(BLOG_LEVEL, columns, start, end, monthly, parts, params)
+                self._summary_parts(
+                    level,
+                    columns,
+                    start,
+                    end,
+                    monthly,
+                    parts,
+                    params,
+                    only=tuple(sorted(exclude)),
+                    sign="-",
+                )
+        else:
+            self._summary_parts(level, columns, start, end, monthly, parts, params)
+
+        tail_sql, tail_params = self._tail(columns=columns, start=start, end=end)
+        parts.append(tail_sql)
+        params.extend(tail_params)
+        return " UNION ALL ".join(parts), params
+
+    def _tail(
+        self, *, columns: tuple[str, ...], start: date | None, end: date | None
+    ) -> tuple[str, list[Param]]:
+        """The raw views the summaries do not hold yet (``id > watermark``), grouped by day."""
+        filters, filter_params = self._filters(("blog_id", "country_id"))
+        where = ["id > %s"]
+        params: list[Param] = [self.snapshot.watermark]
+        if start is not None:
+            where.append("viewed_at >= %s")
+            params.append(_timestamp(start))
+        if end is not None:
+            where.append("viewed_at < %s")
+            params.append(_timestamp(end + timedelta(days=1)))
+        day = day_of_raw()
+        names = ", ".join(columns)
+        return (
+            f"SELECT {day} AS day, {names}, count(*) AS views FROM {RAW} "
+            f"WHERE {' AND '.join([*where, *filters])} GROUP BY {day}, {names}",
+            [*params, *filter_params],
+        )
+
+    def _summary_parts(
+        self,
+        level: Level,
+        columns: tuple[str, ...],
+        start: date | None,
+        end: date | None,
+        monthly: bool,
+        parts: list[str],
+        params: list[Param],
+        *,
+        only: tuple[str, ...] | None = None,
+        sign: str = "",
+    ) -> None:
+        """Append the SELECTs of ``level``'s rows over ``start..end`` (monthly where it can)."""
+        filters, filter_params = self._filters(level.columns, only=only)
+        names = ", ".join(columns)
 
         def add(table: str, day_column: str, low: date | None, high: date | None) -> None:
-            where = list(filters)
+            where: list[str] = []
             bounds: list[Param] = []
             if low is not None:
-                where.insert(0, f"{day_column} >= %s")
+                where.append(f"{day_column} >= %s")
                 bounds.append(_day(low))
             if high is not None:
-                where.insert(len(bounds), f"{day_column} <= %s")
+                where.append(f"{day_column} <= %s")
                 bounds.append(_day(high))
+            where.extend(filters)
             condition = f" WHERE {' AND '.join(where)}" if where else ""
-            parts.append(f"SELECT {day_column} AS day, {columns}, views FROM {table}{condition}")
+            parts.append(
+                f"SELECT {day_column} AS day, {names}, {sign}views AS views FROM {table}{condition}"
+            )
             params.extend([*bounds, *filter_params])
 
         split = split_range(start, end) if monthly and level.monthly else None
@@ -265,22 +357,43 @@ class Facts:
         else:
             add(level.daily, "day", start, end)
 
-        # The tail: raw views the summaries do not hold yet.
-        where = ["id > %s"]
-        tail_params: list[Param] = [self.snapshot.watermark]
-        if start is not None:
-            where.append("viewed_at >= %s")
-            tail_params.append(_timestamp(start))
-        if end is not None:
-            where.append("viewed_at < %s")
-            tail_params.append(_timestamp(end + timedelta(days=1)))
-        day = day_of_raw()
-        parts.append(
-            f"SELECT {day} AS day, {columns}, count(*) AS views FROM {RAW} "
-            f"WHERE {' AND '.join([*where, *filters])} GROUP BY {day}, {columns}"
+    def presence_pairs(self) -> tuple[str, list[Param]]:
+        """(country_id, blog_id) pairs with a matching view in the range, possibly repeated:
+        yearly presence bits (PostgreSQL) plus the tail."""
+        start, end = self.spec.first_day, self.spec.last_day
+        filters, filter_params = self._filters(("blog_id", "country_id"))
+        # Years the range covers partly test their days' bits; whole years need no test.
+        partial: dict[int, tuple[date, date]] = {}
+        if start is not None and start != date(start.year, 1, 1):
+            year_end = date(start.year, 12, 31)
+            partial[start.year] = (start, min(end, year_end) if end else year_end)
+        if end is not None and end != date(end.year, 12, 31):
+            year_start = date(end.year, 1, 1)
+            partial[end.year] = (max(start, year_start) if start else year_start, end)
+        full_low = None if start is None else start.year + (start.year in partial)
+        full_high = None if end is None else end.year - (end.year in partial)
+        ranges: list[str] = []
+        params: list[Param] = []
+        if full_low is None or full_high is None or full_low <= full_high:
+            bounds = []
+            if full_low is not None:
+                bounds.append("year >= %s")
+                params.append(full_low)
+            if full_high is not None:
+                bounds.append("year <= %s")
+                params.append(full_high)
+            ranges.append(" AND ".join(bounds) or "true")
+        for year, (low, high) in partial.items():
+            ranges.append("(year = %s AND days & %s::bit(366) <> %s::bit(366))")
+            params.extend([year, year_masks(low, high)[year], NO_DAYS])
+        where = " AND ".join([f"({' OR '.join(ranges)})", *filters])
+        params.extend(filter_params)
+        tail_sql, tail_params = self._tail(columns=("country_id", "blog_id"), start=start, end=end)
+        return (
+            f"SELECT country_id, blog_id FROM {PRESENCE} WHERE {where} "
+            f"UNION ALL SELECT country_id, blog_id FROM ({tail_sql}) tail",
+            [*params, *tail_params],
         )
-        params.extend([*tail_params, *filter_params])
-        return " UNION ALL ".join(parts), params
 
     def first_day(self) -> date | None:
         """The earliest day with a matching view (before ``end``), or ``None``."""

@@ -71,25 +71,40 @@ def _paged(rows: list[dict[str, Any]], spec: Spec) -> list[dict[str, Any]]:
 
 
 def _country_rows(facts: Facts) -> list[dict[str, Any]]:
-    sql, params = facts.sql(blogs=True, countries=True)
-    rows = _fetch(
-        f"SELECT f.country_id, c.name, count(DISTINCT f.blog_id), sum(f.views) "
-        f"FROM ({sql}) f JOIN {COUNTRY} c ON c.code = f.country_id "
-        f"GROUP BY f.country_id, c.name",
+    # Views from the smallest level with countries; distinct blogs from the yearly presence
+    # bits on PostgreSQL, else from the (day|month, blog, country) rows.
+    sql, params = facts.sql(countries=True)
+    views = _fetch(
+        f"SELECT f.country_id, c.name, sum(f.views) FROM ({sql}) f "
+        f"JOIN {COUNTRY} c ON c.code = f.country_id GROUP BY f.country_id, c.name",
         params,
     )
+    if connection.vendor == "postgresql":
+        pairs, params = facts.presence_pairs()
+    else:
+        pairs, params = facts.sql(blogs=True, countries=True)
+    blogs = dict(
+        _fetch(
+            f"SELECT p.country_id, count(DISTINCT p.blog_id) FROM ({pairs}) p "
+            f"GROUP BY p.country_id",
+            params,
+        )
+    )
     found = [
-        {"country_code": code, "country_name": name, "blogs": int(blogs), "views": int(views)}
-        for code, name, blogs, views in rows
+        {"country_code": code, "country_name": name, "blogs": int(blogs[code]), "views": int(count)}
+        for code, name, count in views
     ]
     return sorted(found, key=lambda row: (-row["views"], row["country_code"]))
 
 
 def _author_rows(facts: Facts) -> list[dict[str, Any]]:
     sql, params = facts.sql(blogs=True)
+    # Per blog first: a blog counts when its (possibly net, see Facts.sql) views are positive.
     rows = _fetch(
-        f"SELECT u.{USERNAME}, count(DISTINCT f.blog_id), sum(f.views) "
-        f"FROM ({sql}) f JOIN {BLOG} b ON b.id = f.blog_id JOIN {USER} u ON u.id = b.author_id "
+        f"SELECT u.{USERNAME}, count(*), sum(t.views) FROM ("
+        f"SELECT f.blog_id, sum(f.views) AS views FROM ({sql}) f GROUP BY f.blog_id "
+        f"HAVING sum(f.views) > 0) t "
+        f"JOIN {BLOG} b ON b.id = t.blog_id JOIN {USER} u ON u.id = b.author_id "
         f"GROUP BY u.id, u.{USERNAME}",
         params,
     )
@@ -137,7 +152,8 @@ def top_blogs(*, spec: Spec) -> Answer:
         rows = _fetch(
             f"SELECT t.blog_id, b.title, u.{USERNAME}, t.views, t.total FROM ("
             f"SELECT f.blog_id, sum(f.views) AS views, count(*) OVER () AS total "
-            f"FROM ({sql}) f GROUP BY f.blog_id ORDER BY views DESC, f.blog_id LIMIT %s) t "
+            f"FROM ({sql}) f GROUP BY f.blog_id HAVING sum(f.views) > 0 "
+            f"ORDER BY views DESC, f.blog_id LIMIT %s) t "
             f"JOIN {BLOG} b ON b.id = t.blog_id JOIN {USER} u ON u.id = b.author_id "
             f"ORDER BY t.views DESC, t.blog_id",
             [*params, spec.limit],

@@ -43,6 +43,7 @@ from rollups.models import (
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     RebuildJob,
+    YearlyPresence,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ DAILY_BLOG = DailyBlogViews._meta.db_table
 DAILY_COUNTRY = DailyCountryViews._meta.db_table
 MONTHLY_BLOG_COUNTRY = MonthlyBlogCountryViews._meta.db_table
 MONTHLY_BLOG = MonthlyBlogViews._meta.db_table
+PRESENCE = YearlyPresence._meta.db_table
+NO_DAYS = "0" * 366
 
 # (table, key columns) of the summaries derived from daily (day, blog, country) counts.
 DAILY_SUMMARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -75,7 +78,11 @@ MONTHLY_SUMMARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (MONTHLY_BLOG_COUNTRY, ("blog_id", "country_id")),
     (MONTHLY_BLOG, ("blog_id",)),
 )
-SUMMARY_TABLES = tuple(t for t, _ in DAILY_SUMMARIES) + tuple(t for t, _ in MONTHLY_SUMMARIES)
+SUMMARY_TABLES = (
+    *(t for t, _ in DAILY_SUMMARIES),
+    *(t for t, _ in MONTHLY_SUMMARIES),
+    PRESENCE,
+)
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,18 @@ def _stage_raw(
     return int(cursor.fetchone()[0])
 
 
+def _presence_add(cursor: CursorWrapper, stage: str) -> None:
+    """Set the staged days' bits in the yearly presence rows (PostgreSQL only)."""
+    cursor.execute(
+        f"INSERT INTO {PRESENCE} (year, country_id, blog_id, days) "
+        f"SELECT extract(year FROM day)::int, country_id, blog_id, "
+        f"bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) FROM {stage} "
+        f"GROUP BY 1, 2, 3 ON CONFLICT (year, country_id, blog_id) "
+        f"DO UPDATE SET days = {PRESENCE}.days | excluded.days",
+        [NO_DAYS],
+    )
+
+
 def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
     """Add the staged (day, blog, country) counts to every summary."""
     for table, keys in DAILY_SUMMARIES:
@@ -187,6 +206,8 @@ def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
                 f"GROUP BY {month}, {', '.join(keys)}",
             )
         )
+    if _postgres():
+        _presence_add(cursor, stage)
 
 
 # --- Absorb --------------------------------------------------------------------------------------
@@ -422,10 +443,34 @@ def _rebuild_swap(
                 f"WHERE day >= %s AND day <= %s GROUP BY {month}, {', '.join(keys)}",
                 month_range,
             )
+        if _postgres():
+            # Clear the range's days in its years' presence rows, then set them from the stage.
+            for year, mask in year_masks(start, end).items():
+                cursor.execute(
+                    f"UPDATE {PRESENCE} SET days = days & ~%s::bit(366) WHERE year = %s",
+                    [mask, year],
+                )
+            cursor.execute(
+                f"DELETE FROM {PRESENCE} WHERE year >= %s AND year <= %s AND days = %s::bit(366)",
+                [start.year, end.year, NO_DAYS],
+            )
+            _presence_add(cursor, stage)
         # Cached answers from before the rebuild carry the old version and are never served.
         state.rebuild_version += 1
         state.save(update_fields=["rebuild_version"])
     return views
+
+
+def year_masks(start: date, end: date) -> dict[int, str]:
+    """For each year ``start..end`` touches: a 366-bit mask of its days inside the range."""
+    masks = {}
+    for year in range(start.year, end.year + 1):
+        first = max(start, date(year, 1, 1))
+        last = min(end, date(year, 12, 31))
+        low = first.timetuple().tm_yday - 1
+        high = last.timetuple().tm_yday - 1
+        masks[year] = "0" * low + "1" * (high - low + 1) + "0" * (365 - high)
+    return masks
 
 
 def summaries_clear() -> None:

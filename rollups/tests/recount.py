@@ -3,6 +3,8 @@
 from collections import Counter
 from datetime import date
 
+from django.db import connection
+
 from ingest.models import BlogView
 from rollups.models import (
     DailyBlogCountryViews,
@@ -11,6 +13,7 @@ from rollups.models import (
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     Summary,
+    YearlyPresence,
 )
 
 Tables = dict[str, Counter]
@@ -58,9 +61,32 @@ def _as_date(value: object) -> object:
     return date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else value
 
 
+def presence_from_raw(*, through_id: int | None = None) -> dict[tuple[int, str, int], str]:
+    """The yearly presence rows: for each (year, country, blog), its days as a 366-bit string."""
+    rows = BlogView.objects.all()
+    if through_id is not None:
+        rows = rows.filter(id__lte=through_id)
+    days: dict[tuple[int, str, int], set[int]] = {}
+    for blog, country, viewed_at in rows.values_list("blog_id", "country_id", "viewed_at"):
+        day = viewed_at.date()
+        days.setdefault((day.year, country, blog), set()).add(day.timetuple().tm_yday - 1)
+    return {
+        key: "".join("1" if bit in bits else "0" for bit in range(366))
+        for key, bits in days.items()
+    }
+
+
 def assert_summaries_exact(*, through_id: int | None = None) -> None:
     """Every summary equals the recount from raw, table by table, key by key."""
     expected = recount_from_raw(through_id=through_id)
     found = summaries_in_db()
     for name in _MODELS:
         assert dict(found[name]) == dict(expected[name]), name
+    if connection.vendor == "postgresql":
+        stored = {
+            (year, country, blog): days
+            for year, country, blog, days in YearlyPresence.objects.values_list(
+                "year", "country_id", "blog_id", "days"
+            )
+        }
+        assert stored == presence_from_raw(through_id=through_id), "presence"
