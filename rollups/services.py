@@ -5,11 +5,12 @@ The algorithm (a sequence watermark, as in Citus' incremental rollups):
 - ``AbsorbState.absorbed_through_id`` = W. Every raw view with ``id <= W`` is counted in every
   summary exactly once; every view with ``id > W`` is in none (the *tail*, which the read side
   adds from raw).
-- A run finds a safe upper bound U: on PostgreSQL it briefly takes a ``SHARE`` lock on the raw
-  table, which waits for every transaction still writing to it, then reads ``max(id)``. Ids come
-  from a sequence while the writer holds its table lock, so after that wait every id <= U belongs
-  to a committed (or rolled back) transaction: no view <= U can appear later. On SQLite the run's
-  own write transaction already excludes every other writer.
+- A run finds a safe upper bound U: on PostgreSQL it reads the id sequence's last value, then
+  waits (without taking any lock) for the transactions that hold their ROW EXCLUSIVE lock on the
+  raw table at that moment. A writer draws its ids while holding that lock, so after the wait
+  every id <= U belongs to a committed (or rolled back) transaction: no view <= U can appear
+  later. On SQLite one writer runs at a time and ids only grow, so ``max(id)`` of what is
+  committed is safe.
 - In one transaction it aggregates the views in ``(W, U]`` with ``GROUP BY`` into a staging
   table, adds them to each summary with ``INSERT ... ON CONFLICT DO UPDATE SET views = views +
   excluded.views``, and moves W to U. A crash rolls all of it back; a retry starts again from W.
@@ -18,9 +19,9 @@ The algorithm (a sequence watermark, as in Citus' incremental rollups):
   so are rows loaded behind the API with ``COPY``.
 - A rebuild recomputes a date range from raw without blocking ingest or absorb: it aggregates
   the views ``<= W0`` (W0 = W when it starts) chunk by chunk into a staging table, then, in one
-  short transaction holding the state row, adds the views absorbed meanwhile (``(W0, W1]``) and
-  swaps the range's summary rows for the fresh ones. Readers see the old rows or the new ones,
-  never a mix.
+  transaction holding the state row, adds the views absorbed meanwhile (``(W0, W1]``) and makes
+  the range's summary rows equal to the fresh ones (rewriting only rows that differ). Readers
+  see the old rows or the new ones, never a mix; absorb waits for that transaction.
 """
 
 import logging
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
@@ -55,7 +56,9 @@ ABSORB_CHUNK_IDS = 2_000_000
 # Days of raw views a rebuild aggregates per step (one progress update each).
 REBUILD_CHUNK_DAYS = 31
 # How long an absorb waits for in-flight ingest transactions before giving up (it is retried).
-SAFE_BOUND_LOCK_TIMEOUT = "10s"
+SAFE_BOUND_WAIT_SECONDS = 10
+# Memory per sort / hash of an absorb or rebuild transaction (PostgreSQL's default is 4 MB).
+WORK_MEM = "64MB"
 # A running rebuild job whose heartbeat is older than this has lost its worker.
 JOB_STALE_AFTER = timedelta(minutes=10)
 
@@ -161,16 +164,25 @@ def _stage_create(cursor: CursorWrapper, name: str) -> None:
 
 def _stage_raw(
     cursor: CursorWrapper, stage: str, where: str, params: list[int | str | date | datetime]
-) -> int:
-    """Aggregate the raw views matching ``where`` into the staging table; return how many."""
+) -> None:
+    """Aggregate the raw views matching ``where`` into the staging table."""
     cursor.execute(
         f"INSERT INTO {stage} (day, blog_id, country_id, views) "
         f"SELECT {_day_of('viewed_at')}, blog_id, country_id, count(*) FROM {RAW} "
         f"WHERE {where} GROUP BY 1, 2, 3",
         params,
     )
+
+
+def _stage_views(cursor: CursorWrapper, stage: str) -> int:
     cursor.execute(f"SELECT coalesce(sum(views), 0) FROM {stage}")
     return int(cursor.fetchone()[0])
+
+
+def _work_mem(cursor: CursorWrapper) -> None:
+    """Room for the GROUP BYs of a big run to hash in memory (PostgreSQL, this transaction)."""
+    if _postgres():
+        cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
 
 
 def _presence_add(cursor: CursorWrapper, stage: str) -> None:
@@ -215,12 +227,37 @@ def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
 
 def _safe_upper_bound() -> int:
     """The largest raw id below which no view can still appear (see the module docstring)."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        if _postgres():
-            cursor.execute(f"SET LOCAL lock_timeout = '{SAFE_BOUND_LOCK_TIMEOUT}'")
-            cursor.execute(f"LOCK TABLE {RAW} IN SHARE MODE")
-        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
-        return int(cursor.fetchone()[0])
+    with connection.cursor() as cursor:
+        if not _postgres():
+            # One writer at a time, and AUTOINCREMENT ids: an in-flight writer's ids are above
+            # every committed one.
+            cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
+            return int(cursor.fetchone()[0])
+        # Every id up to the sequence's last value was drawn by a transaction that held its
+        # ROW EXCLUSIVE lock on the raw table while drawing it: wait for the ones holding it now.
+        # (Taking a lock that conflicts with theirs would also stall ingest and cancel vacuums.)
+        cursor.execute(
+            "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence(%s, 'id')), 0)", [RAW]
+        )
+        upper = int(cursor.fetchone()[0])
+        writers = (
+            "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'relation' "
+            "AND relation = %s::regclass AND mode = 'RowExclusiveLock' AND granted "
+            "AND pid <> pg_backend_pid()"
+        )
+        cursor.execute(writers, [RAW])
+        in_flight = {row[0] for row in cursor.fetchall()}
+        deadline = time.monotonic() + SAFE_BOUND_WAIT_SECONDS
+        while in_flight:
+            if time.monotonic() > deadline:
+                raise OperationalError(
+                    f"{len(in_flight)} transaction(s) writing raw views did not finish within "
+                    f"{SAFE_BOUND_WAIT_SECONDS} s; absorb will retry"
+                )
+            time.sleep(0.005)
+            cursor.execute(writers, [RAW])
+            in_flight &= {row[0] for row in cursor.fetchall()}
+        return upper
 
 
 def _state_locked() -> AbsorbState:
@@ -246,8 +283,10 @@ def rollups_absorb_pending(*, chunk_ids: int = ABSORB_CHUNK_IDS) -> AbsorbResult
             following = cursor.fetchone()[0]
             high = upper if following is None else min(upper, following - 1 + chunk_ids)
             if high > low:
+                _work_mem(cursor)
                 _stage_create(cursor, "absorb_stage")
-                absorbed += _stage_raw(cursor, "absorb_stage", "id > %s AND id <= %s", [low, high])
+                _stage_raw(cursor, "absorb_stage", "id > %s AND id <= %s", [low, high])
+                absorbed += _stage_views(cursor, "absorb_stage")
                 _stage_apply(cursor, "absorb_stage")
                 cursor.execute("DELETE FROM absorb_stage")
                 state.absorbed_through_id = high
@@ -277,8 +316,8 @@ class RollupStatus:
 def rollups_status() -> RollupStatus:
     """How far the summaries are behind the raw table.
 
-    ``lag_seconds`` is 0 when nothing is pending, else the time since the last run finished:
-    every view pending now arrived after that run's bound was taken, or was left for this long.
+    ``lag_seconds`` is 0 when nothing is pending, else the time since the last run *started*
+    (took its bound): every view pending now was committed after that, so none has waited longer.
     """
     state = AbsorbState.objects.filter(name=STATE_NAME).first()
     watermark = state.absorbed_through_id if state else 0
@@ -286,11 +325,12 @@ def rollups_status() -> RollupStatus:
     last_run_at = state.last_run_at if state else None
     if pending == 0:
         lag = 0.0
-    elif last_run_at is None:
+    elif state is None or last_run_at is None:
         oldest = BlogView.objects.filter(id__gt=watermark).order_by("id").first()
         lag = (timezone.now() - oldest.viewed_at).total_seconds() if oldest else 0.0
     else:
-        lag = (timezone.now() - last_run_at).total_seconds()
+        started = last_run_at - timedelta(milliseconds=state.last_run_duration_ms or 0)
+        lag = (timezone.now() - started).total_seconds()
     return RollupStatus(
         pending_views=pending,
         absorbed_through_id=watermark,
@@ -377,9 +417,15 @@ def rollups_rebuild(
     stage = "rebuild_stage"
     with connection.cursor() as cursor:
         _stage_create(cursor, stage)
+        if not _postgres():
+            # The swap looks staged keys up one by one on SQLite (PostgreSQL hashes them).
+            cursor.execute(
+                f"CREATE INDEX IF NOT EXISTS {stage}_key ON {stage} (day, blog_id, country_id)"
+            )
         try:
             for done, (low, high) in enumerate(chunks, start=1):
                 with transaction.atomic():
+                    _work_mem(cursor)
                     _stage_raw(
                         cursor,
                         stage,
@@ -402,16 +448,52 @@ def rollups_rebuild(
     return RebuildResult(start, end, views, duration_ms)
 
 
+def _next_month_of(column: str) -> str:
+    """SQL for the first day of the month after a month-start date column."""
+    if _postgres():
+        return f"({column} + interval '1 month')::date"
+    return f"date({column}, '+1 month')"
+
+
+def _replace_rows(
+    cursor: CursorWrapper,
+    table: str,
+    keys: tuple[str, ...],
+    *,
+    source_sql: str,
+    source_params: list[int | str | date | datetime],
+    missing_sql: str,
+    range_sql: str,
+    range_params: list[int | str | date | datetime],
+) -> None:
+    """Make ``table``'s rows in a range equal to ``source_sql``'s, writing only what differs.
+
+    Rows whose count changed are updated, new keys inserted, and keys in the range that
+    ``missing_sql`` (a condition on ``table``) finds absent from the source deleted. Rewriting
+    every row instead would cost a full copy of the range in dead rows and index entries.
+    """
+    names = ", ".join(keys)
+    cursor.execute(
+        f"INSERT INTO {table} ({names}, views) {source_sql} ON CONFLICT ({names}) "
+        f"DO UPDATE SET views = excluded.views WHERE {table}.views <> excluded.views",
+        source_params,
+    )
+    cursor.execute(
+        f"DELETE FROM {table} WHERE {range_sql} AND NOT EXISTS ({missing_sql})", range_params
+    )
+
+
 def _rebuild_swap(
     cursor: CursorWrapper, stage: str, *, start: date, end: date, watermark: int
 ) -> int:
-    """Replace the range's summary rows with the staged counts, in one transaction."""
+    """Make the range's summary rows equal to the staged counts, in one transaction."""
     range_params: list[int | str | date | datetime] = [
         _timestamp_param(_day_start(start)),
         _timestamp_param(_day_start(end + timedelta(days=1))),
     ]
     with transaction.atomic():
         state = _state_locked()
+        _work_mem(cursor)
         # Views absorbed while the stage was built are in the old rows; add them to the new.
         if state.absorbed_through_id > watermark:
             _stage_raw(
@@ -420,35 +502,51 @@ def _rebuild_swap(
                 "viewed_at >= %s AND viewed_at < %s AND id > %s AND id <= %s",
                 [*range_params, watermark, state.absorbed_through_id],
             )
-        cursor.execute(f"SELECT coalesce(sum(views), 0) FROM {stage}")
-        views = int(cursor.fetchone()[0])
-        day_range = [_date_param(start), _date_param(end)]
+        views = _stage_views(cursor, stage)
+        day_range: list[int | str | date | datetime] = [_date_param(start), _date_param(end)]
         for table, keys in DAILY_SUMMARIES:
-            cursor.execute(f"DELETE FROM {table} WHERE day >= %s AND day <= %s", day_range)
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(keys)}, views) "
-                f"SELECT {', '.join(keys)}, sum(views) FROM {stage} GROUP BY {', '.join(keys)}"
+            names = ", ".join(keys)
+            _replace_rows(
+                cursor,
+                table,
+                keys,
+                source_sql=f"SELECT {names}, sum(views) FROM {stage} WHERE true GROUP BY {names}",
+                source_params=[],
+                missing_sql=f"SELECT 1 FROM {stage} WHERE "
+                + " AND ".join(f"{stage}.{key} = {table}.{key}" for key in keys),
+                range_sql=f"{table}.day >= %s AND {table}.day <= %s",
+                range_params=day_range,
             )
         # Whole months from the (now exact) daily rows: a range may cover part of a month.
-        month_range = [_date_param(_month_start(start)), _date_param(_month_end(end))]
         month = _month_of("day")
-        for table, keys in MONTHLY_SUMMARIES:
-            cursor.execute(
-                f"DELETE FROM {table} WHERE month >= %s AND month <= %s",
-                [_date_param(_month_start(start)), _date_param(_month_start(end))],
-            )
-            cursor.execute(
-                f"INSERT INTO {table} (month, {', '.join(keys)}, views) "
-                f"SELECT {month}, {', '.join(keys)}, sum(views) FROM {DAILY_BLOG_COUNTRY} "
-                f"WHERE day >= %s AND day <= %s GROUP BY {month}, {', '.join(keys)}",
-                month_range,
+        month_days: list[int | str | date | datetime] = [
+            _date_param(_month_start(start)),
+            _date_param(_month_end(end)),
+        ]
+        for (table, keys), daily in zip(
+            MONTHLY_SUMMARIES, (DAILY_BLOG_COUNTRY, DAILY_BLOG), strict=True
+        ):
+            names = ", ".join(keys)
+            _replace_rows(
+                cursor,
+                table,
+                ("month", *keys),
+                source_sql=f"SELECT {month}, {names}, sum(views) FROM {daily} "
+                f"WHERE day >= %s AND day <= %s GROUP BY {month}, {names}",
+                source_params=month_days,
+                missing_sql=f"SELECT 1 FROM {daily} WHERE {daily}.day >= {table}.month "
+                f"AND {daily}.day < {_next_month_of(f'{table}.month')} AND "
+                + " AND ".join(f"{daily}.{key} = {table}.{key}" for key in keys),
+                range_sql=f"{table}.month >= %s AND {table}.month <= %s",
+                range_params=[_date_param(_month_start(start)), _date_param(_month_start(end))],
             )
         if _postgres():
             # Clear the range's days in its years' presence rows, then set them from the stage.
             for year, mask in year_masks(start, end).items():
                 cursor.execute(
-                    f"UPDATE {PRESENCE} SET days = days & ~%s::bit(366) WHERE year = %s",
-                    [mask, year],
+                    f"UPDATE {PRESENCE} SET days = days & ~%s::bit(366) "
+                    f"WHERE year = %s AND days & %s::bit(366) <> %s::bit(366)",
+                    [mask, year, mask, NO_DAYS],
                 )
             cursor.execute(
                 f"DELETE FROM {PRESENCE} WHERE year >= %s AND year <= %s AND days = %s::bit(366)",

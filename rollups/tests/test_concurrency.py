@@ -2,12 +2,13 @@
 
 import random
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
-from rollups.services import rollups_absorb_pending, rollups_rebuild
+from rollups.services import rollups_absorb_pending, rollups_rebuild, rollups_status
 from rollups.tests.recount import assert_summaries_exact
 
 
@@ -59,3 +60,29 @@ def test_concurrent_ingest_absorb_and_rebuild_count_every_view_once(ingest_rando
     assert not errors, errors
     rollups_absorb_pending()
     assert_summaries_exact()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_absorb_waits_for_a_writer_still_in_flight(ingest_random):
+    """A batch whose ids are drawn but not committed yet must not fall below the watermark."""
+    ingest_random(50)
+    inserted = threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_writer() -> None:
+        with transaction.atomic():
+            ingest_random(40, rng=random.Random(11))
+            inserted.set()
+            time.sleep(1.0)  # committed only after the absorb below has started
+
+    writer = _in_thread(slow_writer, errors)
+    writer.start()
+    assert inserted.wait(10)
+    rollups_absorb_pending()
+    writer.join()
+    assert not errors, errors
+    rollups_absorb_pending()
+    # Had the first run moved the watermark past the writer's ids before it committed, its 40
+    # views would be neither in the summaries nor in the tail.
+    assert_summaries_exact()
+    assert rollups_status().pending_views == 0
