@@ -13,7 +13,8 @@ BENCHMARKS = [
     ["seed.py", "--views", "1000000"],
     ["ingest_http.py", "--seconds", "20", "--batch", "1000"],
     # Seeds 10 M views on its own database the first time (a few minutes); --reuse keeps them.
-    ["rollups.py", "--reuse"],
+    ["rollup_speed.py", "--reuse"],
+    ["analytics_http.py", "--requests", "60"],
 ]
 
 

@@ -1,0 +1,603 @@
+"""Rollups on PostgreSQL: absorb speed, full rebuild time, lag under ingest load, table sizes.
+
+    python bench/rollup_speed.py [--reuse] [--views 10000000] [--new-views 1000000]
+                            [--lag-seconds 90] [--lag-rate 20000] [--skip-lag] [--skip-small]
+
+On a scratch database (default ``blogviews_bench_rollups``, created if missing):
+
+1. setup: ``seed_data --reset`` of ``--views`` views (it ends by absorbing them all; that absorb
+   is reported on its own, from the state row). ``--reuse`` keeps a database that already holds
+   the seeded views: what an earlier run added after them is deleted and the summaries rebuilt.
+2. absorb: ``--new-views`` views spread over the last 365 days are written through
+   ``views_record`` (not timed), then one ``rollups_absorb_pending()`` is timed.
+3. rebuild: one ``rollups_rebuild()`` of every day is timed.
+4. lag: a real Celery worker and beat (Redis broker) absorb every ``--interval`` seconds while
+   another process ingests ``--lag-rate`` views/s (batches of 1,000, ``viewed_at`` = now); every
+   second the benchmark calls ``rollups_status()`` and measures the true lag from the raw table:
+   the age of the oldest view above the watermark.
+5. sizes: rows and ``pg_total_relation_size`` of the raw table and each summary, here and on the
+   1 M-view database of ``seed.py`` (``--small-database-url``; ``run_rollups`` is run there).
+
+Steps 2 and 3 also print where the time went, statement by statement.
+"""
+
+import argparse
+import multiprocessing
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from common import DEFAULT_DATABASE_URL, ROOT, bench_env, database_ensure, django_setup, manage
+
+DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
+REDIS_URL = "redis://127.0.0.1:6379/12"
+AUTHORS = 200
+BLOGS = 2000
+WRITE_CHUNK = 100_000
+
+# Weighted choices: (values, cumulative weights).
+Weighted = tuple[list[Any], list[float]]
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
+# --- Statement timings -------------------------------------------------------------------------
+
+
+class StatementTimer:
+    """A Django execute wrapper that adds up the time of each statement (by its SQL shape)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            shape = re.sub(r"\s+", " ", sql).strip()
+            self.seconds[shape] += time.perf_counter() - started
+            self.calls[shape] += 1
+
+    def report(self, *, top: int = 8, width: int = 150) -> None:
+        ranked = sorted(self.seconds.items(), key=lambda item: -item[1])
+        for shape, seconds in ranked[:top]:
+            calls = self.calls[shape]
+            text = shape if len(shape) <= width else shape[: width - 3] + "..."
+            print(f"    {seconds:7.2f} s  {calls:3d}x  {text}")
+        rest = sum(seconds for _, seconds in ranked[top:])
+        if rest:
+            print(f"    {rest:7.2f} s        ({len(ranked) - top} other statements)")
+
+
+@contextmanager
+def statements_timed() -> Iterator[StatementTimer]:
+    from django.db import connection
+
+    timer = StatementTimer()
+    with connection.execute_wrapper(timer):
+        yield timer
+
+
+# --- Database helpers --------------------------------------------------------------------------
+
+
+def _scalar(sql: str, params: Sequence[Any] = ()) -> Any:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _execute(sql: str, params: Sequence[Any] = ()) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+
+
+def table_sizes(database_url: str) -> list[tuple[str, int, int]]:
+    """(table, rows, pg_total_relation_size) of the raw table and every summary."""
+    import psycopg2
+
+    from rollups.services import RAW, SUMMARY_TABLES
+
+    rows = []
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            for table in (RAW, *SUMMARY_TABLES):
+                cursor.execute(f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}")
+                count, size = cursor.fetchone()  # type: ignore[misc]
+                rows.append((table, int(count), int(size)))
+    finally:
+        connection.close()
+    return rows
+
+
+def sizes_print(title: str, sizes: list[tuple[str, int, int]]) -> None:
+    raw_size = sizes[0][2]
+    print(f"{title}:")
+    print(f"    {'table':<34} {'rows':>14} {'on disk':>10} {'bytes/row':>9} {'vs raw':>7}")
+    for table, count, size in sizes:
+        per_row = f"{size / count:,.0f}" if count else "-"
+        print(
+            f"    {table:<34} {count:>14,} {_size(size):>10} {per_row:>9} {size / raw_size:>6.1%}"
+        )
+    summaries = sum(size for _, _, size in sizes[1:])
+    print(
+        f"    {'all summaries':<34} {'':>14} {_size(summaries):>10} {'':>9} "
+        f"{summaries / raw_size:>6.1%}"
+    )
+
+
+def _vacuum_analyze() -> None:
+    """VACUUM the raw table and compact the summaries, so that every run starts alike.
+
+    ``VACUUM FULL`` rewrites each summary without the dead rows that earlier absorbs and rebuilds
+    left (a rebuild deletes and re-inserts every row), so reruns with ``--reuse`` do not measure
+    an ever more bloated table; and no autovacuum is due during the timed steps.
+    """
+    from rollups.services import RAW, SUMMARY_TABLES
+
+    _execute(f"VACUUM ANALYZE {RAW}")
+    for table in SUMMARY_TABLES:
+        _execute(f"VACUUM FULL ANALYZE {table}")
+
+
+def _weights() -> tuple[Weighted, Weighted]:
+    """Blogs and countries weighted by the views the summaries hold (the seeded skew)."""
+    from django.db import connection
+
+    from core.models import Blog, Country
+    from rollups.services import DAILY_COUNTRY, MONTHLY_BLOG
+
+    picks: list[Weighted] = []
+    for table, key, fallback in (
+        (MONTHLY_BLOG, "blog_id", Blog.objects.values_list("pk", flat=True)),
+        (DAILY_COUNTRY, "country_id", Country.objects.values_list("code", flat=True)),
+    ):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {key}, sum(views) FROM {table} GROUP BY {key} ORDER BY {key}")
+            rows = cursor.fetchall()
+        if not rows:
+            rows = [(value, 1) for value in fallback]
+        cumulative, total = [], 0.0
+        for _, views in rows:
+            total += float(views)
+            cumulative.append(total)
+        picks.append(([value for value, _ in rows], cumulative))
+    return picks[0], picks[1]
+
+
+# --- 1. Setup ----------------------------------------------------------------------------------
+
+
+def setup(env: dict[str, str], args: argparse.Namespace) -> None:
+    from core.models import Blog
+    from rollups.services import RAW, rollups_absorb_pending, rollups_rebuild, rollups_status
+
+    raw_count = int(_scalar(f"SELECT count(*) FROM {RAW}"))
+    if args.reuse and raw_count >= args.views and Blog.objects.count() == BLOGS:
+        seeded_top = int(
+            _scalar(f"SELECT id FROM {RAW} ORDER BY id OFFSET %s LIMIT 1", [args.views - 1])
+        )
+        extra = raw_count - args.views
+        print(
+            f"setup: reusing the {args.views:,} seeded views (ids through {seeded_top:,}); "
+            f"deleting the {extra:,} views a previous run added",
+            flush=True,
+        )
+        if extra:
+            _execute(f"DELETE FROM {RAW} WHERE id > %s", [seeded_top])
+            _execute(f"VACUUM ANALYZE {RAW}")
+            # The summaries still count the deleted views: recompute them (timed as a bonus).
+            started = time.perf_counter()
+            result = rollups_rebuild()
+            elapsed = time.perf_counter() - started
+            print(
+                f"setup: rebuild after the cleanup: {result.views:,} views in {elapsed:.1f} s",
+                flush=True,
+            )
+        elif rollups_status().pending_views:
+            rollups_absorb_pending()
+        _vacuum_analyze()
+        return
+
+    started = time.monotonic()
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "seed_data",
+            "--reset",
+            "--seed",
+            "1",
+            "--views",
+            str(args.views),
+            "--authors",
+            str(AUTHORS),
+            "--blogs",
+            str(BLOGS),
+        ],
+        env=env,
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    elapsed = time.monotonic() - started
+    for line in completed.stdout.splitlines():
+        print(f"    seed_data: {line}")
+    from rollups.models import AbsorbState
+
+    state = AbsorbState.objects.get(name="views")
+    absorb = (state.last_run_duration_ms or 0) / 1000
+    match = re.search(r"views in ([\d.]+) s", completed.stdout)
+    seeding = float(match.group(1)) if match else float("nan")
+    print(
+        f"setup: seed_data {args.views:,} views in {elapsed:.1f} s wall "
+        f"(writing {seeding:.1f} s = {args.views / seeding:,.0f} views/s)",
+        flush=True,
+    )
+    print(
+        f"setup: absorb of the {state.last_run_views:,} seeded views (inside seed_data): "
+        f"{absorb:.1f} s ({state.last_run_views / absorb:,.0f} views/s)",
+        flush=True,
+    )
+    _vacuum_analyze()
+
+
+# --- 2. Absorb ---------------------------------------------------------------------------------
+
+
+def absorb(args: argparse.Namespace) -> None:
+    from ingest.services import views_record
+    from rollups.services import RAW, rollups_absorb_pending, rollups_status
+
+    if rollups_status().pending_views:
+        rollups_absorb_pending()
+    (blogs, blog_cum), (codes, code_cum) = _weights()
+    rng = random.Random(2)
+    now = datetime.now(UTC)
+    year = 365 * 86_400
+    watermark = rollups_status().absorbed_through_id
+    written, started = 0, time.perf_counter()
+    while written < args.new_views:
+        size = min(WRITE_CHUNK, args.new_views - written)
+        stamps = [now - timedelta(seconds=rng.random() * year) for _ in range(size)]
+        written += views_record(
+            views=zip(
+                rng.choices(blogs, cum_weights=blog_cum, k=size),
+                rng.choices(codes, cum_weights=code_cum, k=size),
+                stamps,
+                strict=True,
+            )
+        )
+    print(
+        f"absorb: wrote {written:,} views over the last 365 days in "
+        f"{time.perf_counter() - started:.1f} s (not timed)",
+        flush=True,
+    )
+
+    with statements_timed() as timer:
+        started = time.perf_counter()
+        result = rollups_absorb_pending()
+        elapsed = time.perf_counter() - started
+    verdict = "meets" if elapsed <= 3 else "MISSES"
+    print(
+        f"absorb: {result.views:,} new views in {elapsed:.2f} s = "
+        f"{result.views / elapsed:,.0f} views/s ({verdict} the goal: <= 3 s, >= 300,000 views/s)",
+        flush=True,
+    )
+    timer.report()
+    groups = _scalar(
+        "SELECT count(*) FROM (SELECT DISTINCT (viewed_at AT TIME ZONE 'UTC')::date, blog_id, "
+        f"country_id FROM {RAW} WHERE id > %s AND id <= %s) AS g",
+        [watermark, result.absorbed_through_id],
+    )
+    print(f"absorb: those views fall into {groups:,} (day, blog, country) groups", flush=True)
+
+
+# --- 3. Rebuild --------------------------------------------------------------------------------
+
+
+def rebuild() -> None:
+    from rollups.services import rollups_rebuild
+
+    with statements_timed() as timer:
+        started = time.perf_counter()
+        result = rollups_rebuild()
+        elapsed = time.perf_counter() - started
+    verdict = "meets" if elapsed <= 60 else "MISSES"
+    print(
+        f"rebuild: all days ({result.start_date} to {result.end_date}), {result.views:,} views "
+        f"in {elapsed:.1f} s = {result.views / elapsed:,.0f} views/s "
+        f"({verdict} the goal: <= 60 s)",
+        flush=True,
+    )
+    timer.report()
+
+
+# --- 4. Lag under load -------------------------------------------------------------------------
+
+
+def _ingest_loop(
+    rate: float,
+    batch: int,
+    seconds: float,
+    blogs: Weighted,
+    codes: Weighted,
+    results: Connection,
+) -> None:
+    """Write ``batch`` views every ``batch / rate`` seconds (``viewed_at`` = now) for ``seconds``.
+
+    Runs in a forked process; a batch that falls behind is written at once, so the rate holds.
+    """
+    from django.utils import timezone
+
+    from ingest.services import views_record
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rng = random.Random(3)
+    interval = batch / rate
+    started = time.monotonic()
+    deadline = started + seconds
+    next_at = started
+    written, latencies = 0, []
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if next_at > now:
+            time.sleep(next_at - now)
+        begun = time.perf_counter()
+        written += views_record(
+            views=zip(
+                rng.choices(blogs[0], cum_weights=blogs[1], k=batch),
+                rng.choices(codes[0], cum_weights=codes[1], k=batch),
+                repeat(timezone.now(), batch),
+                strict=False,
+            )
+        )
+        latencies.append(time.perf_counter() - begun)
+        next_at += interval
+    results.send((written, time.monotonic() - started, latencies))
+    results.close()
+
+
+def _celery_start(
+    name: str, args: list[str], env: dict[str, str], logs: Path
+) -> subprocess.Popen[bytes]:
+    log = (logs / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _celery_stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def lag(env: dict[str, str], args: argparse.Namespace) -> None:
+    from celery import Celery
+    from django.db import connections
+    from django.utils import timezone
+
+    from rollups.models import AbsorbState
+    from rollups.services import RAW, rollups_absorb_pending, rollups_status
+
+    blogs, codes = _weights()
+    rollups_absorb_pending()
+    connections.close_all()
+
+    celery_env = bench_env(args.database_url, redis_url=args.redis_url)
+    celery_env["ROLLUP_INTERVAL_SECONDS"] = str(args.interval)
+    broker = Celery(broker=args.redis_url)
+    purged = broker.control.purge()
+    logs = Path(tempfile.mkdtemp(prefix="bench-rollups-"))
+    print(f"lag: purged {purged} queued tasks; worker and beat logs in {logs}", flush=True)
+
+    worker = _celery_start(
+        "worker",
+        ["worker", "--pool=solo", "-n", "bench-rollups@%h", "--loglevel", "INFO"],
+        celery_env,
+        logs,
+    )
+    beat = _celery_start("beat", ["beat", "--loglevel", "INFO"], celery_env, logs)
+    try:
+        deadline = time.monotonic() + 60
+        while not broker.control.ping(timeout=1.0):
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit(f"the Celery worker did not start; see {logs}/worker.log")
+        if beat.poll() is not None:
+            raise SystemExit(f"Celery beat exited; see {logs}/beat.log")
+        rollups_absorb_pending()
+
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        connections.close_all()
+        ingest = context.Process(
+            target=_ingest_loop,
+            args=(args.lag_rate, args.lag_batch, args.lag_seconds, blogs, codes, sender),
+        )
+        ingest.start()
+        sender.close()
+
+        true_lags: list[float] = []
+        app_lags: list[float] = []
+        pending: list[int] = []
+        runs: dict[datetime, tuple[int | None, int]] = {}
+        next_sample = time.monotonic()
+        while ingest.is_alive():
+            status = rollups_status()
+            oldest = _scalar(
+                f"SELECT viewed_at FROM {RAW} WHERE id > %s ORDER BY id LIMIT 1",
+                [status.absorbed_through_id],
+            )
+            true_lags.append((timezone.now() - oldest).total_seconds() if oldest else 0.0)
+            app_lags.append(status.lag_seconds)
+            pending.append(status.pending_views)
+            state = AbsorbState.objects.get(name="views")
+            if state.last_run_at:
+                runs[state.last_run_at] = (state.last_run_duration_ms, state.last_run_views)
+            next_sample += 1.0
+            time.sleep(max(0.0, next_sample - time.monotonic()))
+        written, elapsed, latencies = receiver.recv()
+        ingest.join()
+    finally:
+        _celery_stop(beat)
+        _celery_stop(worker)
+    print(
+        f"lag: worker and beat stopped (exit codes {worker.returncode}, {beat.returncode})",
+        flush=True,
+    )
+
+    print(
+        f"lag: ingest {written / elapsed:,.0f} views/s achieved (target {args.lag_rate:,.0f}) "
+        f"for {elapsed:.0f} s, {written:,} views in batches of {args.lag_batch:,}; per batch "
+        f"p50 {_percentile(latencies, 0.5) * 1000:.1f} ms, "
+        f"p95 {_percentile(latencies, 0.95) * 1000:.1f} ms, max {max(latencies) * 1000:.0f} ms",
+        flush=True,
+    )
+    worst = max(true_lags)
+    verdict = "meets" if worst <= 30 else "MISSES"
+    print(
+        f"lag: oldest unabsorbed view (from raw, {len(true_lags)} samples at 1 s): "
+        f"max {worst:.1f} s, p95 {_percentile(true_lags, 0.95):.1f} s, "
+        f"p50 {_percentile(true_lags, 0.5):.1f} s ({verdict} the goal: <= 30 s; interval "
+        f"{args.interval} s)",
+        flush=True,
+    )
+    print(
+        f"lag: rollups_status().lag_seconds: max {max(app_lags):.1f} s, "
+        f"p95 {_percentile(app_lags, 0.95):.1f} s; pending views max {max(pending):,}",
+        flush=True,
+    )
+    during = sorted(runs.items())
+    absorbed = [(ms or 0, views) for _, (ms, views) in during if views]
+    if absorbed:
+        print(
+            f"lag: {len(absorbed)} absorb runs by the worker with views: "
+            + ", ".join(f"{views:,} views in {ms / 1000:.2f} s" for ms, views in absorbed),
+            flush=True,
+        )
+    rollups_absorb_pending()
+
+
+# --- Main --------------------------------------------------------------------------------------
+
+
+def small_sizes(args: argparse.Namespace) -> None:
+    """Sizes on seed.py's 1 M-view database, after absorbing everything there."""
+    env = bench_env(args.small_database_url)
+    database_ensure(args.small_database_url)
+    manage(env, "migrate", "--noinput", "-v0")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "run_rollups"],
+        env=env,
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    print(f"small database: run_rollups: {completed.stdout.strip()}", flush=True)
+    sizes_print(
+        f"sizes at {table_sizes(args.small_database_url)[0][1]:,} views "
+        f"({args.small_database_url.rsplit('/', 1)[1]})",
+        table_sizes(args.small_database_url),
+    )
+
+
+def _header() -> None:
+    """The code measured and how busy the machine is (other work skews every figure)."""
+    described = subprocess.run(
+        ["git", "describe", "--always", "--dirty=+uncommitted changes"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"code: {described or 'unknown'}; load average {load}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", default=DATABASE_URL)
+    parser.add_argument("--small-database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument("--views", type=int, default=10_000_000)
+    parser.add_argument("--new-views", type=int, default=1_000_000)
+    parser.add_argument("--reuse", action="store_true", help="keep an already seeded database")
+    parser.add_argument("--lag-seconds", type=float, default=90)
+    parser.add_argument("--lag-rate", type=float, default=20_000, help="views/s")
+    parser.add_argument("--lag-batch", type=int, default=1000)
+    parser.add_argument("--interval", type=int, default=30, help="ROLLUP_INTERVAL_SECONDS")
+    parser.add_argument("--skip-lag", action="store_true")
+    parser.add_argument("--skip-small", action="store_true", help="no sizes at 1 M views")
+    args = parser.parse_args()
+
+    env = bench_env(args.database_url)
+    database_ensure(args.database_url)
+    manage(env, "migrate", "--noinput", "-v0")
+    django_setup(env)
+    _header()
+
+    setup(env, args)
+    absorb(args)
+    rebuild()
+    if not args.skip_lag:
+        lag(env, args)
+    sizes = table_sizes(args.database_url)
+    sizes_print(f"sizes at {sizes[0][1]:,} views ({args.database_url.rsplit('/', 1)[1]})", sizes)
+    if not args.skip_small:
+        small_sizes(args)
+    _header()
+
+
+if __name__ == "__main__":
+    main()
