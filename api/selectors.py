@@ -91,7 +91,12 @@ def _country_rows(facts: Facts) -> list[dict[str, Any]]:
         )
     )
     found = [
-        {"country_code": code, "country_name": name, "blogs": int(blogs[code]), "views": int(count)}
+        {
+            "country_code": code,
+            "country_name": name,
+            "blogs": int(blogs.get(code, 0)),
+            "views": int(count),
+        }
         for code, name, count in views
     ]
     return sorted(found, key=lambda row: (-row["views"], row["country_code"]))

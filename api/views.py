@@ -1,6 +1,7 @@
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.permissions import AllowAny
@@ -202,8 +203,6 @@ class ApiRootView(APIView):
         responses={200: ApiRootSerializer},
     )
     def get(self, request: Request) -> Response:
-        from django.urls import reverse
-
         return Response(
             {
                 "endpoints": [
