@@ -43,6 +43,7 @@ PRESENCE = YearlyPresence._meta.db_table
 BLOG = Blog._meta.db_table
 USER = get_user_model()._meta.db_table
 STATE_NAME = "views"
+READ_WORK_MEM = "32MB"
 
 Param = int | str | date | datetime
 
@@ -92,6 +93,9 @@ def read_snapshot() -> Iterator[Snapshot]:
     elif _postgres():
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # JIT compiling costs more than these queries run (measured: +130 ms on a 25 ms
+            # query); distinct counts sort in memory rather than spilling to disk.
+            cursor.execute(f"SET LOCAL jit = off; SET LOCAL work_mem = '{READ_WORK_MEM}'")
             yield _snapshot_read(as_of)
     else:
         connection.ensure_connection()

@@ -22,7 +22,7 @@ from api.serializers import (
     PerformanceResponseSerializer,
     TopRequestSerializer,
 )
-from api.spec import PERIODS, Extra, spec_parse
+from api.spec import FILTER_FIELDS, PERIODS, Extra, spec_parse
 from core.exceptions import ApplicationError
 from core.serializers import ErrorResponseSerializer
 
@@ -62,8 +62,21 @@ class AnalyticsView(APIView):
 
 
 def _schema(
-    summary: str, description: str, request: Any, response: Any, example: dict[str, Any]
+    summary: str,
+    description: str,
+    request: Any,
+    response: Any,
+    example: dict[str, Any],
+    row: dict[str, Any],
 ) -> Any:
+    meta = {
+        "filters": {field: example.get(field) for field in FILTER_FIELDS},
+        "total": 1,
+        "as_of": "2025-04-02T10:00:00Z",
+        "cached": False,
+    }
+    if "period_start" in row:
+        meta |= {"granularity": "week", "granularity_auto": False}
     return extend_schema_view(
         post=extend_schema(
             tags=["analytics"],
@@ -71,9 +84,21 @@ def _schema(
             description=description + NO_CACHE,
             request=request,
             responses={200: response, **ERRORS},
-            examples=[OpenApiExample("example", value=example, request_only=True)],
+            examples=[
+                OpenApiExample("example", value=example, request_only=True),
+                OpenApiExample(
+                    "answer",
+                    value={"results": [row], "meta": meta},
+                    response_only=True,
+                    status_codes=["200"],
+                ),
+            ],
         )
     )
+
+
+COUNTRY_ROW = {"country_code": "IN", "country_name": "India", "blogs": 114, "views": 1259}
+AUTHOR_ROW = {"username": "ada", "blogs": 6, "views": 3486}
 
 
 @_schema(
@@ -83,6 +108,7 @@ def _schema(
     GroupedRequestSerializer,
     CountryResponseSerializer,
     {"year": 2024, "exclude_country_codes": ["US"]},
+    COUNTRY_ROW,
 )
 class CountryBreakdownView(AnalyticsView):
     endpoint = "blog-views/country"
@@ -96,6 +122,7 @@ class CountryBreakdownView(AnalyticsView):
     GroupedRequestSerializer,
     AuthorResponseSerializer,
     {"start_date": "2025-01-01", "end_date": "2025-03-31", "country_codes": ["us", "ET"]},
+    AUTHOR_ROW,
 )
 class AuthorBreakdownView(AnalyticsView):
     endpoint = "blog-views/user"
@@ -109,6 +136,7 @@ class AuthorBreakdownView(AnalyticsView):
     TopRequestSerializer,
     BlogResponseSerializer,
     {},
+    {"blog_id": 4, "title": "Notes on caching", "username": "ada", "views": 3416},
 )
 class TopBlogsView(AnalyticsView):
     endpoint = "top/blog"
@@ -122,6 +150,7 @@ class TopBlogsView(AnalyticsView):
     TopRequestSerializer,
     AuthorResponseSerializer,
     {"year": 2025, "limit": 5},
+    AUTHOR_ROW,
 )
 class TopAuthorsView(AnalyticsView):
     endpoint = "top/user"
@@ -135,6 +164,7 @@ class TopAuthorsView(AnalyticsView):
     TopRequestSerializer,
     CountryResponseSerializer,
     {"author_username": "ada"},
+    COUNTRY_ROW,
 )
 class TopCountriesView(AnalyticsView):
     endpoint = "top/country"
@@ -154,6 +184,14 @@ class TopCountriesView(AnalyticsView):
     PerformanceRequestSerializer,
     PerformanceResponseSerializer,
     {"year": 2023, "compare_period": "week"},
+    {
+        "period_start": "2023-03-06",
+        "period_end": "2023-03-12",
+        "label": "2023-W10",
+        "blogs_created": 2,
+        "views": 1310,
+        "growth_pct": 4.55,
+    },
 )
 class PerformanceView(AnalyticsView):
     endpoint = "performance"

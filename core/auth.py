@@ -30,6 +30,12 @@ class CanIngestViews(BasePermission):
                 value={"username": "demo", "password": "demo"},
                 request_only=True,
             ),
+            OpenApiExample(
+                "tokens",
+                value={"refresh": "eyJhbGciOiJIUzI1NiIs...", "access": "eyJhbGciOiJIUzI1NiIs..."},
+                response_only=True,
+                status_codes=["200"],
+            ),
         ],
     )
 )
@@ -37,6 +43,22 @@ class TokenObtainView(jwt_views.TokenObtainPairView):
     pass
 
 
-@extend_schema_view(post=extend_schema(tags=["auth"], summary="Exchange a refresh token"))
+@extend_schema_view(
+    post=extend_schema(
+        tags=["auth"],
+        summary="Exchange a refresh token for a new access token",
+        examples=[
+            OpenApiExample(
+                "refresh token", value={"refresh": "eyJhbGciOiJIUzI1NiIs..."}, request_only=True
+            ),
+            OpenApiExample(
+                "new access token",
+                value={"access": "eyJhbGciOiJIUzI1NiIs..."},
+                response_only=True,
+                status_codes=["200"],
+            ),
+        ],
+    )
+)
 class TokenRefreshView(jwt_views.TokenRefreshView):
     pass

@@ -175,6 +175,10 @@ def _stage_raw(
 
 
 def _stage_views(cursor: CursorWrapper, stage: str) -> int:
+    """The views staged; on PostgreSQL also gives the planner the staging table's statistics
+    (autovacuum never analyzes temporary tables, and the upserts' plans depend on its size)."""
+    if _postgres():
+        cursor.execute(f"ANALYZE {stage}")
     cursor.execute(f"SELECT coalesce(sum(views), 0) FROM {stage}")
     return int(cursor.fetchone()[0])
 
