@@ -34,6 +34,7 @@ from rollups.models import (
     DailyCountryViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
+    MonthlyCountryViews,
     YearlyPresence,
 )
 from rollups.services import NO_DAYS, year_masks
@@ -57,7 +58,9 @@ class Level:
     columns: tuple[str, ...]
 
 
-COUNTRY_LEVEL = Level(DailyCountryViews._meta.db_table, None, ("country_id",))
+COUNTRY_LEVEL = Level(
+    DailyCountryViews._meta.db_table, MonthlyCountryViews._meta.db_table, ("country_id",)
+)
 BLOG_LEVEL = Level(DailyBlogViews._meta.db_table, MonthlyBlogViews._meta.db_table, ("blog_id",))
 BLOG_COUNTRY_LEVEL = Level(
     DailyBlogCountryViews._meta.db_table,

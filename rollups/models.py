@@ -55,6 +55,18 @@ class DailyCountryViews(Summary):
         ]
 
 
+class MonthlyCountryViews(Summary):
+    """Views per (month, country): the whole months of long ranges without blogs or authors."""
+
+    month = models.DateField(help_text="First day of the month.")
+    country = _country()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["month", "country"], name="monthlycountry_key"),
+        ]
+
+
 class DailyBlogViews(Summary):
     """Views per (day, blog): top blogs and authors without country filters, edge days."""
 

@@ -43,6 +43,7 @@ from rollups.models import (
     DailyCountryViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
+    MonthlyCountryViews,
     RebuildJob,
     YearlyPresence,
 )
@@ -68,6 +69,7 @@ DAILY_BLOG = DailyBlogViews._meta.db_table
 DAILY_COUNTRY = DailyCountryViews._meta.db_table
 MONTHLY_BLOG_COUNTRY = MonthlyBlogCountryViews._meta.db_table
 MONTHLY_BLOG = MonthlyBlogViews._meta.db_table
+MONTHLY_COUNTRY = MonthlyCountryViews._meta.db_table
 PRESENCE = YearlyPresence._meta.db_table
 NO_DAYS = "0" * 366
 
@@ -80,6 +82,7 @@ DAILY_SUMMARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 MONTHLY_SUMMARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (MONTHLY_BLOG_COUNTRY, ("blog_id", "country_id")),
     (MONTHLY_BLOG, ("blog_id",)),
+    (MONTHLY_COUNTRY, ("country_id",)),
 )
 SUMMARY_TABLES = (
     *(t for t, _ in DAILY_SUMMARIES),
@@ -528,7 +531,7 @@ def _rebuild_swap(
             _date_param(_month_end(end)),
         ]
         for (table, keys), daily in zip(
-            MONTHLY_SUMMARIES, (DAILY_BLOG_COUNTRY, DAILY_BLOG), strict=True
+            MONTHLY_SUMMARIES, (DAILY_BLOG_COUNTRY, DAILY_BLOG, DAILY_COUNTRY), strict=True
         ):
             names = ", ".join(keys)
             _replace_rows(

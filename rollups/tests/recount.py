@@ -12,6 +12,7 @@ from rollups.models import (
     DailyCountryViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
+    MonthlyCountryViews,
     Summary,
     YearlyPresence,
 )
@@ -29,6 +30,7 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
         day = viewed_at.date()
         month = day.replace(day=1)
         expected["daily_country"][(day, country)] += 1
+        expected["monthly_country"][(month, country)] += 1
         expected["daily_blog"][(day, blog)] += 1
         expected["monthly_blog"][(month, blog)] += 1
         expected["daily_blog_country"][(day, blog, country)] += 1
@@ -38,6 +40,7 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
 
 _MODELS: dict[str, tuple[type[Summary], tuple[str, ...]]] = {
     "daily_country": (DailyCountryViews, ("day", "country_id")),
+    "monthly_country": (MonthlyCountryViews, ("month", "country_id")),
     "daily_blog": (DailyBlogViews, ("day", "blog_id")),
     "monthly_blog": (MonthlyBlogViews, ("month", "blog_id")),
     "daily_blog_country": (DailyBlogCountryViews, ("day", "blog_id", "country_id")),
