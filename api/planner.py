@@ -364,11 +364,9 @@ class Facts:
         else:
             add(level.daily, "day", start, end)
 
-    def presence_pairs(self) -> tuple[str, list[Param]]:
-        """(country_id, blog_id) pairs with a matching view in the range, possibly repeated:
-        yearly presence bits (PostgreSQL) plus the tail."""
+    def _presence_range(self, prefix: str = "") -> tuple[str, list[Param]]:
+        """The condition on yearly presence rows for the spec's days (``prefix``: an alias)."""
         start, end = self.spec.first_day, self.spec.last_day
-        filters, filter_params = self._filters(("blog_id", "country_id"))
         # Years the range covers partly test their days' bits; whole years need no test.
         partial: dict[int, tuple[date, date]] = {}
         if start is not None and start != date(start.year, 1, 1):
@@ -384,22 +382,46 @@ class Facts:
         if full_low is None or full_high is None or full_low <= full_high:
             bounds = []
             if full_low is not None:
-                bounds.append("year >= %s")
+                bounds.append(f"{prefix}year >= %s")
                 params.append(full_low)
             if full_high is not None:
-                bounds.append("year <= %s")
+                bounds.append(f"{prefix}year <= %s")
                 params.append(full_high)
             ranges.append(" AND ".join(bounds) or "true")
         for year, (low, high) in partial.items():
-            ranges.append("(year = %s AND days & %s::bit(366) <> %s::bit(366))")
+            ranges.append(f"({prefix}year = %s AND {prefix}days & %s::bit(366) <> %s::bit(366))")
             params.extend([year, year_masks(low, high)[year], NO_DAYS])
-        where = " AND ".join([f"({' OR '.join(ranges)})", *filters])
-        params.extend(filter_params)
+        return f"({' OR '.join(ranges)})", params
+
+    def presence_blogs(self) -> tuple[str, list[Param]]:
+        """SQL for (country_id, distinct blogs with a matching view in the range), from the
+        yearly presence bits (PostgreSQL) plus the tail."""
+        start, end = self.spec.first_day, self.spec.last_day
+        in_range, range_params = self._presence_range()
+        filters, filter_params = self._filters(("blog_id", "country_id"))
+        where = " AND ".join([in_range, *filters])
+        params = [*range_params, *filter_params]
         tail_sql, tail_params = self._tail(columns=("country_id", "blog_id"), start=start, end=end)
+        if start is None or end is None or start.year != end.year:
+            return (
+                f"SELECT country_id, count(DISTINCT blog_id) FROM ("
+                f"SELECT country_id, blog_id FROM {PRESENCE} WHERE {where} "
+                f"UNION ALL SELECT country_id, blog_id FROM ({tail_sql}) tail) pairs "
+                f"GROUP BY country_id",
+                [*params, *tail_params],
+            )
+        # Within one year a (country, blog) has one presence row: count rows, and add the
+        # tail's pairs that have none (no DISTINCT over every pair: about 3x faster).
+        p_range, p_params = self._presence_range(prefix="p.")
         return (
-            f"SELECT country_id, blog_id FROM {PRESENCE} WHERE {where} "
-            f"UNION ALL SELECT country_id, blog_id FROM ({tail_sql}) tail",
-            [*params, *tail_params],
+            f"SELECT country_id, sum(blogs) FROM ("
+            f"SELECT country_id, count(*) AS blogs FROM {PRESENCE} WHERE {where} "
+            f"GROUP BY country_id UNION ALL "
+            f"SELECT country_id, count(DISTINCT blog_id) FROM ({tail_sql}) tail "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {PRESENCE} p WHERE {p_range} "
+            f"AND p.country_id = tail.country_id AND p.blog_id = tail.blog_id) "
+            f"GROUP BY country_id) counts GROUP BY country_id",
+            [*params, *tail_params, *p_params],
         )
 
     def first_day(self) -> date | None:

@@ -80,16 +80,11 @@ def _country_rows(facts: Facts) -> list[dict[str, Any]]:
         params,
     )
     if connection.vendor == "postgresql":
-        pairs, params = facts.presence_pairs()
+        counts, params = facts.presence_blogs()
     else:
         pairs, params = facts.sql(blogs=True, countries=True)
-    blogs = dict(
-        _fetch(
-            f"SELECT p.country_id, count(DISTINCT p.blog_id) FROM ({pairs}) p "
-            f"GROUP BY p.country_id",
-            params,
-        )
-    )
+        counts = f"SELECT country_id, count(DISTINCT blog_id) FROM ({pairs}) p GROUP BY country_id"
+    blogs = dict(_fetch(counts, params))
     found = [
         {
             "country_code": code,
