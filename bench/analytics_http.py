@@ -11,14 +11,11 @@ per-request latency, not throughput.
 import argparse
 import http.client
 import json
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
-from common import ROOT, bench_env, django_setup
+from common import bench_env, django_setup, gunicorn_serving
 
 PORT = 8766
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
@@ -87,39 +84,11 @@ def main() -> None:
     args = parser.parse_args()
 
     env = bench_env(args.database_url, redis_url=REDIS_URL)
-    env.update(
-        {"PORT": str(PORT), "WEB_CONCURRENCY": "2", "ANALYTICS_THROTTLE_USER": "1000000/min"}
-    )
+    env.update({"WEB_CONCURRENCY": "2", "ANALYTICS_THROTTLE_USER": "1000000/min"})
     django_setup(env)
     token = _token()
     year = _busiest_year()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "core.wsgi:application",
-            "--access-logfile",
-            "/dev/null",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
-                probe.request("GET", "/healthz")
-                if probe.getresponse().status == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("gunicorn did not start") from None
-                time.sleep(0.2)
+    with gunicorn_serving(env, PORT):
         auth = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         print(f"analytics over HTTP at {args.database_url.rsplit('/', 1)[1]}, year {year}:")
         for path, filters in _shapes(year):
@@ -137,9 +106,6 @@ def main() -> None:
                 f" | cached p50 {statistics.median(cached):5.1f} ms p95 "
                 f"{_percentile(cached, 0.95):5.1f} ms"
             )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

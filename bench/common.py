@@ -1,8 +1,13 @@
 """Helpers shared by the benchmarks: a scratch PostgreSQL database and a Django setup for it."""
 
+import http.client
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +54,32 @@ def django_setup(env: dict[str, str]) -> None:
     import django
 
     django.setup()
+
+
+@contextmanager
+def gunicorn_serving(env: dict[str, str], port: int) -> Iterator[None]:
+    """Run the web process (gunicorn.conf.py) on ``port`` until the block ends."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "core.wsgi:application",
+         "--access-logfile", "/dev/null"],
+        cwd=ROOT,
+        env={**env, "PORT": str(port)},
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                probe.request("GET", "/healthz")
+                if probe.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("gunicorn did not start")
+            time.sleep(0.2)
+        yield
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)

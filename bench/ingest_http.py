@@ -11,14 +11,18 @@ import http.client
 import json
 import multiprocessing
 import random
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from common import DEFAULT_DATABASE_URL, ROOT, bench_env, database_ensure, django_setup, manage
+from common import (
+    DEFAULT_DATABASE_URL,
+    bench_env,
+    database_ensure,
+    django_setup,
+    gunicorn_serving,
+    manage,
+)
 
 PORT = 8765
 
@@ -79,18 +83,6 @@ def _client(args: tuple[str, list[bytes], float]) -> tuple[int, list[float], int
     return accepted, latencies, errors
 
 
-def _wait_until_serving(deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("gunicorn did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
@@ -108,32 +100,12 @@ def main() -> None:
     bodies = _bodies(ids, codes, args.batch, count=20)
 
     env["WEB_CONCURRENCY"] = str(args.web_workers)
-    env["PORT"] = str(PORT)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "core.wsgi:application",
-            "--access-logfile",
-            "/dev/null",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        _wait_until_serving(time.monotonic() + 30)
+    with gunicorn_serving(env, PORT):
         deadline = time.monotonic() + args.seconds
         started = time.monotonic()
         with multiprocessing.Pool(args.clients) as pool:
             results = pool.map(_client, [(token, bodies, deadline)] * args.clients)
         elapsed = time.monotonic() - started
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
 
     accepted = sum(r[0] for r in results)
     latencies = sorted(latency for r in results for latency in r[1])
