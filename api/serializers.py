@@ -24,7 +24,7 @@ class FiltersSerializer(serializers.Serializer):
         help_text="Jan 1 to Dec 31 of that year; not together with start_date/end_date.",
     )
     country_codes = serializers.ListField(
-        child=serializers.CharField(min_length=2, max_length=2),
+        child=serializers.RegexField(r"^[A-Za-z]{2}$"),
         required=False,
         allow_null=True,
         min_length=1,
@@ -32,7 +32,7 @@ class FiltersSerializer(serializers.Serializer):
         help_text="Only views from these countries (case-insensitive ISO 3166-1 alpha-2; ZZ).",
     )
     exclude_country_codes = serializers.ListField(
-        child=serializers.CharField(min_length=2, max_length=2),
+        child=serializers.RegexField(r"^[A-Za-z]{2}$"),
         required=False,
         allow_null=True,
         min_length=1,
@@ -48,12 +48,16 @@ class FiltersSerializer(serializers.Serializer):
 
 
 class GroupedRequestSerializer(FiltersSerializer):
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
-    offset = serializers.IntegerField(required=False, min_value=0, default=0)
+    limit = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=1000, default=100
+    )
+    offset = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=0)
 
 
 class TopRequestSerializer(FiltersSerializer):
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=10)
+    limit = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=100, default=10
+    )
 
 
 class PerformanceRequestSerializer(FiltersSerializer):

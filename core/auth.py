@@ -1,9 +1,17 @@
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework_simplejwt import views as jwt_views
+
+from core.serializers import ErrorResponseSerializer
 
 
 class CanIngestViews(BasePermission):
@@ -24,6 +32,13 @@ class CanIngestViews(BasePermission):
     post=extend_schema(
         tags=["auth"],
         summary="Obtain an access and a refresh token",
+        responses={
+            200: inline_serializer(
+                "TokenPair", {"access": serializers.CharField(), "refresh": serializers.CharField()}
+            ),
+            400: ErrorResponseSerializer,
+            401: ErrorResponseSerializer,
+        },
         examples=[
             OpenApiExample(
                 "credentials",
@@ -47,6 +62,11 @@ class TokenObtainView(jwt_views.TokenObtainPairView):
     post=extend_schema(
         tags=["auth"],
         summary="Exchange a refresh token for a new access token",
+        responses={
+            200: inline_serializer("AccessToken", {"access": serializers.CharField()}),
+            400: ErrorResponseSerializer,
+            401: ErrorResponseSerializer,
+        },
         examples=[
             OpenApiExample(
                 "refresh token", value={"refresh": "eyJhbGciOiJIUzI1NiIs..."}, request_only=True

@@ -194,6 +194,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"PeriodEnum": "api.spec.PERIODS"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schema.strict_request_bodies",
+    ],
 }
 
 # Largest request body accepted, in bytes: a full batch of 10,000 views with generous whitespace.

@@ -11,9 +11,8 @@ from ingest.services import MAX_BATCH
 
 class IngestViewItemSerializer(serializers.Serializer):
     blog_id = serializers.IntegerField(min_value=1, help_text="Id of an existing blog.")
-    country_code = serializers.CharField(
-        min_length=2,
-        max_length=2,
+    country_code = serializers.RegexField(
+        r"^[A-Za-z]{2}$",
         help_text="ISO 3166-1 alpha-2 code, case-insensitive; `ZZ` = unknown.",
     )
     viewed_at = serializers.DateTimeField(
