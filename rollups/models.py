@@ -154,6 +154,26 @@ class YearlyPresence(models.Model):
         return f"({self.year}, {self.country_id}, {self.blog_id})"
 
 
+class YearlyCountryBlogs(models.Model):
+    """Distinct blogs viewed from each country in each year (PostgreSQL only).
+
+    The number of presence rows per (year, country), kept with them: a whole-year question
+    reads one row per country instead of counting the year's presence rows.
+    """
+
+    year = models.SmallIntegerField()
+    country = _country()
+    blogs = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["year", "country"], name="yearlycountryblogs_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"({self.year}, {self.country_id}): {self.blogs} blogs"
+
+
 class AbsorbState(models.Model):
     """The watermark: every raw view with ``id <= absorbed_through_id`` is in the summaries.
 

@@ -45,6 +45,7 @@ from rollups.models import (
     MonthlyBlogViews,
     MonthlyCountryViews,
     RebuildJob,
+    YearlyCountryBlogs,
     YearlyPresence,
 )
 
@@ -71,6 +72,7 @@ MONTHLY_BLOG_COUNTRY = MonthlyBlogCountryViews._meta.db_table
 MONTHLY_BLOG = MonthlyBlogViews._meta.db_table
 MONTHLY_COUNTRY = MonthlyCountryViews._meta.db_table
 PRESENCE = YearlyPresence._meta.db_table
+COUNTRY_BLOGS = YearlyCountryBlogs._meta.db_table
 NO_DAYS = "0" * 366
 
 # (table, key columns) of the summaries derived from daily (day, blog, country) counts.
@@ -88,6 +90,7 @@ SUMMARY_TABLES = (
     *(t for t, _ in DAILY_SUMMARIES),
     *(t for t, _ in MONTHLY_SUMMARIES),
     PRESENCE,
+    COUNTRY_BLOGS,
 )
 
 
@@ -227,6 +230,15 @@ def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
         )
     if _postgres():
         _presence_add(cursor, stage)
+        # Absorb only adds presence rows: recount the (year, country) pairs it touched.
+        cursor.execute(
+            f"INSERT INTO {COUNTRY_BLOGS} (year, country_id, blogs) "
+            f"SELECT year, country_id, count(*) FROM {PRESENCE} "
+            f"WHERE (year, country_id) IN "
+            f"(SELECT DISTINCT extract(year FROM day)::int, country_id FROM {stage}) "
+            f"GROUP BY year, country_id ON CONFLICT (year, country_id) "
+            f"DO UPDATE SET blogs = excluded.blogs"
+        )
 
 
 # --- Absorb --------------------------------------------------------------------------------------
@@ -560,6 +572,16 @@ def _rebuild_swap(
                 [start.year, end.year, NO_DAYS],
             )
             _presence_add(cursor, stage)
+            cursor.execute(
+                f"DELETE FROM {COUNTRY_BLOGS} WHERE year >= %s AND year <= %s",
+                [start.year, end.year],
+            )
+            cursor.execute(
+                f"INSERT INTO {COUNTRY_BLOGS} (year, country_id, blogs) "
+                f"SELECT year, country_id, count(*) FROM {PRESENCE} "
+                f"WHERE year >= %s AND year <= %s GROUP BY year, country_id",
+                [start.year, end.year],
+            )
         # Cached answers from before the rebuild carry the old version and are never served.
         state.rebuild_version += 1
         state.save(update_fields=["rebuild_version"])

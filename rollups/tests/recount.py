@@ -14,6 +14,7 @@ from rollups.models import (
     MonthlyBlogViews,
     MonthlyCountryViews,
     Summary,
+    YearlyCountryBlogs,
     YearlyPresence,
 )
 
@@ -92,4 +93,13 @@ def assert_summaries_exact(*, through_id: int | None = None) -> None:
                 "year", "country_id", "blog_id", "days"
             )
         }
-        assert stored == presence_from_raw(through_id=through_id), "presence"
+        expected_presence = presence_from_raw(through_id=through_id)
+        assert stored == expected_presence, "presence"
+        per_country: Counter = Counter((year, country) for year, country, _ in expected_presence)
+        counted = {
+            (year, country): blogs
+            for year, country, blogs in YearlyCountryBlogs.objects.values_list(
+                "year", "country_id", "blogs"
+            )
+        }
+        assert counted == dict(per_country), "yearly country blogs"
