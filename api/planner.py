@@ -32,6 +32,7 @@ from rollups.models import (
     DailyBlogCountryViews,
     DailyBlogViews,
     DailyCountryViews,
+    DailyViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     MonthlyCountryViews,
@@ -60,6 +61,7 @@ class Level:
     columns: tuple[str, ...]
 
 
+DAY_LEVEL = Level(DailyViews._meta.db_table, None, ())
 COUNTRY_LEVEL = Level(
     DailyCountryViews._meta.db_table, MonthlyCountryViews._meta.db_table, ("country_id",)
 )
@@ -220,7 +222,9 @@ class Facts:
             return BLOG_COUNTRY_LEVEL
         if blogs:
             return BLOG_LEVEL
-        return COUNTRY_LEVEL
+        if countries:
+            return COUNTRY_LEVEL
+        return DAY_LEVEL
 
     def _filters(
         self, level_columns: tuple[str, ...], *, only: tuple[str, ...] | None = None
@@ -318,10 +322,9 @@ class Facts:
             where.append("viewed_at < %s")
             params.append(_timestamp(end + timedelta(days=1)))
         day = day_of_raw()
-        names = ", ".join(columns)
         return (
-            f"SELECT {day} AS day, {names}, count(*) AS views FROM {RAW} "
-            f"WHERE {' AND '.join([*where, *filters])} GROUP BY {day}, {names}",
+            f"SELECT {', '.join([f'{day} AS day', *columns, 'count(*) AS views'])} FROM {RAW} "
+            f"WHERE {' AND '.join([*where, *filters])} GROUP BY {', '.join([day, *columns])}",
             [*params, *filter_params],
         )
 
@@ -340,7 +343,6 @@ class Facts:
     ) -> None:
         """Append the SELECTs of ``level``'s rows over ``start..end`` (monthly where it can)."""
         filters, filter_params = self._filters(level.columns, only=only)
-        names = ", ".join(columns)
 
         def add(table: str, day_column: str, low: date | None, high: date | None) -> None:
             where: list[str] = []
@@ -353,9 +355,8 @@ class Facts:
                 bounds.append(_day(high))
             where.extend(filters)
             condition = f" WHERE {' AND '.join(where)}" if where else ""
-            parts.append(
-                f"SELECT {day_column} AS day, {names}, {sign}views AS views FROM {table}{condition}"
-            )
+            selected = ", ".join([f"{day_column} AS day", *columns, f"{sign}views AS views"])
+            parts.append(f"SELECT {selected} FROM {table}{condition}")
             params.extend([*bounds, *filter_params])
 
         split = split_range(start, end) if monthly and level.monthly else None

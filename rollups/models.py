@@ -43,6 +43,12 @@ class Summary(models.Model):
         return f"({key}): {self.views} views"
 
 
+class DailyViews(Summary):
+    """Views per day: series without country or author filters."""
+
+    day = models.DateField(unique=True)
+
+
 class DailyCountryViews(Summary):
     """Views per (day, country): views by country and series with country filters."""
 

@@ -41,6 +41,7 @@ from rollups.models import (
     DailyBlogCountryViews,
     DailyBlogViews,
     DailyCountryViews,
+    DailyViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     MonthlyCountryViews,
@@ -68,6 +69,7 @@ RAW = BlogView._meta.db_table
 DAILY_BLOG_COUNTRY = DailyBlogCountryViews._meta.db_table
 DAILY_BLOG = DailyBlogViews._meta.db_table
 DAILY_COUNTRY = DailyCountryViews._meta.db_table
+DAILY = DailyViews._meta.db_table
 MONTHLY_BLOG_COUNTRY = MonthlyBlogCountryViews._meta.db_table
 MONTHLY_BLOG = MonthlyBlogViews._meta.db_table
 MONTHLY_COUNTRY = MonthlyCountryViews._meta.db_table
@@ -80,6 +82,7 @@ DAILY_SUMMARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (DAILY_BLOG_COUNTRY, ("day", "blog_id", "country_id")),
     (DAILY_BLOG, ("day", "blog_id")),
     (DAILY_COUNTRY, ("day", "country_id")),
+    (DAILY, ("day",)),
 )
 MONTHLY_SUMMARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (MONTHLY_BLOG_COUNTRY, ("blog_id", "country_id")),

@@ -10,6 +10,7 @@ from rollups.models import (
     DailyBlogCountryViews,
     DailyBlogViews,
     DailyCountryViews,
+    DailyViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     MonthlyCountryViews,
@@ -31,6 +32,7 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
         day = viewed_at.date()
         month = day.replace(day=1)
         expected["daily_country"][(day, country)] += 1
+        expected["daily"][(day,)] += 1
         expected["monthly_country"][(month, country)] += 1
         expected["daily_blog"][(day, blog)] += 1
         expected["monthly_blog"][(month, blog)] += 1
@@ -40,6 +42,7 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
 
 
 _MODELS: dict[str, tuple[type[Summary], tuple[str, ...]]] = {
+    "daily": (DailyViews, ("day",)),
     "daily_country": (DailyCountryViews, ("day", "country_id")),
     "monthly_country": (MonthlyCountryViews, ("month", "country_id")),
     "daily_blog": (DailyBlogViews, ("day", "blog_id")),
