@@ -198,14 +198,31 @@ def _work_mem(cursor: CursorWrapper) -> None:
         cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
 
 
+_PRESENCE_UPSERT = (
+    f"INSERT INTO {PRESENCE} (year, country_id, blog_id, days) "
+    "SELECT extract(year FROM day)::int, country_id, blog_id, "
+    "bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) FROM {stage} "
+    "GROUP BY 1, 2, 3 ON CONFLICT (year, country_id, blog_id) "
+    f"DO UPDATE SET days = {PRESENCE}.days | excluded.days"
+)
+
+
 def _presence_add(cursor: CursorWrapper, stage: str) -> None:
     """Set the staged days' bits in the yearly presence rows (PostgreSQL only)."""
+    cursor.execute(_PRESENCE_UPSERT.format(stage=stage), [NO_DAYS])
+
+
+def _presence_add_counted(cursor: CursorWrapper, stage: str) -> None:
+    """Set the staged days' bits, and add the presence rows it created to the yearly
+    per-country counts (absorb only ever adds rows). ``xmax = 0`` marks a row the upsert
+    inserted rather than updated."""
     cursor.execute(
-        f"INSERT INTO {PRESENCE} (year, country_id, blog_id, days) "
-        f"SELECT extract(year FROM day)::int, country_id, blog_id, "
-        f"bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) FROM {stage} "
-        f"GROUP BY 1, 2, 3 ON CONFLICT (year, country_id, blog_id) "
-        f"DO UPDATE SET days = {PRESENCE}.days | excluded.days",
+        f"WITH upserted AS ({_PRESENCE_UPSERT.format(stage=stage)} "
+        f"RETURNING year, country_id, xmax = 0 AS inserted) "
+        f"INSERT INTO {COUNTRY_BLOGS} (year, country_id, blogs) "
+        f"SELECT year, country_id, count(*) FROM upserted WHERE inserted "
+        f"GROUP BY year, country_id ON CONFLICT (year, country_id) "
+        f"DO UPDATE SET blogs = {COUNTRY_BLOGS}.blogs + excluded.blogs",
         [NO_DAYS],
     )
 
@@ -232,16 +249,7 @@ def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
             )
         )
     if _postgres():
-        _presence_add(cursor, stage)
-        # Absorb only adds presence rows: recount the (year, country) pairs it touched.
-        cursor.execute(
-            f"INSERT INTO {COUNTRY_BLOGS} (year, country_id, blogs) "
-            f"SELECT year, country_id, count(*) FROM {PRESENCE} "
-            f"WHERE (year, country_id) IN "
-            f"(SELECT DISTINCT extract(year FROM day)::int, country_id FROM {stage}) "
-            f"GROUP BY year, country_id ON CONFLICT (year, country_id) "
-            f"DO UPDATE SET blogs = excluded.blogs"
-        )
+        _presence_add_counted(cursor, stage)
 
 
 # --- Absorb --------------------------------------------------------------------------------------
