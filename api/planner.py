@@ -18,7 +18,7 @@ watermark, so summaries and tail never overlap or leave a gap while a rollup run
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from api.spec import Spec
 from core.models import Blog
+from core.sql import day_of, day_param, day_start_param, month_start, next_month, postgres
 from ingest.models import BlogView
 from rollups.models import (
     AbsorbState,
@@ -39,14 +40,13 @@ from rollups.models import (
     YearlyCountryBlogs,
     YearlyPresence,
 )
-from rollups.services import NO_DAYS, year_masks
+from rollups.services import NO_DAYS, STATE_NAME, year_masks
 
 RAW = BlogView._meta.db_table
 PRESENCE = YearlyPresence._meta.db_table
 COUNTRY_BLOGS = YearlyCountryBlogs._meta.db_table
 BLOG = Blog._meta.db_table
 USER = get_user_model()._meta.db_table
-STATE_NAME = "views"
 READ_WORK_MEM = "32MB"
 
 Param = int | str | date | datetime
@@ -82,10 +82,6 @@ class Snapshot:
     rebuild_version: int
 
 
-def _postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
 @contextmanager
 def read_snapshot() -> Iterator[Snapshot]:
     """Run the block's queries in one consistent snapshot; yield what it was taken at.
@@ -97,7 +93,7 @@ def read_snapshot() -> Iterator[Snapshot]:
     as_of = timezone.now()
     if connection.in_atomic_block:
         yield _snapshot_read(as_of)
-    elif _postgres():
+    elif postgres():
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             # JIT compiling costs more than these queries run (measured: +130 ms on a 25 ms
@@ -134,23 +130,7 @@ def rebuild_version() -> int:
     )
 
 
-# --- SQL helpers that differ by database ---------------------------------------------------------
-
-
-def day_of_raw() -> str:
-    """SQL for the UTC day of a raw view."""
-    if _postgres():
-        return "(viewed_at AT TIME ZONE 'UTC')::date"
-    return "substr(viewed_at, 1, 10)"
-
-
-def _timestamp(day: date) -> Param:
-    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return moment if _postgres() else moment.replace(tzinfo=None).isoformat(" ")
-
-
-def _day(day: date) -> Param:
-    return day if _postgres() else day.isoformat()
+# --- Values the database returned ------------------------------------------------------------
 
 
 def as_date(value: object) -> date:
@@ -165,14 +145,6 @@ def as_date(value: object) -> date:
 # --- Ranges --------------------------------------------------------------------------------------
 
 
-def _month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
-def _next_month(day: date) -> date:
-    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-
-
 @dataclass(frozen=True)
 class DaySplit:
     """A day range split into whole months (for monthly rows) and edge day ranges."""
@@ -183,14 +155,12 @@ class DaySplit:
 
 def split_range(start: date | None, end: date | None) -> DaySplit:
     """Whole months inside ``start..end`` (``None`` = open) and the days around them."""
-    first = start if start is None or start.day == 1 else _next_month(start)
+    first = start if start is None or start.day == 1 else next_month(start)
     # The month after the last whole month: end's month if end is its last day.
     after = (
         None
         if end is None
-        else (
-            _next_month(end) if end + timedelta(days=1) == _next_month(end) else _month_start(end)
-        )
+        else (next_month(end) if end + timedelta(days=1) == next_month(end) else month_start(end))
     )
     if first is not None and after is not None and first >= after:
         return DaySplit(months=None, edges=((start, end),))
@@ -199,7 +169,7 @@ def split_range(start: date | None, end: date | None) -> DaySplit:
         edges.append((start, first - timedelta(days=1)))
     if end is not None and after is not None and after <= end:
         edges.append((after, end))
-    last_month = None if after is None else _month_start(after - timedelta(days=1))
+    last_month = None if after is None else month_start(after - timedelta(days=1))
     return DaySplit(months=(first, last_month), edges=tuple(edges))
 
 
@@ -317,11 +287,11 @@ class Facts:
         params: list[Param] = [self.snapshot.watermark]
         if start is not None:
             where.append("viewed_at >= %s")
-            params.append(_timestamp(start))
+            params.append(day_start_param(start))
         if end is not None:
             where.append("viewed_at < %s")
-            params.append(_timestamp(end + timedelta(days=1)))
-        day = day_of_raw()
+            params.append(day_start_param(end + timedelta(days=1)))
+        day = day_of("viewed_at")
         return (
             f"SELECT {', '.join([f'{day} AS day', *columns, 'count(*) AS views'])} FROM {RAW} "
             f"WHERE {' AND '.join([*where, *filters])} GROUP BY {', '.join([day, *columns])}",
@@ -349,10 +319,10 @@ class Facts:
             bounds: list[Param] = []
             if low is not None:
                 where.append(f"{day_column} >= %s")
-                bounds.append(_day(low))
+                bounds.append(day_param(low))
             if high is not None:
                 where.append(f"{day_column} <= %s")
-                bounds.append(_day(high))
+                bounds.append(day_param(high))
             where.extend(filters)
             condition = f" WHERE {' AND '.join(where)}" if where else ""
             selected = ", ".join([f"{day_column} AS day", *columns, f"{sign}views AS views"])
@@ -453,9 +423,9 @@ class Facts:
         tail_params: list[Param] = [self.snapshot.watermark, *filter_params]
         if end is not None:
             daily_where += " AND day <= %s"
-            daily_params.append(_day(end))
+            daily_params.append(day_param(end))
             tail_where += " AND viewed_at < %s"
-            tail_params.append(_timestamp(end + timedelta(days=1)))
+            tail_params.append(day_start_param(end + timedelta(days=1)))
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT min(day) FROM {level.daily} WHERE {daily_where}", daily_params)
             found = [cursor.fetchone()[0]]

@@ -28,13 +28,23 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from core.sql import (
+    day_of,
+    day_param,
+    day_start_param,
+    month_of,
+    month_start,
+    next_month,
+    next_month_of,
+    postgres,
+)
 from ingest.models import BlogView
 from rollups.models import (
     AbsorbState,
@@ -116,37 +126,7 @@ class RebuildResult:
     duration_ms: int
 
 
-# --- SQL that differs by database --------------------------------------------------------------
-
-
-def _postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _day_of(column: str) -> str:
-    """SQL for the UTC calendar day of a timestamp column of the raw table."""
-    if _postgres():
-        return f"({column} AT TIME ZONE 'UTC')::date"
-    # Django keeps SQLite datetimes as naive UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]'.
-    return f"substr({column}, 1, 10)"
-
-
-def _month_of(day_column: str) -> str:
-    """SQL for the first day of the month of a date column."""
-    if _postgres():
-        return f"date_trunc('month', {day_column})::date"
-    return f"substr({day_column}, 1, 8) || '01'"
-
-
-def _timestamp_param(moment: datetime) -> datetime | str:
-    """A timestamp as the raw table's column compares with it."""
-    if _postgres():
-        return moment
-    return timezone.make_naive(moment, UTC).isoformat(" ")
-
-
-def _date_param(day: date) -> date | str:
-    return day if _postgres() else day.isoformat()
+# --- Staging and upserts ----------------------------------------------------------------------
 
 
 def _upsert(table: str, keys: tuple[str, ...], select_sql: str) -> str:
@@ -177,7 +157,7 @@ def _stage_raw(
     """Aggregate the raw views matching ``where`` into the staging table."""
     cursor.execute(
         f"INSERT INTO {stage} (day, blog_id, country_id, views) "
-        f"SELECT {_day_of('viewed_at')}, blog_id, country_id, count(*) FROM {RAW} "
+        f"SELECT {day_of('viewed_at')}, blog_id, country_id, count(*) FROM {RAW} "
         f"WHERE {where} GROUP BY 1, 2, 3",
         params,
     )
@@ -186,7 +166,7 @@ def _stage_raw(
 def _stage_views(cursor: CursorWrapper, stage: str) -> int:
     """The views staged; on PostgreSQL also gives the planner the staging table's statistics
     (autovacuum never analyzes temporary tables, and the upserts' plans depend on its size)."""
-    if _postgres():
+    if postgres():
         cursor.execute(f"ANALYZE {stage}")
     cursor.execute(f"SELECT coalesce(sum(views), 0) FROM {stage}")
     return int(cursor.fetchone()[0])
@@ -194,7 +174,7 @@ def _stage_views(cursor: CursorWrapper, stage: str) -> int:
 
 def _work_mem(cursor: CursorWrapper) -> None:
     """Room for the GROUP BYs of a big run to hash in memory (PostgreSQL, this transaction)."""
-    if _postgres():
+    if postgres():
         cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
 
 
@@ -239,7 +219,7 @@ def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
             )
         )
     for table, keys in MONTHLY_SUMMARIES:
-        month = _month_of("day")
+        month = month_of("day")
         cursor.execute(
             _upsert(
                 table,
@@ -248,7 +228,7 @@ def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
                 f"GROUP BY {month}, {', '.join(keys)}",
             )
         )
-    if _postgres():
+    if postgres():
         _presence_add_counted(cursor, stage)
 
 
@@ -258,7 +238,7 @@ def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
 def _safe_upper_bound() -> int:
     """The largest raw id below which no view can still appear (see the module docstring)."""
     with connection.cursor() as cursor:
-        if not _postgres():
+        if not postgres():
             # One writer at a time, and AUTOINCREMENT ids: an in-flight writer's ids are above
             # every committed one.
             cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
@@ -373,15 +353,6 @@ def rollups_status() -> RollupStatus:
 # --- Rebuild -------------------------------------------------------------------------------------
 
 
-def _month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
-def _month_end(day: date) -> date:
-    following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return following - timedelta(days=1)
-
-
 def _day_bounds() -> tuple[date | None, date | None]:
     """The first and last day holding raw views or summary rows."""
     days: list[date] = []
@@ -400,10 +371,6 @@ def _day_bounds() -> tuple[date | None, date | None]:
     if not days:
         return None, None
     return min(days), max(days)
-
-
-def _day_start(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def rollups_rebuild(
@@ -447,7 +414,7 @@ def rollups_rebuild(
     stage = "rebuild_stage"
     with connection.cursor() as cursor:
         _stage_create(cursor, stage)
-        if not _postgres():
+        if not postgres():
             # The swap looks staged keys up one by one on SQLite (PostgreSQL hashes them).
             cursor.execute(
                 f"CREATE INDEX IF NOT EXISTS {stage}_key ON {stage} (day, blog_id, country_id)"
@@ -461,8 +428,8 @@ def rollups_rebuild(
                         stage,
                         "viewed_at >= %s AND viewed_at < %s AND id <= %s",
                         [
-                            _timestamp_param(_day_start(low)),
-                            _timestamp_param(_day_start(high + timedelta(days=1))),
+                            day_start_param(low),
+                            day_start_param(high + timedelta(days=1)),
                             watermark,
                         ],
                     )
@@ -476,13 +443,6 @@ def rollups_rebuild(
     duration_ms = int((time.perf_counter() - started) * 1000)
     logger.info("rebuilt %s..%s from %d raw views in %d ms", start, end, views, duration_ms)
     return RebuildResult(start, end, views, duration_ms)
-
-
-def _next_month_of(column: str) -> str:
-    """SQL for the first day of the month after a month-start date column."""
-    if _postgres():
-        return f"({column} + interval '1 month')::date"
-    return f"date({column}, '+1 month')"
 
 
 def _replace_rows(
@@ -518,8 +478,8 @@ def _rebuild_swap(
 ) -> int:
     """Make the range's summary rows equal to the staged counts, in one transaction."""
     range_params: list[int | str | date | datetime] = [
-        _timestamp_param(_day_start(start)),
-        _timestamp_param(_day_start(end + timedelta(days=1))),
+        day_start_param(start),
+        day_start_param(end + timedelta(days=1)),
     ]
     with transaction.atomic():
         state = _state_locked()
@@ -533,7 +493,7 @@ def _rebuild_swap(
                 [*range_params, watermark, state.absorbed_through_id],
             )
         views = _stage_views(cursor, stage)
-        day_range: list[int | str | date | datetime] = [_date_param(start), _date_param(end)]
+        day_range: list[int | str | date | datetime] = [day_param(start), day_param(end)]
         for table, keys in DAILY_SUMMARIES:
             names = ", ".join(keys)
             _replace_rows(
@@ -548,10 +508,10 @@ def _rebuild_swap(
                 range_params=day_range,
             )
         # Whole months from the (now exact) daily rows: a range may cover part of a month.
-        month = _month_of("day")
+        month = month_of("day")
         month_days: list[int | str | date | datetime] = [
-            _date_param(_month_start(start)),
-            _date_param(_month_end(end)),
+            day_param(month_start(start)),
+            day_param(next_month(end) - timedelta(days=1)),
         ]
         for (table, keys), daily in zip(
             MONTHLY_SUMMARIES, (DAILY_BLOG_COUNTRY, DAILY_BLOG, DAILY_COUNTRY), strict=True
@@ -565,12 +525,12 @@ def _rebuild_swap(
                 f"WHERE day >= %s AND day <= %s GROUP BY {month}, {names}",
                 source_params=month_days,
                 missing_sql=f"SELECT 1 FROM {daily} WHERE {daily}.day >= {table}.month "
-                f"AND {daily}.day < {_next_month_of(f'{table}.month')} AND "
+                f"AND {daily}.day < {next_month_of(f'{table}.month')} AND "
                 + " AND ".join(f"{daily}.{key} = {table}.{key}" for key in keys),
                 range_sql=f"{table}.month >= %s AND {table}.month <= %s",
-                range_params=[_date_param(_month_start(start)), _date_param(_month_start(end))],
+                range_params=[day_param(month_start(start)), day_param(month_start(end))],
             )
-        if _postgres():
+        if postgres():
             # Clear the range's days in its years' presence rows, then set them from the stage.
             for year, mask in year_masks(start, end).items():
                 cursor.execute(
