@@ -41,9 +41,24 @@ def database_ensure(database_url: str) -> None:
     admin.close()
 
 
-def manage(env: dict[str, str], *args: str) -> None:
-    """Run a manage.py command in the benchmark environment."""
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT)
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run a manage.py command in the benchmark environment; return what it printed."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+
+
+def seed(env: dict[str, str], *, views: int, authors: int, blogs: int) -> str:
+    """``seed_data --reset --seed 1`` with these sizes; return what it printed."""
+    return manage(
+        env, "seed_data", "--reset", "--seed", "1", "--views", str(views),
+        "--authors", str(authors), "--blogs", str(blogs),
+    )  # fmt: skip
 
 
 def django_setup(env: dict[str, str]) -> None:

@@ -39,7 +39,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_DATABASE_URL, ROOT, bench_env, database_ensure, django_setup, manage
+from common import (
+    DEFAULT_DATABASE_URL,
+    ROOT,
+    bench_env,
+    database_ensure,
+    django_setup,
+    manage,
+    seed,
+)
 
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -235,35 +243,15 @@ def setup(env: dict[str, str], args: argparse.Namespace) -> None:
         return
 
     started = time.monotonic()
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "seed_data",
-            "--reset",
-            "--seed",
-            "1",
-            "--views",
-            str(args.views),
-            "--authors",
-            str(AUTHORS),
-            "--blogs",
-            str(BLOGS),
-        ],
-        env=env,
-        check=True,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    printed = seed(env, views=args.views, authors=AUTHORS, blogs=BLOGS)
     elapsed = time.monotonic() - started
-    for line in completed.stdout.splitlines():
+    for line in printed.splitlines():
         print(f"    seed_data: {line}")
     from rollups.models import AbsorbState
 
     state = AbsorbState.objects.get(name="views")
     absorb = (state.last_run_duration_ms or 0) / 1000
-    match = re.search(r"views in ([\d.]+) s", completed.stdout)
+    match = re.search(r"views in ([\d.]+) s", printed)
     seeding = float(match.group(1)) if match else float("nan")
     print(
         f"setup: seed_data {args.views:,} views in {elapsed:.1f} s wall "
@@ -535,15 +523,7 @@ def small_sizes(args: argparse.Namespace) -> None:
     env = bench_env(args.small_database_url)
     database_ensure(args.small_database_url)
     manage(env, "migrate", "--noinput", "-v0")
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "run_rollups"],
-        env=env,
-        check=True,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    print(f"small database: run_rollups: {completed.stdout.strip()}", flush=True)
+    print(f"small database: run_rollups: {manage(env, 'run_rollups').strip()}", flush=True)
     sizes_print(
         f"sizes at {table_sizes(args.small_database_url)[0][1]:,} views "
         f"({args.small_database_url.rsplit('/', 1)[1]})",

@@ -4,11 +4,9 @@ python bench/seed.py [--views 1000000]
 """
 
 import argparse
-import subprocess
-import sys
 import time
 
-from common import DEFAULT_DATABASE_URL, ROOT, bench_env, database_ensure, manage
+from common import DEFAULT_DATABASE_URL, bench_env, database_ensure, manage, seed
 
 
 def main() -> None:
@@ -21,25 +19,7 @@ def main() -> None:
     database_ensure(args.database_url)
     manage(env, "migrate", "--noinput", "-v0")
     started = time.monotonic()
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "seed_data",
-            "--reset",
-            "--seed",
-            "1",
-            "--views",
-            str(args.views),
-            "--authors",
-            "200",
-            "--blogs",
-            "2000",
-        ],
-        env=env,
-        check=True,
-        cwd=ROOT,
-    )
+    print(seed(env, views=args.views, authors=200, blogs=2000), end="")
     elapsed = time.monotonic() - started
     print(
         f"seed_data: {args.views:,} views in {elapsed:.1f} s ({args.views / elapsed:,.0f} views/s)"
