@@ -23,6 +23,7 @@ from api.serializers import (
     TopRequestSerializer,
 )
 from api.spec import FILTER_FIELDS, PERIODS, Extra, spec_parse
+from core.auth import ReadTokenAuthentication
 from core.exceptions import ApplicationError
 from core.serializers import ErrorResponseSerializer
 
@@ -45,6 +46,7 @@ NO_CACHE = (
 class AnalyticsView(APIView):
     """Parse the filters, answer from the cache or the planner, return results and meta."""
 
+    authentication_classes = [ReadTokenAuthentication]
     permission_classes = [AnalyticsReadPermission]
     throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle]
     endpoint: ClassVar[str]

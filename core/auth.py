@@ -1,5 +1,6 @@
 from typing import Any
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.utils import (
     OpenApiExample,
     extend_schema,
@@ -10,6 +11,7 @@ from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework_simplejwt import views as jwt_views
+from rest_framework_simplejwt.authentication import JWTStatelessUserAuthentication
 
 from core.serializers import ErrorResponseSerializer
 
@@ -26,6 +28,31 @@ class CanIngestViews(BasePermission):
             and user.is_authenticated
             and (user.is_staff or user.has_perm("ingest.add_blogview"))
         )
+
+
+class ReadTokenAuthentication(JWTStatelessUserAuthentication):
+    """The access token, trusted without looking its user up (read endpoints).
+
+    A cached analytics answer then costs no database query. The trade: a user deactivated or
+    deleted meanwhile can read until the token expires (``JWT_ACCESS_MINUTES``); refreshing it
+    is refused at once, and every endpoint that writes or needs permissions looks the user up.
+    """
+
+
+class ReadTokenScheme(SimpleJWTScheme):
+    """The same bearer token in the schema, under its own name (drf-spectacular refuses two
+    authentication classes sharing one)."""
+
+    target_class = "core.auth.ReadTokenAuthentication"
+    name = "jwtReadAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        definition = dict(super().get_security_definition(auto_schema))
+        definition["description"] = (
+            "The access token from /api/token/ (the same as jwtAuth), checked by its signature "
+            "and expiry only."
+        )
+        return definition
 
 
 @extend_schema_view(

@@ -194,6 +194,42 @@ def test_reads_need_a_token_unless_public(db, settings, auth_client, user):
     assert APIClient().post(ENDPOINTS[0], {}, format="json").status_code == 200
 
 
+def test_a_cached_read_with_a_token_costs_one_query(
+    db, settings, auth_client, user, data, django_assert_num_queries
+):
+    # The token is trusted without a user lookup; the rebuild version is the one query.
+    settings.ANALYTICS_PUBLIC_READ = False
+    settings.ANALYTICS_CACHE_SECONDS = 60
+    client = auth_client(user)
+    url, body = SEED_CALLS[0]
+    assert client.post(url, body, format="json").json()["meta"]["cached"] is False
+    with django_assert_num_queries(1):
+        answer = client.post(url, body, format="json").json()
+    assert answer["meta"]["cached"] is True
+
+
+def test_a_deactivated_user_reads_until_the_token_expires_but_cannot_refresh(
+    db, settings, user, password
+):
+    settings.ANALYTICS_PUBLIC_READ = False
+    tokens = (
+        APIClient()
+        .post("/api/token/", {"username": user.username, "password": password}, format="json")
+        .json()
+    )
+    user.is_active = False
+    user.save()
+    reader = APIClient()
+    reader.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    assert reader.post(ENDPOINTS[0], {}, format="json").status_code == 200
+    refreshed = APIClient().post(
+        "/api/token/refresh/", {"refresh": tokens["refresh"]}, format="json"
+    )
+    assert refreshed.status_code == 401
+    # Endpoints that need permissions look the user up.
+    assert reader.post("/api/ingest/views/", {"views": []}, format="json").status_code == 401
+
+
 def test_reads_are_throttled(public, settings):
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
@@ -256,7 +292,7 @@ def test_a_rebuild_invalidates_cached_answers(public, data, settings):
 @override_settings(
     CACHES={
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "core.cache.RedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",
             "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
         }

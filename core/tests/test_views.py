@@ -90,7 +90,7 @@ def _redis_cache_at(location: str) -> dict[str, Any]:
         return {"default": {**configured, "LOCATION": location}}
     return {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "core.cache.RedisCache",
             "LOCATION": location,
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
