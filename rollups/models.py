@@ -188,6 +188,12 @@ class AbsorbState(models.Model):
 
     name = models.CharField(max_length=50, primary_key=True)
     absorbed_through_id = models.BigIntegerField(default=0)
+    absorbed_through_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Every view committed before this time is absorbed (when the last bound was "
+        "taken); the lag is measured from it.",
+    )
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_run_duration_ms = models.PositiveIntegerField(null=True, blank=True)
     last_run_views = models.BigIntegerField(default=0)

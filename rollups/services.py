@@ -66,6 +66,10 @@ STATE_NAME = "views"
 # At most this many raw ids per absorb transaction, so that one huge backlog does not become one
 # huge transaction; a run loops until it has caught up.
 ABSORB_CHUNK_IDS = 2_000_000
+# A run that absorbed this many views takes a new bound and goes on with what was committed
+# meanwhile, up to this many bounds in all (see rollups_absorb_pending).
+CATCH_UP_VIEWS = 20_000
+CATCH_UP_PASSES = 4
 # Days of raw views a rebuild aggregates per step (one progress update each).
 REBUILD_CHUNK_DAYS = 31
 # How long an absorb waits for in-flight ingest transactions before giving up (it is retried).
@@ -275,36 +279,52 @@ def _state_locked() -> AbsorbState:
     return AbsorbState.objects.select_for_update().get(name=STATE_NAME)
 
 
-def rollups_absorb_pending(*, chunk_ids: int = ABSORB_CHUNK_IDS) -> AbsorbResult:
+def rollups_absorb_pending(
+    *, chunk_ids: int = ABSORB_CHUNK_IDS, catch_up_views: int = CATCH_UP_VIEWS
+) -> AbsorbResult:
     """Absorb every raw view committed before this call into the summaries, exactly once.
 
     Safe to run concurrently with ingest, with another absorb or a rebuild, and to retry after
     a crash at any point: the summaries and the watermark move together in one transaction.
+
+    A run that absorbed at least ``catch_up_views`` views takes a new bound and absorbs what was
+    committed while it ran (at most ``CATCH_UP_PASSES`` bounds), so that the views left pending
+    when it ends are those of its short last pass, not of the whole run.
     """
     started = time.perf_counter()
-    upper = _safe_upper_bound()
     absorbed = 0
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            state = _state_locked()
-            low = state.absorbed_through_id
-            # Skip gaps in the ids (rolled-back writes, wiped views) in one step.
-            cursor.execute(f"SELECT min(id) FROM {RAW} WHERE id > %s", [low])
-            following = cursor.fetchone()[0]
-            high = upper if following is None else min(upper, following - 1 + chunk_ids)
-            if high > low:
-                _work_mem(cursor)
-                _stage_create(cursor, "absorb_stage")
-                _stage_raw(cursor, "absorb_stage", "id > %s AND id <= %s", [low, high])
-                absorbed += _stage_views(cursor, "absorb_stage")
-                _stage_apply(cursor, "absorb_stage")
-                cursor.execute("DELETE FROM absorb_stage")
-                state.absorbed_through_id = high
-            state.last_run_at = timezone.now()
-            state.last_run_duration_ms = int((time.perf_counter() - started) * 1000)
-            state.last_run_views = absorbed
-            state.save()
-        if high >= upper:
+    for _ in range(CATCH_UP_PASSES):
+        bound_at = timezone.now()
+        upper = _safe_upper_bound()
+        pass_views = 0
+        while True:
+            with transaction.atomic(), connection.cursor() as cursor:
+                state = _state_locked()
+                low = state.absorbed_through_id
+                # Skip gaps in the ids (rolled-back writes, wiped views) in one step.
+                cursor.execute(f"SELECT min(id) FROM {RAW} WHERE id > %s", [low])
+                following = cursor.fetchone()[0]
+                high = upper if following is None else min(upper, following - 1 + chunk_ids)
+                if high > low:
+                    _work_mem(cursor)
+                    _stage_create(cursor, "absorb_stage")
+                    _stage_raw(cursor, "absorb_stage", "id > %s AND id <= %s", [low, high])
+                    pass_views += _stage_views(cursor, "absorb_stage")
+                    _stage_apply(cursor, "absorb_stage")
+                    cursor.execute("DELETE FROM absorb_stage")
+                    state.absorbed_through_id = high
+                if high >= upper and (
+                    state.absorbed_through_at is None or state.absorbed_through_at < bound_at
+                ):
+                    state.absorbed_through_at = bound_at
+                state.last_run_at = timezone.now()
+                state.last_run_duration_ms = int((time.perf_counter() - started) * 1000)
+                state.last_run_views = absorbed + pass_views
+                state.save()
+            if high >= upper:
+                break
+        absorbed += pass_views
+        if pass_views < catch_up_views:
             break
     logger.info("absorbed %d views through id %d", absorbed, high)
     return AbsorbResult(
@@ -326,8 +346,9 @@ class RollupStatus:
 def rollups_status() -> RollupStatus:
     """How far the summaries are behind the raw table.
 
-    ``lag_seconds`` is 0 when nothing is pending, else the time since the last run *started*
-    (took its bound): every view pending now was committed after that, so none has waited longer.
+    ``lag_seconds`` is 0 when nothing is pending, else the time since the last bound was taken
+    (``absorbed_through_at``): every view pending now was committed after it, so none has waited
+    longer.
     """
     state = AbsorbState.objects.filter(name=STATE_NAME).first()
     watermark = state.absorbed_through_id if state else 0
@@ -335,12 +356,11 @@ def rollups_status() -> RollupStatus:
     last_run_at = state.last_run_at if state else None
     if pending == 0:
         lag = 0.0
-    elif state is None or last_run_at is None:
+    elif state is None or state.absorbed_through_at is None:
         oldest = BlogView.objects.filter(id__gt=watermark).order_by("id").first()
         lag = (timezone.now() - oldest.viewed_at).total_seconds() if oldest else 0.0
     else:
-        started = last_run_at - timedelta(milliseconds=state.last_run_duration_ms or 0)
-        lag = (timezone.now() - started).total_seconds()
+        lag = (timezone.now() - state.absorbed_through_at).total_seconds()
     return RollupStatus(
         pending_views=pending,
         absorbed_through_id=watermark,
@@ -577,8 +597,10 @@ def summaries_clear() -> None:
         state = _state_locked()
         for table in SUMMARY_TABLES:
             cursor.execute(f"DELETE FROM {table}")
+        cleared_at = timezone.now()
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
         state.absorbed_through_id = max(state.absorbed_through_id, int(cursor.fetchone()[0]))
+        state.absorbed_through_at = cleared_at
         state.rebuild_version += 1
         state.save()
 

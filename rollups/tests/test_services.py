@@ -2,6 +2,7 @@ import random
 from datetime import date, timedelta
 
 import pytest
+import time_machine
 from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -204,13 +205,46 @@ def test_status(ingest_random):
     assert (status.pending_views, status.lag_seconds, status.last_run_at) == (0, 0.0, None)
     ingest_random(30)
     assert rollups_status().pending_views == 30
-    rollups_absorb_pending()
-    ingest_random(5, rng=random.Random(4))
-    status = rollups_status()
+    started = timezone.now()
+    with time_machine.travel(started, tick=False):
+        rollups_absorb_pending()
+    with time_machine.travel(started + timedelta(seconds=12), tick=False):
+        ingest_random(5, rng=random.Random(4))
+        status = rollups_status()
     assert status.pending_views == 5
     assert status.absorbed_through_id == _watermark()
     assert status.last_run_duration_ms is not None
-    assert 0 <= status.lag_seconds < 60
+    # Every pending view was committed after the last run took its bound.
+    assert status.lag_seconds == 12.0
+
+
+@pytest.mark.parametrize("catch_up_views", [1, 10_000])
+def test_a_run_catches_up_with_views_committed_while_it_ran(
+    ingest_random, monkeypatch, catch_up_views
+):
+    ingest_random(40)
+    bound = services._safe_upper_bound
+    bounds_taken = []
+
+    def bound_then_more_views() -> int:
+        upper = bound()
+        if not bounds_taken:
+            ingest_random(30, rng=random.Random(5))  # committed after the first bound
+        bounds_taken.append(upper)
+        return upper
+
+    monkeypatch.setattr(services, "_safe_upper_bound", bound_then_more_views)
+    result = rollups_absorb_pending(catch_up_views=catch_up_views)
+    if catch_up_views == 1:
+        # The first pass absorbed 40 >= 1 views: a second bound takes the 30; the third pass
+        # finds nothing new and ends the run.
+        assert (result.views, len(bounds_taken)) == (70, 3)
+        assert rollups_status().pending_views == 0
+    else:
+        assert (result.views, len(bounds_taken)) == (40, 1)
+        assert rollups_status().pending_views == 30
+        assert rollups_absorb_pending().views == 30
+    assert_summaries_exact()
 
 
 def test_rebuild_job_lifecycle(ingest_random):
