@@ -224,7 +224,7 @@ def test_a_run_catches_up_with_views_committed_while_it_ran(
 ):
     ingest_random(40)
     bound = services._safe_upper_bound
-    bounds_taken = []
+    bounds_taken: list[int] = []
 
     def bound_then_more_views() -> int:
         upper = bound()
