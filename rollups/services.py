@@ -70,12 +70,19 @@ ABSORB_CHUNK_IDS = 2_000_000
 # meanwhile, up to this many bounds in all (see rollups_absorb_pending).
 CATCH_UP_VIEWS = 20_000
 CATCH_UP_PASSES = 4
-# Days of raw views a rebuild aggregates per step (one progress update each).
+# A rebuild aggregates the raw views step by step (one progress update each): by id ranges of
+# this size (sequential reads) when its range holds at least REBUILD_SCAN_SHARE of all views,
+# else by days through the viewed_at index. Ids are not in day order (late views), so a range of
+# days spans the whole heap, and reading it day by day would read most pages many times.
+REBUILD_CHUNK_IDS = 1_000_000
 REBUILD_CHUNK_DAYS = 31
+REBUILD_SCAN_SHARE = 0.2
 # How long an absorb waits for in-flight ingest transactions before giving up (it is retried).
 SAFE_BOUND_WAIT_SECONDS = 10
-# Memory per sort / hash of an absorb or rebuild transaction (PostgreSQL's default is 4 MB).
+# Memory per sort / hash of an absorb or rebuild transaction (PostgreSQL's default is 4 MB); a
+# rebuild's swap joins millions of rows at once.
 WORK_MEM = "64MB"
+REBUILD_WORK_MEM = "256MB"
 # A running rebuild job whose heartbeat is older than this has lost its worker.
 JOB_STALE_AFTER = timedelta(minutes=10)
 
@@ -176,24 +183,22 @@ def _stage_views(cursor: CursorWrapper, stage: str) -> int:
     return int(cursor.fetchone()[0])
 
 
-def _work_mem(cursor: CursorWrapper) -> None:
+def _work_mem(cursor: CursorWrapper, size: str = WORK_MEM) -> None:
     """Room for the GROUP BYs of a big run to hash in memory (PostgreSQL, this transaction)."""
     if postgres():
-        cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        cursor.execute(f"SET LOCAL work_mem = '{size}'")
 
 
-_PRESENCE_UPSERT = (
-    f"INSERT INTO {PRESENCE} (year, country_id, blog_id, days) "
-    "SELECT extract(year FROM day)::int, country_id, blog_id, "
-    "bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) FROM {stage} "
-    "GROUP BY 1, 2, 3 ON CONFLICT (year, country_id, blog_id) "
-    f"DO UPDATE SET days = {PRESENCE}.days | excluded.days"
+# The staged days as yearly presence rows (year, country, blog, days), in key order.
+_PRESENCE_SELECT = (
+    "SELECT extract(year FROM day)::int AS year, country_id, blog_id, "
+    "bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) AS days FROM {stage} "
+    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 )
-
-
-def _presence_add(cursor: CursorWrapper, stage: str) -> None:
-    """Set the staged days' bits in the yearly presence rows (PostgreSQL only)."""
-    cursor.execute(_PRESENCE_UPSERT.format(stage=stage), [NO_DAYS])
+_PRESENCE_UPSERT = (
+    f"INSERT INTO {PRESENCE} (year, country_id, blog_id, days) {_PRESENCE_SELECT} "
+    f"ON CONFLICT (year, country_id, blog_id) DO UPDATE SET days = {PRESENCE}.days | excluded.days"
+)
 
 
 def _presence_add_counted(cursor: CursorWrapper, stage: str) -> None:
@@ -212,24 +217,30 @@ def _presence_add_counted(cursor: CursorWrapper, stage: str) -> None:
 
 
 def _stage_apply(cursor: CursorWrapper, stage: str) -> None:
-    """Add the staged (day, blog, country) counts to every summary."""
+    """Add the staged (day, blog, country) counts to every summary.
+
+    Each summary's increments go in key order: the upsert then walks the key index (and the
+    heap, which absorb fills in roughly the same order) front to back instead of at random,
+    about a third faster on a table larger than PostgreSQL's buffer cache.
+    """
     for table, keys in DAILY_SUMMARIES:
+        names = ", ".join(keys)
         cursor.execute(
             _upsert(
                 table,
                 keys,
-                f"SELECT {', '.join(keys)}, sum(views) FROM {stage} WHERE true "
-                f"GROUP BY {', '.join(keys)}",
+                f"SELECT {names}, sum(views) FROM {stage} WHERE true "
+                f"GROUP BY {names} ORDER BY {names}",
             )
         )
     for table, keys in MONTHLY_SUMMARIES:
-        month = month_of("day")
+        names = f"{month_of('day')}, {', '.join(keys)}"
         cursor.execute(
             _upsert(
                 table,
                 ("month", *keys),
-                f"SELECT {month}, {', '.join(keys)}, sum(views) FROM {stage} WHERE true "
-                f"GROUP BY {month}, {', '.join(keys)}",
+                f"SELECT {names}, sum(views) FROM {stage} WHERE true "
+                f"GROUP BY {names} ORDER BY {names}",
             )
         )
     if postgres():
@@ -424,13 +435,7 @@ def rollups_rebuild(
         .first()
         or 0
     )
-    chunks = []
-    chunk_start = start
-    while chunk_start <= end:
-        chunk_end = min(chunk_start + timedelta(days=REBUILD_CHUNK_DAYS - 1), end)
-        chunks.append((chunk_start, chunk_end))
-        chunk_start = chunk_end + timedelta(days=1)
-
+    chunks = _rebuild_chunks(start, end, watermark)
     stage = "rebuild_stage"
     with connection.cursor() as cursor:
         _stage_create(cursor, stage)
@@ -440,19 +445,10 @@ def rollups_rebuild(
                 f"CREATE INDEX IF NOT EXISTS {stage}_key ON {stage} (day, blog_id, country_id)"
             )
         try:
-            for done, (low, high) in enumerate(chunks, start=1):
+            for done, (where, params) in enumerate(chunks, start=1):
                 with transaction.atomic():
                     _work_mem(cursor)
-                    _stage_raw(
-                        cursor,
-                        stage,
-                        "viewed_at >= %s AND viewed_at < %s AND id <= %s",
-                        [
-                            day_start_param(low),
-                            day_start_param(high + timedelta(days=1)),
-                            watermark,
-                        ],
-                    )
+                    _stage_raw(cursor, stage, where, params)
                 if progress:
                     progress(0.9 * done / len(chunks))
             views = _rebuild_swap(cursor, stage, start=start, end=end, watermark=watermark)
@@ -465,6 +461,50 @@ def rollups_rebuild(
     return RebuildResult(start, end, views, duration_ms)
 
 
+def _rebuild_chunks(
+    start: date, end: date, watermark: int
+) -> list[tuple[str, list[int | str | date | datetime]]]:
+    """The steps of a rebuild's raw scan: ``(where, params)`` each, together covering the views
+    of ``start..end`` with ``id <= watermark``."""
+    in_range = "viewed_at >= %s AND viewed_at < %s AND id <= %s"
+    range_params: list[int | str | date | datetime] = [
+        day_start_param(start),
+        day_start_param(end + timedelta(days=1)),
+        watermark,
+    ]
+    with connection.cursor() as cursor:
+        # The day totals are exact through the watermark: they tell the range's share of views.
+        cursor.execute(
+            f"SELECT coalesce(sum(CASE WHEN day >= %s AND day <= %s THEN views END), 0), "
+            f"coalesce(sum(views), 0) FROM {DAILY}",
+            [day_param(start), day_param(end)],
+        )
+        in_range_views, all_views = (int(value) for value in cursor.fetchone())
+        cursor.execute(f"SELECT coalesce(min(id), 1) FROM {RAW}")
+        first_id = int(cursor.fetchone()[0])
+    chunks: list[tuple[str, list[int | str | date | datetime]]] = []
+    if all_views and in_range_views >= REBUILD_SCAN_SHARE * all_views:
+        for low in range(first_id - 1, watermark, REBUILD_CHUNK_IDS):
+            high = min(low + REBUILD_CHUNK_IDS, watermark)
+            chunks.append((f"{in_range} AND id > %s AND id <= %s", [*range_params, low, high]))
+        return chunks
+    chunk_start = start
+    while chunk_start <= end:
+        chunk_end = min(chunk_start + timedelta(days=REBUILD_CHUNK_DAYS - 1), end)
+        chunks.append(
+            (
+                in_range,
+                [
+                    day_start_param(chunk_start),
+                    day_start_param(chunk_end + timedelta(days=1)),
+                    watermark,
+                ],
+            )
+        )
+        chunk_start = chunk_end + timedelta(days=1)
+    return chunks
+
+
 def _replace_rows(
     cursor: CursorWrapper,
     table: str,
@@ -475,17 +515,40 @@ def _replace_rows(
     missing_sql: str,
     range_sql: str,
     range_params: list[int | str | date | datetime],
+    value: str = "views",
 ) -> None:
     """Make ``table``'s rows in a range equal to ``source_sql``'s, writing only what differs.
 
-    Rows whose count changed are updated, new keys inserted, and keys in the range that
-    ``missing_sql`` (a condition on ``table``) finds absent from the source deleted. Rewriting
-    every row instead would cost a full copy of the range in dead rows and index entries.
+    ``source_sql`` selects the keys and the value; ``range_sql`` (with ``range_params``) is the
+    condition on ``table`` that bounds the range. Rewriting every row instead would cost a full
+    copy of the range in dead rows and index entries; a rebuild usually changes few rows.
+
+    On PostgreSQL one statement full-joins the source to the range's rows and updates, inserts
+    and deletes only the keys whose value differs: comparing reads, where an ``INSERT ... ON
+    CONFLICT DO UPDATE ... WHERE`` would lock (write) every existing row it compares. Elsewhere
+    an upsert writes the changed and new rows, and a delete drops the keys that ``missing_sql``
+    (a condition on ``table``) finds absent from the source.
     """
     names = ", ".join(keys)
+    if postgres():
+        match = " AND ".join(f"t.{key} = d.{key}" for key in keys)
+        cursor.execute(
+            f"WITH fresh ({names}, fresh_value) AS ({source_sql}), "
+            f"old AS (SELECT {names}, {value} AS old_value FROM {table} WHERE {range_sql}), "
+            f"diff AS MATERIALIZED (SELECT {names}, fresh_value, old_value FROM fresh "
+            f"FULL JOIN old USING ({names}) WHERE fresh_value IS DISTINCT FROM old_value), "
+            f"updated AS (UPDATE {table} t SET {value} = d.fresh_value FROM diff d "
+            f"WHERE {match} AND d.fresh_value IS NOT NULL AND d.old_value IS NOT NULL), "
+            f"deleted AS (DELETE FROM {table} t USING diff d "
+            f"WHERE {match} AND d.fresh_value IS NULL) "
+            f"INSERT INTO {table} ({names}, {value}) SELECT {names}, fresh_value FROM diff "
+            f"WHERE old_value IS NULL",
+            [*source_params, *range_params],
+        )
+        return
     cursor.execute(
-        f"INSERT INTO {table} ({names}, views) {source_sql} ON CONFLICT ({names}) "
-        f"DO UPDATE SET views = excluded.views WHERE {table}.views <> excluded.views",
+        f"INSERT INTO {table} ({names}, {value}) {source_sql} ON CONFLICT ({names}) "
+        f"DO UPDATE SET {value} = excluded.{value} WHERE {table}.{value} <> excluded.{value}",
         source_params,
     )
     cursor.execute(
@@ -551,18 +614,38 @@ def _rebuild_swap(
                 range_params=[day_param(month_start(start)), day_param(month_start(end))],
             )
         if postgres():
-            # Clear the range's days in its years' presence rows, then set them from the stage.
-            for year, mask in year_masks(start, end).items():
-                cursor.execute(
-                    f"UPDATE {PRESENCE} SET days = days & ~%s::bit(366) "
-                    f"WHERE year = %s AND days & %s::bit(366) <> %s::bit(366)",
-                    [mask, year, mask, NO_DAYS],
-                )
-            cursor.execute(
-                f"DELETE FROM {PRESENCE} WHERE year >= %s AND year <= %s AND days = %s::bit(366)",
-                [start.year, end.year, NO_DAYS],
+            # Each presence row of the range's years: its days outside the range as they were,
+            # its days inside from the stage; a row left with no day goes.
+            masks = year_masks(start, end)
+            years = ", ".join(["(%s, %s::bit(366))"] * len(masks))
+            keys = ("year", "country_id", "blog_id")
+            _replace_rows(
+                cursor,
+                PRESENCE,
+                keys,
+                source_sql=f"SELECT year, country_id, blog_id, days FROM ("
+                f"SELECT year, country_id, blog_id, "
+                f"coalesce(kept.days & ~masks.mask, %s::bit(366)) "
+                f"| coalesce(staged.days, %s::bit(366)) AS days "
+                f"FROM ({_PRESENCE_SELECT.format(stage=stage)}) AS staged "
+                f"FULL JOIN (SELECT year, country_id, blog_id, days FROM {PRESENCE} "
+                f"WHERE year >= %s AND year <= %s) AS kept USING (year, country_id, blog_id) "
+                f"JOIN (VALUES {years}) AS masks (year, mask) USING (year)"
+                f") AS merged WHERE days <> %s::bit(366)",
+                source_params=[
+                    NO_DAYS,
+                    NO_DAYS,
+                    NO_DAYS,
+                    start.year,
+                    end.year,
+                    *(value for year, mask in masks.items() for value in (year, mask)),
+                    NO_DAYS,
+                ],
+                missing_sql="",
+                range_sql="year >= %s AND year <= %s",
+                range_params=[start.year, end.year],
+                value="days",
             )
-            _presence_add(cursor, stage)
             cursor.execute(
                 f"DELETE FROM {COUNTRY_BLOGS} WHERE year >= %s AND year <= %s",
                 [start.year, end.year],

@@ -183,6 +183,38 @@ def test_rebuild_counts_views_absorbed_while_it_runs(ingest_random):
     assert_summaries_exact()
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "scan"),
+    [
+        (None, None, "ids"),
+        (date(2024, 1, 1), date(2024, 12, 31), "ids"),
+        (date(2024, 2, 27), date(2024, 3, 3), "days"),
+    ],
+)
+def test_rebuild_scans_by_id_ranges_or_by_days(ingest_random, monkeypatch, start, end, scan):
+    """A range holding many of the views is read by id ranges, a small one by days; both are
+    exact, whatever the step size."""
+    ingest_random(900)
+    rollups_absorb_pending()
+    DailyBlogCountryViews.objects.update(views=999)  # damage everywhere
+    monkeypatch.setattr(services, "REBUILD_CHUNK_IDS", 37)
+    monkeypatch.setattr(services, "REBUILD_CHUNK_DAYS", 2)
+    watermark = _watermark()
+    first, last = services._day_bounds()
+    chunks = services._rebuild_chunks(start or first, end or last, watermark)
+    assert all(("id > %s" in where) == (scan == "ids") for where, _ in chunks)
+    assert len(chunks) >= 3
+    rollups_rebuild(start_date=start, end_date=end)
+    if start is None:
+        assert_summaries_exact()
+    else:
+        found = summaries_in_db()["daily_blog_country"]
+        expected = recount_from_raw()["daily_blog_country"]
+        inside = {key: v for key, v in expected.items() if start <= key[0] <= end}
+        assert {key: v for key, v in found.items() if start <= key[0] <= end} == inside
+        assert all(v == 999 for key, v in found.items() if not start <= key[0] <= end)
+
+
 def test_rebuild_of_an_empty_database(db):
     result = rollups_rebuild()
     assert result.views == 0
