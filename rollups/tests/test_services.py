@@ -201,6 +201,7 @@ def test_rebuild_scans_by_id_ranges_or_by_days(ingest_random, monkeypatch, start
     monkeypatch.setattr(services, "REBUILD_CHUNK_DAYS", 2)
     watermark = _watermark()
     first, last = services._day_bounds()
+    assert first and last
     chunks = services._rebuild_chunks(start or first, end or last, watermark)
     assert all(("id > %s" in where) == (scan == "ids") for where, _ in chunks)
     assert len(chunks) >= 3
