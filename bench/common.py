@@ -61,6 +61,23 @@ def seed(env: dict[str, str], *, views: int, authors: int, blogs: int) -> str:
     )  # fmt: skip
 
 
+# The server settings that decide these figures (docker-compose.yml sets them for production).
+SERVER_SETTINGS = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_compression")
+
+
+def server_settings() -> str:
+    """The PostgreSQL version and SERVER_SETTINGS of the database Django is set up for."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        shown = [f"PostgreSQL {cursor.fetchone()[0].split()[0]}"]
+        for name in SERVER_SETTINGS:
+            cursor.execute(f"SHOW {name}")
+            shown.append(f"{name}={cursor.fetchone()[0]}")
+    return ", ".join(shown)
+
+
 def django_setup(env: dict[str, str]) -> None:
     """Configure Django in this process for the benchmark database."""
     os.environ.update(env)

@@ -8,8 +8,10 @@ On a scratch database (default ``blogviews_bench_rollups``, created if missing):
 1. setup: ``seed_data --reset`` of ``--views`` views (it ends by absorbing them all; that absorb
    is reported on its own, from the state row). ``--reuse`` keeps a database that already holds
    the seeded views: what an earlier run added after them is deleted and the summaries rebuilt.
-2. absorb: ``--new-views`` views spread over the last 365 days are written through
-   ``views_record`` (not timed), then one ``rollups_absorb_pending()`` is timed.
+2. absorb: ``--new-views`` new views (viewed in the last 10 minutes) are written through
+   ``views_record`` (not timed), then one ``rollups_absorb_pending()`` is timed; then the same
+   for as many late views spread over the last 365 days (the worst case for the summaries:
+   every day's rows are touched).
 3. rebuild: one ``rollups_rebuild()`` of every day is timed.
 4. lag: a real Celery worker and beat (Redis broker) absorb every ``--interval`` seconds while
    another process ingests ``--lag-rate`` views/s (batches of 1,000, ``viewed_at`` = now); every
@@ -47,6 +49,7 @@ from common import (
     django_setup,
     manage,
     seed,
+    server_settings,
 )
 
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
@@ -269,7 +272,15 @@ def setup(env: dict[str, str], args: argparse.Namespace) -> None:
 # --- 2. Absorb ---------------------------------------------------------------------------------
 
 
+# (what the views are, the span of their viewed_at before now, whether the goal applies)
+ABSORB_CASES = [
+    ("new views (viewed in the last 10 minutes, as ingest writes them)", 600, True),
+    ("late views (spread over the last 365 days)", 365 * 86_400, False),
+]
+
+
 def absorb(args: argparse.Namespace) -> None:
+    """Time one absorb of --new-views views for each case of ABSORB_CASES."""
     from ingest.services import views_record
     from rollups.services import RAW, rollups_absorb_pending, rollups_status
 
@@ -277,44 +288,48 @@ def absorb(args: argparse.Namespace) -> None:
         rollups_absorb_pending()
     (blogs, blog_cum), (codes, code_cum) = _weights()
     rng = random.Random(2)
-    now = datetime.now(UTC)
-    year = 365 * 86_400
-    watermark = rollups_status().absorbed_through_id
-    written, started = 0, time.perf_counter()
-    while written < args.new_views:
-        size = min(WRITE_CHUNK, args.new_views - written)
-        stamps = [now - timedelta(seconds=rng.random() * year) for _ in range(size)]
-        written += views_record(
-            views=zip(
-                rng.choices(blogs, cum_weights=blog_cum, k=size),
-                rng.choices(codes, cum_weights=code_cum, k=size),
-                stamps,
-                strict=True,
+    for label, span, goal in ABSORB_CASES:
+        now = datetime.now(UTC)
+        watermark = rollups_status().absorbed_through_id
+        written, started = 0, time.perf_counter()
+        while written < args.new_views:
+            size = min(WRITE_CHUNK, args.new_views - written)
+            stamps = [now - timedelta(seconds=rng.random() * span) for _ in range(size)]
+            written += views_record(
+                views=zip(
+                    rng.choices(blogs, cum_weights=blog_cum, k=size),
+                    rng.choices(codes, cum_weights=code_cum, k=size),
+                    stamps,
+                    strict=True,
+                )
             )
+        print(
+            f"absorb: wrote {written:,} {label} in {time.perf_counter() - started:.1f} s "
+            "(not timed)",
+            flush=True,
         )
-    print(
-        f"absorb: wrote {written:,} views over the last 365 days in "
-        f"{time.perf_counter() - started:.1f} s (not timed)",
-        flush=True,
-    )
-
-    with statements_timed() as timer:
-        started = time.perf_counter()
-        result = rollups_absorb_pending()
-        elapsed = time.perf_counter() - started
-    verdict = "meets" if elapsed <= 3 else "MISSES"
-    print(
-        f"absorb: {result.views:,} new views in {elapsed:.2f} s = "
-        f"{result.views / elapsed:,.0f} views/s ({verdict} the goal: <= 3 s, >= 300,000 views/s)",
-        flush=True,
-    )
-    timer.report()
-    groups = _scalar(
-        "SELECT count(*) FROM (SELECT DISTINCT (viewed_at AT TIME ZONE 'UTC')::date, blog_id, "
-        f"country_id FROM {RAW} WHERE id > %s AND id <= %s) AS g",
-        [watermark, result.absorbed_through_id],
-    )
-    print(f"absorb: those views fall into {groups:,} (day, blog, country) groups", flush=True)
+        _execute("CHECKPOINT")  # the writes' dirty pages are not the absorb's to flush
+        with statements_timed() as timer:
+            started = time.perf_counter()
+            result = rollups_absorb_pending()
+            elapsed = time.perf_counter() - started
+        verdict = (
+            ("meets" if elapsed <= 3 else "MISSES") + " the goal: <= 3 s, >= 300,000 views/s"
+            if goal
+            else "no goal; late data is exact, not fast"
+        )
+        print(
+            f"absorb: {result.views:,} {label.split(' (')[0]} in {elapsed:.2f} s = "
+            f"{result.views / elapsed:,.0f} views/s ({verdict})",
+            flush=True,
+        )
+        timer.report()
+        groups = _scalar(
+            "SELECT count(*) FROM (SELECT DISTINCT (viewed_at AT TIME ZONE 'UTC')::date, "
+            f"blog_id, country_id FROM {RAW} WHERE id > %s AND id <= %s) AS g",
+            [watermark, result.absorbed_through_id],
+        )
+        print(f"absorb: those views fall into {groups:,} (day, blog, country) groups", flush=True)
 
 
 # --- 3. Rebuild --------------------------------------------------------------------------------
@@ -541,6 +556,7 @@ def _header() -> None:
     ).stdout.strip()
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"code: {described or 'unknown'}; load average {load}", flush=True)
+    print(f"server: {server_settings()}", flush=True)
 
 
 def main() -> None:

@@ -195,8 +195,15 @@ _PRESENCE_SELECT = (
     "bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) AS days FROM {stage} "
     "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 )
+# Adds the staged days' bits to the presence rows. Rows that already hold every staged bit are
+# left out before the upsert, which would otherwise lock and rewrite them unchanged: after the
+# first run of a day, most of a run's (country, blog) pairs have their bit for today.
 _PRESENCE_UPSERT = (
-    f"INSERT INTO {PRESENCE} (year, country_id, blog_id, days) {_PRESENCE_SELECT} "
+    f"INSERT INTO {PRESENCE} (year, country_id, blog_id, days) "
+    f"SELECT year, country_id, blog_id, days FROM ({_PRESENCE_SELECT}) AS staged "
+    f"WHERE NOT EXISTS (SELECT 1 FROM {PRESENCE} AS kept WHERE kept.year = staged.year "
+    "AND kept.country_id = staged.country_id AND kept.blog_id = staged.blog_id "
+    "AND kept.days | staged.days = kept.days) "
     f"ON CONFLICT (year, country_id, blog_id) DO UPDATE SET days = {PRESENCE}.days | excluded.days"
 )
 
