@@ -1,11 +1,15 @@
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
-from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+from rest_framework.throttling import BaseThrottle
+
+from core.cache import counter_incr
 
 logger = logging.getLogger(__name__)
 
@@ -19,27 +23,62 @@ class AnalyticsReadPermission(BasePermission):
         )
 
 
-class _FailOpen(SimpleRateThrottle):
-    """Throttling keeps its counters in the cache; when the cache is down, let requests in.
+class WindowThrottle(BaseThrottle):
+    """At most N requests per client in each fixed window (``"N/min"``: calendar minutes).
 
-    Rates are read from the settings at each request (DRF reads them once, at import).
+    One counter per client and window, incremented in one cache round trip. DRF's throttles
+    keep every request time of the window in one cache entry, read and rewritten whole by each
+    request (two round trips, and a list as long as the rate allows). The price of a fixed
+    window: a client may fit up to 2N requests around a window's boundary.
+
+    Rates are read from the settings at each request (DRF reads them once, at import). When the
+    cache is down, requests are let through and the failure is logged.
     """
 
-    def get_rate(self) -> str | None:
-        rates: dict[str, Any] = api_settings.DEFAULT_THROTTLE_RATES
-        return rates.get(self.scope or "")
+    scope: str
+    wait_seconds: float | None = None
+
+    def ident(self, request: Request) -> str | None:
+        """Whom the window counts for, or ``None`` to leave the request alone."""
+        raise NotImplementedError
 
     def allow_request(self, request: Request, view: Any) -> bool:
+        rates: dict[str, Any] = api_settings.DEFAULT_THROTTLE_RATES
+        rate = rates.get(self.scope)
+        ident = self.ident(request)
+        if not rate or ident is None:
+            return True
+        count, period = rate.split("/")
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
+        now = time.time()
+        window = int(now // seconds)
         try:
-            return super().allow_request(request, view)
+            used = counter_incr(cache, f"throttle:{self.scope}:{ident}:{window}", seconds)
         except Exception:
             logger.warning("throttle cache unavailable; request let through", exc_info=True)
             return True
+        self.wait_seconds = (window + 1) * seconds - now
+        return used <= int(count)
+
+    def wait(self) -> float | None:
+        return self.wait_seconds
 
 
-class AnalyticsUserThrottle(_FailOpen, UserRateThrottle):
+class AnalyticsUserThrottle(WindowThrottle):
+    """Per signed-in user."""
+
     scope = "analytics_user"
 
+    def ident(self, request: Request) -> str | None:
+        user = request.user
+        return str(user.pk) if user and user.is_authenticated else None
 
-class AnalyticsAnonThrottle(_FailOpen, AnonRateThrottle):
+
+class AnalyticsAnonThrottle(WindowThrottle):
+    """Per client address, for requests without a user (public read)."""
+
     scope = "analytics_anon"
+
+    def ident(self, request: Request) -> str | None:
+        user = request.user
+        return None if user and user.is_authenticated else self.get_ident(request)

@@ -5,7 +5,6 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.core.cache import cache
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -230,14 +229,25 @@ def test_a_deactivated_user_reads_until_the_token_expires_but_cannot_refresh(
     assert reader.post("/api/ingest/views/", {"views": []}, format="json").status_code == 401
 
 
-def test_reads_are_throttled(public, settings):
+def test_reads_are_throttled_per_client_and_window(public, settings, auth_client, user):
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"analytics_user": "2/min", "analytics_anon": "2/min"},
+        "DEFAULT_THROTTLE_RATES": {"analytics_user": "3/min", "analytics_anon": "2/min"},
     }
-    cache.clear()
-    codes = [public.post(ENDPOINTS[2], {}, format="json").status_code for _ in range(3)]
-    assert codes == [200, 200, 429]
+    minute = TODAY.replace(second=10)
+    with time_machine.travel(minute, tick=False):
+        codes = [public.post(ENDPOINTS[2], {}, format="json").status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        refused = public.post(ENDPOINTS[2], {}, format="json")
+        assert refused.status_code == 429
+        assert refused["Retry-After"] == "50"
+        assert refused.json()["error"]["code"] == "throttled"
+        # A signed-in user has a window of their own, at their own rate.
+        reader = auth_client(user)
+        codes = [reader.post(ENDPOINTS[2], {}, format="json").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+    with time_machine.travel(minute + timedelta(minutes=1), tick=False):
+        assert public.post(ENDPOINTS[2], {}, format="json").status_code == 200
 
 
 # --- Cache ---------------------------------------------------------------------------------------
