@@ -1,4 +1,11 @@
-"""Redis (Django's cache) in front of the planner, failing open when the cache is down."""
+"""Redis (Django's cache) in front of the planner, failing open when the cache is down.
+
+A cached answer is stored with the rebuild version of the snapshot it was computed in, and
+served only while that is still the current version: a rebuild makes every older answer
+unservable. With Redis, the current version is read from the cache in the same round trip as
+the answer (``rollups.services.rebuild_version_publish`` keeps it there); elsewhere (a cache
+per process) from the database.
+"""
 
 import hashlib
 import json
@@ -7,20 +14,45 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 
 from api.planner import rebuild_version
 from api.selectors import Answer
 from api.spec import Spec
+from rollups.services import (
+    REBUILD_VERSION_KEY,
+    REBUILD_VERSION_SECONDS,
+    rebuild_version_cached,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def answer_key(*, endpoint: str, spec: Spec, version: int) -> str:
-    """Endpoint + normalized filters + the rebuild version: a rebuild changes every key."""
+def answer_key(*, endpoint: str, spec: Spec) -> str:
+    """Endpoint + normalized filters."""
     filters = json.dumps(spec.normalized(), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(filters.encode()).hexdigest()[:32]
-    return f"analytics:{endpoint}:v{version}:{digest}"
+    return f"analytics:{endpoint}:{digest}"
+
+
+def _cached_lookup(key: str) -> dict[str, Any] | None:
+    """The cached entry for ``key`` if it was computed at the current rebuild version."""
+    cache = caches["default"]
+    current: int | None
+    if not rebuild_version_cached():
+        found = cache.get(key)
+        current = rebuild_version()
+    else:
+        both = cache.get_many([REBUILD_VERSION_KEY, key])
+        found = both.get(key)
+        current = both.get(REBUILD_VERSION_KEY)
+        if current is None:
+            current = rebuild_version()
+            # add, not set: a newer version published meanwhile must win.
+            cache.add(REBUILD_VERSION_KEY, current, timeout=REBUILD_VERSION_SECONDS)
+    if found is not None and found["version"] == current:
+        return found
+    return None
 
 
 def answer_cached(
@@ -32,20 +64,22 @@ def answer_cached(
     fresh answer. A cache that fails is logged and skipped: answers still come.
     """
     seconds = settings.ANALYTICS_CACHE_SECONDS
-    key = answer_key(endpoint=endpoint, spec=spec, version=rebuild_version())
+    key = answer_key(endpoint=endpoint, spec=spec)
     if seconds > 0 and not bypass:
         try:
-            found = cache.get(key)
+            found = _cached_lookup(key)
         except Exception:
             logger.warning("analytics cache unavailable for reads", exc_info=True)
             found = None
         if found is not None:
-            return {"results": found["results"], "meta": {**found["meta"], "cached": True}}
-    body = compute().body()
+            body = found["body"]
+            return {"results": body["results"], "meta": {**body["meta"], "cached": True}}
+    answer = compute()
+    body = answer.body()
     body["meta"]["cached"] = False
     if seconds > 0:
         try:
-            cache.set(key, body, timeout=seconds)
+            caches["default"].set(key, {"version": answer.version, "body": body}, timeout=seconds)
         except Exception:
             logger.warning("analytics cache unavailable for writes", exc_info=True)
     return body

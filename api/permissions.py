@@ -3,7 +3,7 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -53,7 +53,9 @@ class WindowThrottle(BaseThrottle):
         now = time.time()
         window = int(now // seconds)
         try:
-            used = counter_incr(cache, f"throttle:{self.scope}:{ident}:{window}", seconds)
+            used = counter_incr(
+                caches["default"], f"throttle:{self.scope}:{ident}:{window}", seconds
+            )
         except Exception:
             logger.warning("throttle cache unavailable; request let through", exc_info=True)
             return True

@@ -22,10 +22,12 @@ AUTO_PERIODS = ((31, "day"), (180, "week"))
 
 @dataclass
 class Answer:
-    """Result rows plus ``meta`` (filters, total, as_of and what the endpoint adds)."""
+    """Result rows plus ``meta`` (filters, total, as_of and what the endpoint adds), and the
+    rebuild version of the snapshot they were computed in."""
 
     results: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
 
     def body(self) -> dict[str, Any]:
         return {"results": self.results, "meta": self.meta}
@@ -119,7 +121,7 @@ def _grouped(spec: Spec, rows_of: Any) -> Answer:
     with read_snapshot() as snapshot:
         author = _author_id(spec)
         rows = [] if author == NO_SUCH_AUTHOR else rows_of(Facts(spec, snapshot, author_id=author))
-    return Answer(_paged(rows, spec), _meta(spec, snapshot, len(rows)))
+    return Answer(_paged(rows, spec), _meta(spec, snapshot, len(rows)), snapshot.rebuild_version)
 
 
 def country_breakdown(*, spec: Spec) -> Answer:
@@ -147,7 +149,7 @@ def top_blogs(*, spec: Spec) -> Answer:
     with read_snapshot() as snapshot:
         author = _author_id(spec)
         if author == NO_SUCH_AUTHOR:
-            return Answer([], _meta(spec, snapshot, 0))
+            return Answer([], _meta(spec, snapshot, 0), snapshot.rebuild_version)
         sql, params = Facts(spec, snapshot, author_id=author).sql(blogs=True)
         rows = _fetch(
             f"SELECT t.blog_id, b.title, u.{USERNAME}, t.views, t.total FROM ("
@@ -162,7 +164,8 @@ def top_blogs(*, spec: Spec) -> Answer:
         {"blog_id": blog_id, "title": title, "username": username, "views": int(views)}
         for blog_id, title, username, views, _ in rows
     ]
-    return Answer(results, _meta(spec, snapshot, int(rows[0][4]) if rows else 0))
+    total = int(rows[0][4]) if rows else 0
+    return Answer(results, _meta(spec, snapshot, total), snapshot.rebuild_version)
 
 
 # --- Time series ---------------------------------------------------------------------------------
@@ -262,6 +265,7 @@ def views_performance(*, spec: Spec) -> Answer:
                     granularity=period,
                     granularity_auto=spec.compare_period is None,
                 ),
+                snapshot.rebuild_version,
             )
         period = _period(spec, start, end)
         buckets = _bucket_count(start, end, period)
@@ -311,4 +315,5 @@ def views_performance(*, spec: Spec) -> Answer:
             granularity=period,
             granularity_auto=spec.compare_period is None,
         ),
+        snapshot.rebuild_version,
     )

@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from django.core.cache import caches
 from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from core.cache import RedisCache
 from core.sql import (
     day_of,
     day_param,
@@ -83,6 +85,9 @@ SAFE_BOUND_WAIT_SECONDS = 10
 # rebuild's swap joins millions of rows at once.
 WORK_MEM = "64MB"
 REBUILD_WORK_MEM = "256MB"
+# The cache entry holding the rebuild version (see rebuild_version_publish) and its lifetime.
+REBUILD_VERSION_KEY = "analytics:rebuild-version"
+REBUILD_VERSION_SECONDS = 5
 # A running rebuild job whose heartbeat is older than this has lost its worker.
 JOB_STALE_AFTER = timedelta(minutes=10)
 
@@ -666,7 +671,38 @@ def _rebuild_swap(
         # Cached answers from before the rebuild carry the old version and are never served.
         state.rebuild_version += 1
         state.save(update_fields=["rebuild_version"])
+    rebuild_version_publish(state.rebuild_version)
     return views
+
+
+def rebuild_version_cached() -> bool:
+    """Whether the rebuild version is also kept in the cache: only a cache that every process
+    shares (Redis) can tell every reader that a rebuild happened."""
+    return isinstance(caches["default"], RedisCache)
+
+
+def rebuild_version_publish(version: int) -> None:
+    """Put a new rebuild version in the cache once the transaction that made it has committed.
+
+    Readers check it in the same round trip as their cached answer (``api.caching``) and take
+    it from the database when the entry is missing; it lives ``REBUILD_VERSION_SECONDS``, so
+    that a reader that read the old version just before the commit cannot keep it longer. If
+    the cache cannot take it, this waits that long, so that no answer from before the rebuild
+    is served once the caller reports the rebuild done.
+    """
+    if not rebuild_version_cached():
+        return
+    try:
+        caches["default"].set(REBUILD_VERSION_KEY, version, timeout=REBUILD_VERSION_SECONDS)
+    except Exception:
+        logger.warning(
+            "could not publish rebuild version %d to the cache; waiting %d s for the old one "
+            "to expire",
+            version,
+            REBUILD_VERSION_SECONDS,
+            exc_info=True,
+        )
+        time.sleep(REBUILD_VERSION_SECONDS + 1)
 
 
 def year_masks(start: date, end: date) -> dict[int, str]:
@@ -693,6 +729,7 @@ def summaries_clear() -> None:
         state.absorbed_through_at = cleared_at
         state.rebuild_version += 1
         state.save()
+    rebuild_version_publish(state.rebuild_version)
 
 
 # --- Rebuild jobs --------------------------------------------------------------------------------
