@@ -251,6 +251,22 @@ def test_status(ingest_random):
     assert status.lag_seconds == 12.0
 
 
+def test_a_run_absorbs_its_oldest_views_first_in_a_small_step(ingest_random, monkeypatch):
+    ingest_random(100)
+    monkeypatch.setattr(services, "ABSORB_FIRST_STEP_IDS", 30)
+    staged = services._stage_views
+    steps: list[int] = []
+
+    def record(cursor, stage):
+        steps.append(staged(cursor, stage))
+        return steps[-1]
+
+    monkeypatch.setattr(services, "_stage_views", record)
+    assert rollups_absorb_pending().views == 100
+    assert steps == [30, 70]
+    assert_summaries_exact()
+
+
 @pytest.mark.parametrize("catch_up_views", [1, 10_000])
 def test_a_run_catches_up_with_views_committed_while_it_ran(
     ingest_random, monkeypatch, catch_up_views
