@@ -176,8 +176,8 @@ def _vacuum_analyze() -> None:
     """VACUUM the raw table and compact the summaries, so that every run starts alike.
 
     ``VACUUM FULL`` rewrites each summary without the dead rows that earlier absorbs and rebuilds
-    left (a rebuild deletes and re-inserts every row), so reruns with ``--reuse`` do not measure
-    an ever more bloated table; and no autovacuum is due during the timed steps.
+    left, so reruns with ``--reuse`` do not measure an ever more bloated table; and no autovacuum
+    is due during the timed steps.
     """
     from rollups.services import RAW, SUMMARY_TABLES
 
@@ -472,7 +472,7 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
         true_lags: list[float] = []
         app_lags: list[float] = []
         pending: list[int] = []
-        runs: dict[datetime, tuple[int | None, int]] = {}
+        runs: dict[float, tuple[int, int]] = {}
         next_sample = time.monotonic()
         while ingest.is_alive():
             status = rollups_status()
@@ -485,7 +485,10 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
             pending.append(status.pending_views)
             state = AbsorbState.objects.get(name="views")
             if state.last_run_at:
-                runs[state.last_run_at] = (state.last_run_duration_ms, state.last_run_views)
+                # Each transaction of a run updates the state: key the run by its start.
+                ms = state.last_run_duration_ms or 0
+                started = round(state.last_run_at.timestamp() - ms / 1000, 1)
+                runs[started] = (ms, state.last_run_views)
             next_sample += 1.0
             time.sleep(max(0.0, next_sample - time.monotonic()))
         written, elapsed, latencies = receiver.recv()

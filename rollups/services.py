@@ -70,7 +70,7 @@ STATE_NAME = "views"
 ABSORB_CHUNK_IDS = 2_000_000
 # A run's first transaction takes at most this many ids, so that the views that have waited
 # longest are in the summaries within a fraction of a second, whatever the backlog.
-ABSORB_FIRST_STEP_IDS = 50_000
+ABSORB_FIRST_STEP_IDS = 10_000
 # A run that absorbed this many views takes a new bound and goes on with what was committed
 # meanwhile, up to this many bounds in all (see rollups_absorb_pending).
 CATCH_UP_VIEWS = 20_000
