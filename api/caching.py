@@ -16,12 +16,12 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import caches
 
-from api.planner import rebuild_version
 from api.selectors import Answer
 from api.spec import Spec
 from rollups.services import (
     REBUILD_VERSION_KEY,
     REBUILD_VERSION_SECONDS,
+    rebuild_version,
     rebuild_version_cached,
 )
 

@@ -120,21 +120,6 @@ def _snapshot_read(as_of: datetime) -> Snapshot:
     return Snapshot(as_of=as_of, watermark=watermark, rebuild_version=version)
 
 
-_VERSION_SQL = f"SELECT rebuild_version FROM {AbsorbState._meta.db_table} WHERE name = %s"
-
-
-def rebuild_version() -> int:
-    """The current rebuild version (part of every cache key), without a snapshot.
-
-    Plain SQL: every cached answer pays for this query, and the ORM's compile step costs more
-    than the query itself.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(_VERSION_SQL, [STATE_NAME])
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
 # --- Values the database returned ------------------------------------------------------------
 
 

@@ -11,14 +11,18 @@ from rest_framework.test import APIClient
 
 from api import selectors
 from api.caching import answer_cached
-from api.planner import rebuild_version
 from api.selectors import country_breakdown
 from api.spec import Spec, spec_parse
 from api.tests.conftest import TODAY, analytics_data
 from api.views import TOP
 from ingest.models import BlogView
 from ingest.services import views_record
-from rollups.services import rebuild_version_cached, rollups_absorb_pending, rollups_rebuild
+from rollups.services import (
+    rebuild_version,
+    rebuild_version_cached,
+    rollups_absorb_pending,
+    rollups_rebuild,
+)
 
 SEED_CALLS = [
     ("/api/analytics/blog-views/country/", {"year": 2024, "exclude_country_codes": ["US"]}),
