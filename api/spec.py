@@ -1,5 +1,6 @@
 """The analytics filters: strict validation of a request body into one small query spec."""
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -81,10 +82,14 @@ def _error(name: str | None, reason: str) -> dict[str, Any]:
     return {"field": name, "reason": reason}
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _date(name: str, value: object, errors: list[dict[str, Any]]) -> date | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) != 10:
+    # fromisoformat also takes ISO week dates ("2025-W01-1"): only YYYY-MM-DD passes here.
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
         errors.append(_error(name, "must be a date string YYYY-MM-DD"))
         return None
     try:
@@ -124,7 +129,8 @@ def _codes(
     for code in value:
         if not isinstance(code, str):
             errors.append(_error(name, f"{code!r} is not a country code string"))
-        elif code.upper() not in known:
+        # ASCII first: Unicode upper-casing maps "\u00df" to "SS" and "\u0131t" to "IT".
+        elif not (len(code) == 2 and code.isascii()) or code.upper() not in known:
             errors.append(_error(name, f"unknown country code '{code}'"))
         else:
             codes.add(code.upper())

@@ -95,7 +95,8 @@ def views_parse(*, payload: object, now: datetime) -> list[ViewRow]:
         code = item.get("country_code")
         if code is None:
             errors.append(_item_error(index, "country_code", "this field is required"))
-        elif not isinstance(code, str) or len(code) != 2:
+        # ASCII first: Unicode upper-casing maps "\u0131t" (dotless i) to "IT".
+        elif not isinstance(code, str) or len(code) != 2 or not code.isascii():
             errors.append(_item_error(index, "country_code", "must be a 2-letter ISO 3166-1 code"))
             code = None
         else:

@@ -99,12 +99,16 @@ def test_automatic_granularity(public, data):
         ({"year": 2024, "start_date": "2024-01-01"}, "year"),
         ({"start_date": "2024-13-01"}, "start_date"),
         ({"start_date": "2024-1-1"}, "start_date"),
+        ({"start_date": "2025-W01-1"}, "start_date"),  # an ISO week date
+        ({"end_date": "2024-01-0\u0661"}, "end_date"),  # an Arabic-Indic digit
         ({"end_date": 20240101}, "end_date"),
         ({"start_date": "2024-02-01", "end_date": "2024-01-31"}, "start_date"),
         ({"country_codes": []}, "country_codes"),
         ({"country_codes": "US"}, "country_codes"),
         ({"country_codes": ["US", "XX"]}, "country_codes"),
         ({"country_codes": [1]}, "country_codes"),
+        ({"country_codes": ["\u00df"]}, "country_codes"),  # upper-cases to "SS"
+        ({"exclude_country_codes": ["\u0131t"]}, "exclude_country_codes"),  # to "IT"
         ({"exclude_country_codes": ["USA"]}, "exclude_country_codes"),
         ({"exclude_country_codes": ["US"] * 251}, "exclude_country_codes"),
         ({"author_username": 5}, "author_username"),

@@ -72,6 +72,8 @@ def test_parse_accepts_up_to_five_minutes_ahead_and_old_backfill(blogs):
         ({"blog_id": "B"}, "country_code", "this field is required"),
         ({"blog_id": "B", "country_code": "USA"}, "country_code", "must be a 2-letter"),
         ({"blog_id": "B", "country_code": 12}, "country_code", "must be a 2-letter"),
+        # Unicode upper-casing would turn the dotless i into I: "IT" is Italy.
+        ({"blog_id": "B", "country_code": "\u0131t"}, "country_code", "must be a 2-letter"),
         ({"blog_id": "B", "country_code": "xx"}, "country_code", "unknown country code 'xx'"),
         (
             {"blog_id": "B", "country_code": "US", "viewed_at": "2025-03-01T12:00:00"},
