@@ -197,6 +197,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schema.strict_request_bodies",
+        "core.schema.public_read_security",
     ],
 }
 

@@ -103,3 +103,15 @@ def test_documentation_page_is_served_from_this_site_only(api_client: APIClient,
     assert static
     assert [path for path in static if finders.find(path) is None] == []
     assert "/api/schema/" in html
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_analytics_reads_need_a_token_in_the_schema_unless_public(
+    api_client: APIClient, settings: Any, public: bool
+) -> None:
+    settings.ANALYTICS_PUBLIC_READ = public
+    document = json.loads(api_client.get("/api/schema/", {"format": "json"}).content)
+    security = document["paths"]["/api/analytics/top/blog/"]["post"]["security"]
+    assert ({} in security) is public
+    assert {"jwtReadAuth": []} in security
+    assert {} not in document["paths"]["/api/ingest/views/"]["post"]["security"]
