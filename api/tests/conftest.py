@@ -14,6 +14,15 @@ COUNTRIES = ["US", "DE", "ET", "IN", "ZZ", "BR", "JP", "FR"]
 # Code-point order differs from dictionary order: "Zed" < "ana_b" < "bob".
 AUTHORS = ["Zed", "ana_b", "bob", "Ana"]
 FIRST_DAY = datetime(2024, 1, 1, tzinfo=UTC)
+# Every analytics read endpoint, in the API root's order.
+ENDPOINTS = [
+    "/api/analytics/blog-views/country/",
+    "/api/analytics/blog-views/user/",
+    "/api/analytics/top/blog/",
+    "/api/analytics/top/user/",
+    "/api/analytics/top/country/",
+    "/api/analytics/performance/",
+]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from api import selectors
 from api.caching import answer_cached
 from api.selectors import country_breakdown
 from api.spec import Spec, spec_parse
-from api.tests.conftest import TODAY, analytics_data
+from api.tests.conftest import ENDPOINTS, TODAY, analytics_data
 from api.views import TOP
 from ingest.models import BlogView
 from ingest.services import views_record
@@ -28,14 +28,6 @@ SEED_CALLS = [
     ("/api/analytics/blog-views/country/", {"year": 2024, "exclude_country_codes": ["US"]}),
     ("/api/analytics/top/blog/", {}),
     ("/api/analytics/performance/", {"year": 2023, "compare_period": "week"}),
-]
-ENDPOINTS = [
-    "/api/analytics/blog-views/country/",
-    "/api/analytics/blog-views/user/",
-    "/api/analytics/top/blog/",
-    "/api/analytics/top/user/",
-    "/api/analytics/top/country/",
-    "/api/analytics/performance/",
 ]
 
 
