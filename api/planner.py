@@ -80,6 +80,8 @@ class Snapshot:
     as_of: datetime
     watermark: int
     rebuild_version: int
+    # The monthly (blog, country) rows count the days before this one (None: every day).
+    monthly_open_from: date | None = None
 
 
 @contextmanager
@@ -113,11 +115,13 @@ def read_snapshot() -> Iterator[Snapshot]:
 def _snapshot_read(as_of: datetime) -> Snapshot:
     row = (
         AbsorbState.objects.filter(name=STATE_NAME)
-        .values_list("absorbed_through_id", "rebuild_version")
+        .values_list("absorbed_through_id", "rebuild_version", "monthly_open_from")
         .first()
     )
-    watermark, version = row if row else (0, 0)
-    return Snapshot(as_of=as_of, watermark=watermark, rebuild_version=version)
+    watermark, version, open_from = row if row else (0, 0, None)
+    return Snapshot(
+        as_of=as_of, watermark=watermark, rebuild_version=version, monthly_open_from=open_from
+    )
 
 
 # --- Values the database returned ------------------------------------------------------------
@@ -321,7 +325,24 @@ class Facts:
 
         split = split_range(start, end) if monthly and level.monthly else None
         if split is not None and split.months is not None and level.monthly is not None:
-            add(level.monthly, "month", *split.months)
+            first_month, last_month = split.months
+            open_from = self.snapshot.monthly_open_from
+            if (
+                level is BLOG_COUNTRY_LEVEL
+                and open_from is not None
+                and (last_month is None or next_month(last_month) > open_from)
+            ):
+                # The monthly rows count the days before the open day; the later days of the
+                # whole months come from the daily rows.
+                add(
+                    level.daily,
+                    "day",
+                    open_from if first_month is None else max(first_month, open_from),
+                    None if last_month is None else next_month(last_month) - timedelta(days=1),
+                )
+                last_month = month_start(open_from)
+            if first_month is None or last_month is None or first_month <= last_month:
+                add(level.monthly, "month", first_month, last_month)
             for low, high in split.edges:
                 add(level.daily, "day", low, high)
         else:

@@ -111,7 +111,12 @@ class DailyBlogCountryViews(Summary):
 
 
 class MonthlyBlogCountryViews(Summary):
-    """Views per (month, blog, country): the whole months of long ranges with any filter."""
+    """Views per (month, blog, country): the whole months of long ranges with any filter.
+
+    Only the views of days before ``AbsorbState.monthly_open_from`` (today) are counted here:
+    the views of the day that is still open, nearly all an absorb sees, go to the daily rows
+    alone, and the day is folded into its month's rows from them once it has ended.
+    """
 
     month = models.DateField(help_text="First day of the month.")
     blog = _blog()
@@ -193,6 +198,12 @@ class AbsorbState(models.Model):
         blank=True,
         help_text="Every view committed before this time is absorbed (when the last bound was "
         "taken); the lag is measured from it.",
+    )
+    monthly_open_from = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The monthly (blog, country) rows count exactly the views of the days "
+        "before this one (empty: of every day); later days are read from the daily rows.",
     )
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_run_duration_ms = models.PositiveIntegerField(null=True, blank=True)

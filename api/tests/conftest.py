@@ -31,8 +31,14 @@ def frozen_today():
         yield TODAY
 
 
-def analytics_data(*, seed: int, views: int = 2500) -> list[int]:
-    """Authors, blogs and views over 2024-2025, part absorbed and part still in the tail."""
+def analytics_data(
+    *, seed: int, views: int = 2500, absorbed_at: datetime | None = None
+) -> list[int]:
+    """Authors, blogs and views over 2024-2025, part absorbed and part still in the tail.
+
+    ``absorbed_at``: the clock of the absorb, whose month is then the open one (its months and
+    later ones only in the daily blog x country rows); by default, the frozen clock.
+    """
     rng = random.Random(seed)
     authors = [get_user_model().objects.create_user(username=name) for name in AUTHORS]
     blogs = [
@@ -59,7 +65,11 @@ def analytics_data(*, seed: int, views: int = 2500) -> list[int]:
 
     absorbed = views * 4 // 5
     views_record(views=batch(absorbed, (0, 730)))
-    rollups_absorb_pending()
+    if absorbed_at is None:
+        rollups_absorb_pending()
+    else:
+        with time_machine.travel(absorbed_at, tick=False):
+            rollups_absorb_pending()
     # The tail: new views and late ones for long-closed days, not absorbed yet.
     views_record(views=batch(views - absorbed, (0, 730)))
     return [blog.pk for blog in blogs]

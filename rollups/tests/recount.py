@@ -7,6 +7,7 @@ from django.db import connection
 
 from ingest.models import BlogView
 from rollups.models import (
+    AbsorbState,
     DailyBlogCountryViews,
     DailyBlogViews,
     DailyCountryViews,
@@ -18,15 +19,24 @@ from rollups.models import (
     YearlyCountryBlogs,
     YearlyPresence,
 )
+from rollups.services import STATE_NAME
 
 Tables = dict[str, Counter]
 
 
 def recount_from_raw(*, through_id: int | None = None) -> Tables:
-    """What every summary must hold, counted from raw (views with ``id <= through_id``)."""
+    """What every summary must hold, counted from raw (views with ``id <= through_id``).
+
+    The monthly (blog, country) rows count only the days before the open one.
+    """
     rows = BlogView.objects.all()
     if through_id is not None:
         rows = rows.filter(id__lte=through_id)
+    open_from = (
+        AbsorbState.objects.filter(name=STATE_NAME)
+        .values_list("monthly_open_from", flat=True)
+        .first()
+    )
     expected: Tables = {name: Counter() for name in _MODELS}
     for blog, country, viewed_at in rows.values_list("blog_id", "country_id", "viewed_at"):
         day = viewed_at.date()
@@ -37,7 +47,8 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
         expected["daily_blog"][(day, blog)] += 1
         expected["monthly_blog"][(month, blog)] += 1
         expected["daily_blog_country"][(day, blog, country)] += 1
-        expected["monthly_blog_country"][(month, blog, country)] += 1
+        if open_from is None or day < open_from:
+            expected["monthly_blog_country"][(month, blog, country)] += 1
     return expected
 
 

@@ -1,5 +1,5 @@
 import random
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
@@ -9,8 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.models import BlogView
+from ingest.services import views_record
 from rollups import services
-from rollups.models import AbsorbState, DailyBlogCountryViews, DailyCountryViews, RebuildJob
+from rollups.models import (
+    AbsorbState,
+    DailyBlogCountryViews,
+    DailyCountryViews,
+    MonthlyBlogCountryViews,
+    RebuildJob,
+)
 from rollups.services import (
     rebuild_job_run,
     rebuild_jobs_reap,
@@ -99,31 +106,99 @@ def test_absorb_failing_mid_transaction_changes_nothing(ingest_random, monkeypat
             ),
             st.tuples(st.just("absorb"), st.integers(1, 50)),
             st.tuples(st.just("rebuild"), st.tuples(st.integers(0, DAYS), st.integers(0, 60))),
+            st.tuples(st.just("clock"), st.integers(0, 120)),
         ),
         max_size=12,
-    )
+    ),
+    today=st.integers(0, DAYS),
 )
-def test_any_writes_absorbed_in_any_order_sum_right(blog_ids, steps):
+def test_any_writes_absorbed_in_any_order_sum_right(blog_ids, steps, today):
+    """The clock starts inside the views' days and moves on: views arrive for the open month,
+    for closed ones and for days ahead of the clock, and months end between runs."""
     BlogView.objects.all().delete()
+    AbsorbState.objects.all().delete()
     summaries_clear()
-    for kind, arg in steps:
-        if kind == "ingest":
-            services_rows = [
-                (blog_ids[b], c, FIRST_DAY + timedelta(days=d, seconds=s)) for b, c, d, s in arg
-            ]
-            from ingest.services import views_record
+    with time_machine.travel(FIRST_DAY + timedelta(days=today, hours=12), tick=False) as clock:
+        for kind, arg in steps:
+            if kind == "ingest":
+                services_rows = [
+                    (blog_ids[b], c, FIRST_DAY + timedelta(days=d, seconds=s)) for b, c, d, s in arg
+                ]
+                views_record(views=services_rows)
+            elif kind == "absorb":
+                rollups_absorb_pending(chunk_ids=arg)
+                assert_summaries_exact(through_id=_watermark())
+            elif kind == "clock":
+                clock.shift(timedelta(days=arg))
+            else:
+                first, length = arg
+                start = FIRST_DAY.date() + timedelta(days=first)
+                rollups_rebuild(start_date=start, end_date=start + timedelta(days=length))
+                assert_summaries_exact(through_id=_watermark())
+        rollups_absorb_pending()
+        assert_summaries_exact()
 
-            views_record(views=services_rows)
-        elif kind == "absorb":
-            rollups_absorb_pending(chunk_ids=arg)
-            assert_summaries_exact(through_id=_watermark())
-        else:
-            first, length = arg
-            start = FIRST_DAY.date() + timedelta(days=first)
-            rollups_rebuild(start_date=start, end_date=start + timedelta(days=length))
-            assert_summaries_exact(through_id=_watermark())
-    rollups_absorb_pending()
-    assert_summaries_exact()
+
+def test_open_day_is_kept_out_of_monthly_blog_country_rows_then_folded(blog_ids):
+    """Views of the current day reach the daily rows only; once the day has ended, the next run
+    adds it to its month's rows, and late views for it go to both from then on."""
+    january, february = date(2024, 1, 1), date(2024, 2, 1)
+    monthly = MonthlyBlogCountryViews.objects
+
+    def monthly_views(month: date) -> dict[int, int]:
+        return dict(monthly.filter(month=month).values_list("blog_id", "views"))
+
+    with time_machine.travel(datetime(2024, 1, 30, 23, 59, tzinfo=UTC), tick=False) as clock:
+        views_record(
+            views=[
+                (blog_ids[0], "US", datetime(2024, 1, 4, tzinfo=UTC)),
+                (blog_ids[1], "US", datetime(2024, 1, 30, 8, tzinfo=UTC)),  # today
+                (blog_ids[1], "US", datetime(2024, 1, 31, 1, tzinfo=UTC)),  # ahead of the clock
+                (blog_ids[1], "US", datetime(2024, 2, 14, tzinfo=UTC)),  # further ahead
+                (blog_ids[2], "US", datetime(2023, 12, 31, tzinfo=UTC)),  # a closed month
+            ]
+        )
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().monthly_open_from == date(2024, 1, 30)
+        assert monthly_views(january) == {blog_ids[0]: 1}
+        assert monthly_views(date(2023, 12, 1)) == {blog_ids[2]: 1}
+        assert_summaries_exact()
+
+        clock.move_to(datetime(2024, 1, 31, 0, 1, tzinfo=UTC))
+        views_record(views=[(blog_ids[0], "US", datetime(2024, 1, 29, tzinfo=UTC))])  # late
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().monthly_open_from == date(2024, 1, 31)
+        assert monthly_views(january) == {blog_ids[0]: 2, blog_ids[1]: 1}
+        assert_summaries_exact()
+
+        # Days with no run while they were open (the clock jumps) fold all the same.
+        clock.move_to(datetime(2024, 3, 10, tzinfo=UTC))
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().monthly_open_from == date(2024, 3, 10)
+        assert monthly_views(january) == {blog_ids[0]: 2, blog_ids[1]: 2}
+        assert monthly_views(february) == {blog_ids[1]: 1}
+        assert_summaries_exact()
+
+
+def test_monthly_rows_from_before_the_open_day_are_recomputed(ingest_random):
+    """A state row without an open day (as the migration leaves it) means the monthly rows
+    count every day; the first run recomputes the current month's rows and drops later ones."""
+    ingest_random(400)
+    with time_machine.travel(datetime(2025, 6, 15, 12, tzinfo=UTC), tick=False):
+        rollups_absorb_pending()
+        # What a run before the scheme would have left: every day in the monthly rows.
+        AbsorbState.objects.update(monthly_open_from=None)
+        MonthlyBlogCountryViews.objects.filter(month__gte=date(2025, 6, 1)).delete()
+        MonthlyBlogCountryViews.objects.bulk_create(
+            MonthlyBlogCountryViews(month=month, blog_id=blog, country_id=country, views=views)
+            for (month, blog, country), views in recount_from_raw()["monthly_blog_country"].items()
+            if month >= date(2025, 6, 1)
+        )
+        assert_summaries_exact()
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().monthly_open_from == date(2025, 6, 15)
+        assert not MonthlyBlogCountryViews.objects.filter(month__gte=date(2025, 7, 1)).exists()
+        assert_summaries_exact()
 
 
 def test_rebuild_repairs_a_range_and_leaves_the_rest(ingest_random):
