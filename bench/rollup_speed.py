@@ -470,7 +470,6 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
     from django.db import connections
     from django.utils import timezone
 
-    from rollups.models import AbsorbState
     from rollups.services import RAW, rollups_absorb_pending, rollups_status
 
     blogs, codes = _weights()
@@ -513,7 +512,6 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
         true_lags: list[float] = []
         app_lags: list[float] = []
         pending: list[int] = []
-        runs: dict[float, tuple[int, int]] = {}
         next_sample = time.monotonic()
         while ingest.is_alive():
             status = rollups_status()
@@ -524,12 +522,6 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
             true_lags.append((timezone.now() - oldest).total_seconds() if oldest else 0.0)
             app_lags.append(status.lag_seconds)
             pending.append(status.pending_views)
-            state = AbsorbState.objects.get(name="views")
-            if state.last_run_at:
-                # Each transaction of a run updates the state: key the run by its start.
-                ms = state.last_run_duration_ms or 0
-                started = round(state.last_run_at.timestamp() - ms / 1000, 1)
-                runs[started] = (ms, state.last_run_views)
             next_sample += 1.0
             time.sleep(max(0.0, next_sample - time.monotonic()))
         written, elapsed, latencies = receiver.recv()
@@ -563,12 +555,19 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
         f"p95 {_percentile(app_lags, 0.95):.1f} s; pending views max {max(pending):,}",
         flush=True,
     )
-    during = sorted(runs.items())
-    absorbed = [(ms or 0, views) for _, (ms, views) in during if views]
+    # Each run as the worker logged it: "Task rollups.absorb_pending[id] succeeded in 1.2s: 600".
+    absorbed = [
+        (float(seconds), int(views))
+        for seconds, views in re.findall(
+            r"rollups\.absorb_pending\[[^\]]+\] succeeded in ([\d.]+)s: (\d+)",
+            (logs / "worker.log").read_text(errors="replace"),
+        )
+        if int(views)
+    ]
     if absorbed:
         print(
             f"lag: {len(absorbed)} absorb runs by the worker with views: "
-            + ", ".join(f"{views:,} views in {ms / 1000:.2f} s" for ms, views in absorbed),
+            + ", ".join(f"{views:,} views in {seconds:.2f} s" for seconds, views in absorbed),
             flush=True,
         )
     rollups_absorb_pending()

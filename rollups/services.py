@@ -75,6 +75,9 @@ ABSORB_FIRST_STEP_IDS = 10_000
 # meanwhile, up to this many bounds in all (see rollups_absorb_pending).
 CATCH_UP_VIEWS = 20_000
 CATCH_UP_PASSES = 4
+# The beat task's runs, when they absorbed anything, take their last bound no sooner than this
+# share of ROLLUP_INTERVAL_SECONDS after they started (see rollups_absorb_pending).
+TRAIL_SHARE = 0.1
 # A rebuild aggregates the raw views step by step (one progress update each): by id ranges of
 # this size (sequential reads) when its range holds at least REBUILD_SCAN_SHARE of all views,
 # else by days through the viewed_at index. Ids are not in day order (late views), so a range of
@@ -345,7 +348,10 @@ def _state_locked() -> AbsorbState:
 
 
 def rollups_absorb_pending(
-    *, chunk_ids: int = ABSORB_CHUNK_IDS, catch_up_views: int = CATCH_UP_VIEWS
+    *,
+    chunk_ids: int = ABSORB_CHUNK_IDS,
+    catch_up_views: int = CATCH_UP_VIEWS,
+    trail_seconds: float = 0.0,
 ) -> AbsorbResult:
     """Absorb every raw view committed before this call into the summaries, exactly once.
 
@@ -355,10 +361,17 @@ def rollups_absorb_pending(
     A run that absorbed at least ``catch_up_views`` views takes a new bound and absorbs what was
     committed while it ran (at most ``CATCH_UP_PASSES`` bounds), so that the views left pending
     when it ends are those of its short last pass, not of the whole run.
+
+    A run that absorbed anything and caught up sooner than ``trail_seconds`` after it started
+    sleeps until then and takes one more bound. The views that wait longest for the next run
+    are those committed just after a run's last bound; the later that bound, the shorter their
+    wait. Without it, a periodic run that is fast would leave them waiting a whole interval
+    plus the next run's first step.
     """
     started = time.perf_counter()
     absorbed = 0
     first_step = True
+    trailed = False
     for _ in range(CATCH_UP_PASSES):
         bound_at = timezone.now()
         upper = _safe_upper_bound()
@@ -393,8 +406,13 @@ def rollups_absorb_pending(
             if high >= upper:
                 break
         absorbed += pass_views
-        if pass_views < catch_up_views:
+        if pass_views >= catch_up_views:
+            continue
+        wait = trail_seconds - (time.perf_counter() - started)
+        if not absorbed or wait <= 0 or trailed:
             break
+        trailed = True
+        time.sleep(wait)
     logger.info("absorbed %d views through id %d", absorbed, high)
     return AbsorbResult(
         views=absorbed,
