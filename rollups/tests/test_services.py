@@ -180,6 +180,25 @@ def test_open_day_is_kept_out_of_monthly_blog_country_rows_then_folded(blog_ids)
         assert_summaries_exact()
 
 
+def test_rebuild_in_the_open_month_drops_monthly_rows_whose_views_are_gone(blog_ids):
+    """The month of the open day: its monthly row counts the days before it; a rebuild after
+    those views were deleted behind the API drops the row, though later days have views."""
+    with time_machine.travel(datetime(2024, 1, 20, 12, tzinfo=UTC), tick=False):
+        views_record(
+            views=[
+                (blog_ids[0], "US", datetime(2024, 1, 5, tzinfo=UTC)),
+                (blog_ids[0], "US", datetime(2024, 1, 20, 1, tzinfo=UTC)),
+            ]
+        )
+        rollups_absorb_pending()
+        rows = MonthlyBlogCountryViews.objects
+        assert list(rows.values_list("month", "views")) == [(date(2024, 1, 1), 1)]
+        BlogView.objects.filter(viewed_at__lt=datetime(2024, 1, 10, tzinfo=UTC)).delete()
+        rollups_rebuild(start_date=date(2024, 1, 1), end_date=date(2024, 1, 31))
+        assert not rows.exists()
+        assert_summaries_exact()
+
+
 def test_monthly_rows_from_before_the_open_day_are_recomputed(ingest_random):
     """A state row without an open day (as the migration leaves it) means the monthly rows
     count every day; the first run recomputes the current month's rows and drops later ones."""
