@@ -627,6 +627,8 @@ def main() -> None:
     _header()
 
     setup(env, args)
+    sizes = table_sizes(args.database_url)
+    sizes_print(f"sizes at {sizes[0][1]:,} views, compacted (after setup)", sizes)
     absorb(args)
     day_end()
     rebuild()
