@@ -41,3 +41,18 @@ def ingest_random(blog_ids) -> Callable[..., int]:
         return views_record(views=rows)
 
     return ingest
+
+
+@pytest.fixture
+def trailing_sleeps(ingest_random, monkeypatch) -> list[float]:
+    """Absorb's trailing waits, recorded instead of slept; each one ingests 5 views meanwhile."""
+    from rollups import services
+
+    slept: list[float] = []
+
+    def sleep_while_views_arrive(seconds: float) -> None:
+        slept.append(seconds)
+        ingest_random(5, rng=random.Random(len(slept)))
+
+    monkeypatch.setattr(services.time, "sleep", sleep_while_views_arrive)
+    return slept

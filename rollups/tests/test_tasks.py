@@ -40,23 +40,15 @@ def test_beat_schedule_runs_absorb_every_interval_and_every_entry_expires(settin
 
 
 def test_the_absorb_task_takes_its_last_bound_a_tenth_of_the_interval_in(
-    ingest_random, settings, monkeypatch
+    ingest_random, settings, trailing_sleeps
 ):
-    from rollups import services
     from rollups.tasks import absorb_pending_task
 
     settings.ROLLUP_INTERVAL_SECONDS = 20
     ingest_random(30)
-    slept: list[float] = []
-
-    def sleep_while_views_arrive(seconds: float) -> None:
-        slept.append(seconds)
-        ingest_random(5, rng=random.Random(3))
-
-    monkeypatch.setattr(services.time, "sleep", sleep_while_views_arrive)
     assert absorb_pending_task() == 35
-    assert len(slept) == 1
-    assert 1 < slept[0] <= 2
+    assert len(trailing_sleeps) == 1
+    assert 1 < trailing_sleeps[0] <= 2
     assert rollups_status().pending_views == 0
 
 
