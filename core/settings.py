@@ -148,6 +148,32 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every task has limits: at the soft one the task gets an exception it can record, at the hard
+# one the worker kills the process. These are the defaults; the tasks that need more (absorb,
+# rebuild) set their own from the settings below.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=150)
+# An absorb run normally lasts a fraction of ROLLUP_INTERVAL_SECONDS; one catching up a backlog
+# commits every chunk it absorbs, so a run stopped at its limit keeps them and the next one goes
+# on. The limit stops a run that hangs (say, on a lock) from holding the watermark row for ever.
+ABSORB_SOFT_TIME_LIMIT_SECONDS = env.int("ABSORB_SOFT_TIME_LIMIT_SECONDS", default=300)
+ABSORB_TIME_LIMIT_SECONDS = env.int(
+    "ABSORB_TIME_LIMIT_SECONDS", default=ABSORB_SOFT_TIME_LIMIT_SECONDS + 30
+)
+# A rebuild of 100 M views takes many minutes. At the soft limit the job ends `failed` with the
+# reason and changes nothing; the hard limit leaves it time to record that.
+REBUILD_SOFT_TIME_LIMIT_SECONDS = env.int("REBUILD_SOFT_TIME_LIMIT_SECONDS", default=3600)
+REBUILD_TIME_LIMIT_SECONDS = env.int(
+    "REBUILD_TIME_LIMIT_SECONDS", default=REBUILD_SOFT_TIME_LIMIT_SECONDS + 120
+)
+# A queued rebuild job that no worker started within this many seconds is failed by the reaper,
+# and its task message expires at the same moment. The default lets it wait behind one rebuild
+# that runs to its hard limit, and as long again.
+REBUILD_QUEUE_TIMEOUT_SECONDS = env.int(
+    "REBUILD_QUEUE_TIMEOUT_SECONDS", default=2 * REBUILD_TIME_LIMIT_SECONDS
+)
+# Raw ids a rebuild aggregates per step (one progress update each).
+REBUILD_CHUNK_IDS = env.int("REBUILD_CHUNK_IDS", default=1_000_000)
 
 # --- Auth and API ---------------------------------------------------------------------------
 

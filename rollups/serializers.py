@@ -1,28 +1,42 @@
 from rest_framework import serializers
 
 from rollups.models import RebuildJob
+from rollups.services import REBUILD_FIRST_DAY, REBUILD_LAST_DAY, rebuild_range_errors
 
 
 class RebuildRequestSerializer(serializers.Serializer):
     start_date = serializers.DateField(
-        required=False, allow_null=True, help_text="First UTC day; omitted = the earliest data."
+        required=False,
+        allow_null=True,
+        help_text=f"First UTC day, in {REBUILD_FIRST_DAY}..{REBUILD_LAST_DAY}; omitted = the "
+        "earliest data.",
     )
     end_date = serializers.DateField(
-        required=False, allow_null=True, help_text="Last UTC day; omitted = the latest data."
+        required=False,
+        allow_null=True,
+        help_text=f"Last UTC day, in {REBUILD_FIRST_DAY}..{REBUILD_LAST_DAY}; omitted = the "
+        "latest data.",
     )
 
     def validate(self, attrs: dict) -> dict:
         unknown = sorted(set(self.initial_data) - set(self.fields))
         if unknown:
             raise serializers.ValidationError({name: "unknown field" for name in unknown})
-        start, end = attrs.get("start_date"), attrs.get("end_date")
-        if start and end and start > end:
-            raise serializers.ValidationError({"start_date": "is after end_date"})
+        errors = rebuild_range_errors(
+            start_date=attrs.get("start_date"), end_date=attrs.get("end_date")
+        )
+        if errors:
+            raise serializers.ValidationError(errors)
         return attrs
 
 
 class RebuildAcceptedSerializer(serializers.Serializer):
     job_id = serializers.UUIDField()
+    created = serializers.BooleanField(
+        help_text="True: a new job (202). False: a job of exactly this range was already queued "
+        "or running, and this is it (200)."
+    )
+    state = serializers.ChoiceField(choices=RebuildJob.State.choices)
 
 
 class RebuildJobSerializer(serializers.ModelSerializer):

@@ -31,12 +31,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.core.cache import caches
 from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
+from django.db.models import Q
 from django.utils import timezone
 
 from core.cache import RedisCache
+from core.exceptions import ApplicationError
 from core.sql import (
     day_of,
     day_param,
@@ -79,10 +83,10 @@ CATCH_UP_PASSES = 4
 # share of ROLLUP_INTERVAL_SECONDS after they started (see rollups_absorb_pending).
 TRAIL_SHARE = 0.1
 # A rebuild aggregates the raw views step by step (one progress update each): by id ranges of
-# this size (sequential reads) when its range holds at least REBUILD_SCAN_SHARE of all views,
-# else by days through the viewed_at index. Ids are not in day order (late views), so a range of
-# days spans the whole heap, and reading it day by day would read most pages many times.
-REBUILD_CHUNK_IDS = 1_000_000
+# settings.REBUILD_CHUNK_IDS (sequential reads) when its range holds at least REBUILD_SCAN_SHARE
+# of all views, else by days through the viewed_at index. Ids are not in day order (late views),
+# so a range of days spans the whole heap, and reading it day by day would read most pages many
+# times.
 REBUILD_CHUNK_DAYS = 31
 REBUILD_SCAN_SHARE = 0.2
 # How long an absorb waits for in-flight ingest transactions before giving up (it is retried).
@@ -94,6 +98,19 @@ REBUILD_VERSION_KEY = "analytics:rebuild-version"
 REBUILD_VERSION_SECONDS = 5
 # A running rebuild job whose heartbeat is older than this has lost its worker.
 JOB_STALE_AFTER = timedelta(minutes=10)
+# The days a rebuild may cover (API.md section 10). An open end stops at them too, so that a view
+# loaded behind the API with a date outside them cannot make the day arithmetic overflow.
+REBUILD_FIRST_DAY = date(1900, 1, 1)
+REBUILD_LAST_DAY = date(2100, 12, 31)
+# Sending a rebuild job's task must not hang a request on a broker that does not answer: each
+# attempt's socket waits at most this long, and the send is tried at most 3 times, about 4 s in all.
+PUBLISH_SOCKET_SECONDS = 1.0
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
 
 RAW = BlogView._meta.db_table
 DAILY_BLOG_COUNTRY = DailyBlogCountryViews._meta.db_table
@@ -489,17 +506,17 @@ def rollups_rebuild(
     """Recompute every summary for the days ``start_date..end_date`` (inclusive) from raw.
 
     Absorbs what is pending first. An open end means the earliest / latest day with views or
-    summary rows. Ingest and absorb go on meanwhile; the range's summary rows are swapped in one
-    transaction at the end. Monthly rows of the months the range touches are recomputed from the
-    daily rows. ``progress`` is
-    called with the fraction done (0 to 1) after each chunk.
+    summary rows, within ``REBUILD_FIRST_DAY..REBUILD_LAST_DAY``. Ingest and absorb go on
+    meanwhile; the range's summary rows are swapped in one transaction at the end. Monthly rows
+    of the months the range touches are recomputed from the daily rows. ``progress`` is called
+    with the fraction done (0 to 1) after each chunk.
     """
     started = time.perf_counter()
     # Catch up first, so that the range is rebuilt from every view committed before this call.
     rollups_absorb_pending()
     first_day, last_day = _day_bounds()
-    start = start_date or first_day
-    end = end_date or last_day
+    start = start_date or (max(first_day, REBUILD_FIRST_DAY) if first_day else None)
+    end = end_date or (min(last_day, REBUILD_LAST_DAY) if last_day else None)
     if start is None or end is None or start > end:
         if progress:
             progress(1.0)
@@ -560,8 +577,9 @@ def _rebuild_chunks(
         first_id = int(cursor.fetchone()[0])
     chunks: list[tuple[str, list[int | str | date | datetime]]] = []
     if all_views and in_range_views >= REBUILD_SCAN_SHARE * all_views:
-        for low in range(first_id - 1, watermark, REBUILD_CHUNK_IDS):
-            high = min(low + REBUILD_CHUNK_IDS, watermark)
+        step = settings.REBUILD_CHUNK_IDS
+        for low in range(first_id - 1, watermark, step):
+            high = min(low + step, watermark)
             chunks.append((f"{in_range} AND id > %s AND id <= %s", [*range_params, low, high]))
         return chunks
     chunk_start = start
@@ -824,27 +842,166 @@ def summaries_clear() -> None:
 
 # --- Rebuild jobs --------------------------------------------------------------------------------
 
+ACTIVE_JOB_STATES = (RebuildJob.State.QUEUED, RebuildJob.State.RUNNING)
+# Key of the PostgreSQL advisory lock that makes rebuild requests take turns (any fixed number
+# that nothing else in the database uses).
+JOBS_LOCK_KEY = 720_190_009
+
+
+@dataclass(frozen=True)
+class RebuildJobRequest:
+    """The job that answers a rebuild request: a new one, or the queued or running one of the
+    same range (``created`` false)."""
+
+    job: RebuildJob
+    created: bool
+
+
+def _range_text(start_date: date | None, end_date: date | None) -> str:
+    return f"{start_date or 'earliest data'}..{end_date or 'latest data'}"
+
+
+class RebuildJobConflict(ApplicationError):
+    """A queued or running job covers part of the requested range, and not exactly that range."""
+
+    def __init__(self, job: RebuildJob) -> None:
+        super().__init__(
+            f"Rebuild job {job.pk} ({_range_text(job.start_date, job.end_date)}, {job.state}) "
+            "overlaps the requested range. Wait until it ends, or request exactly its range "
+            "to follow it.",
+            status=409,
+            code="rebuild_overlaps",
+            details=[{"field": None, "reason": f"overlaps rebuild job {job.pk}"}],
+        )
+        self.job = job
+
+
+class RebuildJobNotQueued(ApplicationError):
+    """The broker did not take a new job's task: the job is failed, no worker will run it."""
+
+    def __init__(self, *, job_id: str, reason: str) -> None:
+        super().__init__(
+            f"The task broker is unavailable: rebuild job {job_id} could not be queued and is "
+            "marked failed. Try again once the broker is back.",
+            status=503,
+            code="broker_unavailable",
+            details=[{"field": None, "reason": reason}],
+        )
+        self.job_id = job_id
+
+
+def rebuild_range_errors(*, start_date: date | None, end_date: date | None) -> dict[str, str]:
+    """What is wrong with a rebuild range, by field name (empty when nothing is)."""
+    errors = {}
+    for field, day in (("start_date", start_date), ("end_date", end_date)):
+        if day is not None and not REBUILD_FIRST_DAY <= day <= REBUILD_LAST_DAY:
+            errors[field] = f"must lie in {REBUILD_FIRST_DAY}..{REBUILD_LAST_DAY}"
+    if not errors and start_date and end_date and start_date > end_date:
+        errors["start_date"] = "is after end_date"
+    return errors
+
+
+def _jobs_lock() -> None:
+    """Make rebuild requests take turns until this transaction ends. SQLite needs nothing: its
+    transactions begin IMMEDIATE, holding the database's one write lock."""
+    if postgres():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [JOBS_LOCK_KEY])
+
+
+def _rebuild_job_send(*, job_id: str, expires: datetime) -> None:
+    """Send a committed job's task; if the broker cannot take it, fail the job and raise
+    ``RebuildJobNotQueued``. Bounded in time by ``PUBLISH_SOCKET_SECONDS`` and
+    ``PUBLISH_RETRY_POLICY``."""
+    from rollups.tasks import rebuild_job_task
+
+    timeouts = {
+        "socket_timeout": PUBLISH_SOCKET_SECONDS,
+        "socket_connect_timeout": PUBLISH_SOCKET_SECONDS,
+    }
+    try:
+        with rebuild_job_task.app.connection_for_write(transport_options=timeouts) as broker:
+            rebuild_job_task.apply_async(
+                (job_id,),
+                producer=broker.Producer(auto_declare=False),
+                expires=expires,
+                # The message carries the limits the worker applies (the sender's): these
+                # settings, read now.
+                soft_time_limit=settings.REBUILD_SOFT_TIME_LIMIT_SECONDS,
+                time_limit=settings.REBUILD_TIME_LIMIT_SECONDS,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )
+    except Exception as exc:
+        # Whatever stopped the send (broker down, refusing, misconfigured), no worker will get
+        # this job: say so on the job rather than leave it queued.
+        logger.exception("could not send rebuild job %s to the broker", job_id)
+        reason = f"{type(exc).__name__}: {exc}"
+        RebuildJob.objects.filter(id=job_id, state=RebuildJob.State.QUEUED).update(
+            state=RebuildJob.State.FAILED,
+            error=f"The task broker could not take this job, so no worker will run it "
+            f"({reason}). Start a new one once the broker is back.",
+            finished_at=timezone.now(),
+        )
+        raise RebuildJobNotQueued(job_id=job_id, reason=reason) from exc
+
 
 def rebuild_job_create(
     *, start_date: date | None, end_date: date | None, requested_by: Any = None
-) -> RebuildJob:
-    """Record a queued rebuild job and send it to a worker once the record is committed."""
-    from rollups.tasks import rebuild_job_task
+) -> RebuildJobRequest:
+    """Queue a rebuild of ``start_date..end_date`` (an open end: the earliest / latest data), or
+    find the job already doing it.
 
-    job = RebuildJob.objects.create(
-        start_date=start_date,
-        end_date=end_date,
-        requested_by=requested_by if getattr(requested_by, "is_authenticated", False) else None,
-    )
-    job_id = str(job.id)
-    transaction.on_commit(lambda: rebuild_job_task.delay(job_id))
-    return job
+    - A queued or running job of exactly this range answers the request (``created`` false).
+    - A queued or running job of an overlapping other range: ``RebuildJobConflict`` (409).
+    - Otherwise a new job is recorded, and its task is sent once the record is committed (when
+      the caller's transaction commits, if there is one). The message expires when the reaper
+      fails a job that no worker started (``REBUILD_QUEUE_TIMEOUT_SECONDS``). If the broker does
+      not take it, the job is failed with the reason and ``RebuildJobNotQueued`` (503) is raised
+      from that commit.
+
+    Requests take turns (an advisory lock on PostgreSQL), so concurrent identical requests make
+    one job. A range outside ``REBUILD_FIRST_DAY..REBUILD_LAST_DAY``, or reversed, raises
+    ``ApplicationError`` (400) naming the field.
+    """
+    errors = rebuild_range_errors(start_date=start_date, end_date=end_date)
+    if errors:
+        raise ApplicationError(
+            "Invalid rebuild range.",
+            details=[{"field": field, "reason": reason} for field, reason in errors.items()],
+        )
+    first = start_date or REBUILD_FIRST_DAY
+    last = end_date or REBUILD_LAST_DAY
+    with transaction.atomic():
+        _jobs_lock()
+        overlapping = (
+            RebuildJob.objects.filter(state__in=ACTIVE_JOB_STATES)
+            .filter(Q(start_date__isnull=True) | Q(start_date__lte=last))
+            .filter(Q(end_date__isnull=True) | Q(end_date__gte=first))
+            .order_by("created_at")
+        )
+        for active in overlapping:
+            if (active.start_date, active.end_date) == (start_date, end_date):
+                return RebuildJobRequest(job=active, created=False)
+        conflict = overlapping.first()
+        if conflict is not None:
+            raise RebuildJobConflict(conflict)
+        job = RebuildJob.objects.create(
+            start_date=start_date,
+            end_date=end_date,
+            requested_by=requested_by if getattr(requested_by, "is_authenticated", False) else None,
+        )
+        job_id = str(job.id)
+        expires = job.created_at + timedelta(seconds=settings.REBUILD_QUEUE_TIMEOUT_SECONDS)
+        transaction.on_commit(lambda: _rebuild_job_send(job_id=job_id, expires=expires))
+    return RebuildJobRequest(job=job, created=True)
 
 
 def rebuild_job_run(*, job_id: str) -> RebuildJob:
     """Run a queued rebuild job, recording its state, progress, timings and any error.
 
-    A job that is not queued (already run, e.g. a redelivered message) is left as it is.
+    A job that is not queued (already run, reaped, or a redelivered message) is left as it is.
+    A job stopped by the task's soft time limit ends failed, saying so.
     Raises ``RebuildJob.DoesNotExist`` for an unknown id.
     """
     claimed = RebuildJob.objects.filter(id=job_id, state=RebuildJob.State.QUEUED).update(
@@ -865,10 +1022,16 @@ def rebuild_job_run(*, job_id: str) -> RebuildJob:
         result = rollups_rebuild(start_date=job.start_date, end_date=job.end_date, progress=report)
     except Exception as exc:
         logger.exception("rebuild job %s failed", job_id)
+        if isinstance(exc, SoftTimeLimitExceeded):
+            error = (
+                "The rebuild ran past its time limit (REBUILD_SOFT_TIME_LIMIT_SECONDS) and was "
+                "stopped. The summaries are swapped in one transaction, so none was half-changed. "
+                "Rebuild shorter ranges, or raise the limit."
+            )
+        else:
+            error = f"{type(exc).__name__}: {exc}"
         RebuildJob.objects.filter(id=job_id).update(
-            state=RebuildJob.State.FAILED,
-            error=f"{type(exc).__name__}: {exc}",
-            finished_at=timezone.now(),
+            state=RebuildJob.State.FAILED, error=error, finished_at=timezone.now()
         )
     else:
         RebuildJob.objects.filter(id=job_id).update(
@@ -880,12 +1043,34 @@ def rebuild_job_run(*, job_id: str) -> RebuildJob:
     return RebuildJob.objects.get(id=job_id)
 
 
-def rebuild_jobs_reap(*, stale_after: timedelta = JOB_STALE_AFTER) -> int:
-    """Mark running jobs whose worker stopped reporting as failed; return how many."""
-    return RebuildJob.objects.filter(
-        state=RebuildJob.State.RUNNING, heartbeat_at__lt=timezone.now() - stale_after
+def rebuild_jobs_reap(
+    *, stale_after: timedelta = JOB_STALE_AFTER, queue_timeout: timedelta | None = None
+) -> int:
+    """Fail the jobs that no worker is running; return how many.
+
+    Those are the running jobs whose heartbeat is older than ``stale_after`` (their worker died
+    or was killed), and the queued ones that no worker started within ``queue_timeout``
+    (default ``REBUILD_QUEUE_TIMEOUT_SECONDS``), when their task message expires: a message
+    that still arrives finds the job failed and does nothing.
+    """
+    if queue_timeout is None:
+        queue_timeout = timedelta(seconds=settings.REBUILD_QUEUE_TIMEOUT_SECONDS)
+    now = timezone.now()
+    lost = RebuildJob.objects.filter(
+        state=RebuildJob.State.RUNNING, heartbeat_at__lt=now - stale_after
     ).update(
         state=RebuildJob.State.FAILED,
         error="The worker running this job stopped reporting (lost or killed); start a new one.",
-        finished_at=timezone.now(),
+        finished_at=now,
     )
+    waited = queue_timeout.total_seconds()
+    waited_text = f"{waited / 60:g} minutes" if waited >= 120 else f"{waited:g} seconds"
+    unclaimed = RebuildJob.objects.filter(
+        state=RebuildJob.State.QUEUED, created_at__lt=now - queue_timeout
+    ).update(
+        state=RebuildJob.State.FAILED,
+        error=f"No worker started this job within {waited_text} of its request (no worker "
+        "running, or the queue was that far behind); its task has expired. Start a new one.",
+        finished_at=now,
+    )
+    return lost + unclaimed

@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
     # a message may be redelivered after a worker dies mid-run.
     acks_late=True,
     reject_on_worker_lost=True,
+    soft_time_limit=settings.ABSORB_SOFT_TIME_LIMIT_SECONDS,
+    time_limit=settings.ABSORB_TIME_LIMIT_SECONDS,
     autoretry_for=(OperationalError, InterfaceError),
     retry_backoff=2,
     retry_backoff_max=60,
@@ -33,9 +35,14 @@ def absorb_pending_task() -> int:
     return services.rollups_absorb_pending(trail_seconds=trail).views
 
 
-@shared_task(name="rollups.rebuild_job")
+@shared_task(
+    name="rollups.rebuild_job",
+    soft_time_limit=settings.REBUILD_SOFT_TIME_LIMIT_SECONDS,
+    time_limit=settings.REBUILD_TIME_LIMIT_SECONDS,
+)
 def rebuild_job_task(job_id: str) -> None:
-    """Run one rebuild job. Not retried: a failed job records its error and can be resubmitted."""
+    """Run one rebuild job. Not retried: a failed job records its error and can be resubmitted.
+    At the soft time limit the job ends failed, saying so."""
     try:
         services.rebuild_job_run(job_id=job_id)
     except RebuildJob.DoesNotExist:
@@ -44,5 +51,6 @@ def rebuild_job_task(job_id: str) -> None:
 
 @shared_task(name="rollups.reap_rebuild_jobs")
 def reap_rebuild_jobs_task() -> int:
-    """Fail the running rebuild jobs whose worker stopped reporting."""
+    """Fail the rebuild jobs that no worker is running: running ones whose worker stopped
+    reporting, queued ones that no worker started in time. Limits: the CELERY_TASK_* defaults."""
     return services.rebuild_jobs_reap()

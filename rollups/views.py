@@ -29,15 +29,24 @@ class RebuildView(APIView):
         summary="Rebuild the summaries of a date range from raw views (staff)",
         description=(
             "Queues a job that recomputes every summary for the UTC days `start_date` to "
-            "`end_date` (inclusive; an omitted end = the earliest / latest data). Ingest, absorb "
-            "and reads go on; the range switches to the new numbers in one transaction. Follow "
-            "the job at `/api/rollups/jobs/{job_id}/`."
+            "`end_date` (inclusive, within 1900-01-01..2100-12-31; an omitted end = the "
+            "earliest / latest data). Ingest, absorb and reads go on; the range switches to the "
+            "new numbers in one transaction. Follow the job at `/api/rollups/jobs/{job_id}/`.\n\n"
+            "One job per range at a time: while a job of exactly the same range (open ends "
+            "included) is queued or running, the request answers 200 with that job "
+            "(`created: false`) and queues nothing; while one of an overlapping other range is, "
+            "409 `rebuild_overlaps` naming it. A new job answers 202 (`created: true`). If the "
+            "task broker cannot take the job, 503 `broker_unavailable`: the job is recorded as "
+            "`failed` with the reason, and the request may be repeated once the broker is back."
         ),
         request=RebuildRequestSerializer,
         responses={
+            200: RebuildAcceptedSerializer,
             202: RebuildAcceptedSerializer,
             400: ErrorResponseSerializer,
             **ERRORS,
+            409: ErrorResponseSerializer,
+            503: ErrorResponseSerializer,
         },
         examples=[
             OpenApiExample(
@@ -47,21 +56,82 @@ class RebuildView(APIView):
             ),
             OpenApiExample(
                 "queued",
-                value={"job_id": "3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e5c10"},
+                value={
+                    "job_id": "3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e5c10",
+                    "created": True,
+                    "state": "queued",
+                },
                 response_only=True,
                 status_codes=["202"],
+            ),
+            OpenApiExample(
+                "the same range already running",
+                value={
+                    "job_id": "3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e5c10",
+                    "created": False,
+                    "state": "running",
+                },
+                response_only=True,
+                status_codes=["200"],
+            ),
+            OpenApiExample(
+                "overlapping job",
+                value={
+                    "error": {
+                        "status": 409,
+                        "code": "rebuild_overlaps",
+                        "message": "Rebuild job 3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e5c10 "
+                        "(2025-03-01..2025-03-31, running) overlaps the requested range. Wait "
+                        "until it ends, or request exactly its range to follow it.",
+                        "details": [
+                            {
+                                "field": None,
+                                "reason": "overlaps rebuild job "
+                                "3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e5c10",
+                            }
+                        ],
+                    }
+                },
+                response_only=True,
+                status_codes=["409"],
+            ),
+            OpenApiExample(
+                "broker unavailable",
+                value={
+                    "error": {
+                        "status": 503,
+                        "code": "broker_unavailable",
+                        "message": "The task broker is unavailable: rebuild job "
+                        "3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e5c10 could not be queued and is marked "
+                        "failed. Try again once the broker is back.",
+                        "details": [
+                            {
+                                "field": None,
+                                "reason": "OperationalError: Error 111 connecting to "
+                                "127.0.0.1:6379. Connection refused.",
+                            }
+                        ],
+                    }
+                },
+                response_only=True,
+                status_codes=["503"],
             ),
         ],
     )
     def post(self, request: Request) -> Response:
         serializer = RebuildRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        job = rebuild_job_create(
+        answer = rebuild_job_create(
             start_date=serializer.validated_data.get("start_date"),
             end_date=serializer.validated_data.get("end_date"),
             requested_by=request.user,
         )
-        return Response({"job_id": str(job.id)}, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            RebuildAcceptedSerializer(
+                {"job_id": answer.job.id, "created": answer.created, "state": answer.job.state}
+            ).data,
+            status=status.HTTP_202_ACCEPTED if answer.created else status.HTTP_200_OK,
+        )
 
 
 class RebuildJobView(APIView):

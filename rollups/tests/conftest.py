@@ -1,6 +1,11 @@
+import json
 import random
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -56,3 +61,92 @@ def trailing_sleeps(ingest_random, monkeypatch) -> list[float]:
 
     monkeypatch.setattr(services.time, "sleep", sleep_while_views_arrive)
     return slept
+
+
+@contextmanager
+def broker_at(url: str, transport_options: dict[str, object]) -> Iterator[None]:
+    """Send this process's tasks to another broker for a while (the app's own configuration)."""
+    from worker.celery import app
+
+    saved = {
+        "broker_url": app.conf.broker_url,
+        "broker_transport_options": app.conf.broker_transport_options,
+    }
+    app.conf.update(broker_url=url, broker_transport_options=transport_options)
+    try:
+        yield
+    finally:
+        app.conf.update(saved)
+
+
+def filesystem_broker_options(folder: Path) -> dict[str, object]:
+    for name in ("broker", "control"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(folder / "broker"),
+        "data_folder_out": str(folder / "broker"),
+        "control_folder": str(folder / "control"),
+        "store_processed": False,
+    }
+
+
+@pytest.fixture
+def private_broker(tmp_path) -> Iterator[Callable[[], list[dict]]]:
+    """Tasks sent by this process go to a filesystem broker of this test's own (a real one, that
+    no worker reads); the fixture gives the messages waiting there."""
+    folder = tmp_path / "private-broker"
+    options = filesystem_broker_options(folder)
+
+    def messages() -> list[dict]:
+        return [json.loads(path.read_text()) for path in sorted((folder / "broker").iterdir())]
+
+    with broker_at("filesystem://", options):
+        yield messages
+
+
+CLOSED_PORT = 8151  # in this project's test port range; nothing listens there
+SILENT_PORT = 8152
+
+
+@contextmanager
+def _silent_server(port: int) -> Iterator[None]:
+    """A server that accepts connections and never answers (a broker that hangs)."""
+    server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        server.close()
+
+
+@pytest.fixture(params=["closed port", "silent server", "unwritable folder"])
+def unreachable_broker(request, tmp_path) -> Iterator[str]:
+    """A broker that cannot take a task: Redis on a port where nothing listens, Redis that never
+    answers, or a filesystem broker whose folder is a file. Gives its kind."""
+    kind = request.param
+    if kind == "closed port":
+        with broker_at(f"redis://127.0.0.1:{CLOSED_PORT}/0", {}):
+            yield kind
+    elif kind == "silent server":
+        with _silent_server(SILENT_PORT), broker_at(f"redis://127.0.0.1:{SILENT_PORT}/0", {}):
+            yield kind
+    else:
+        options = filesystem_broker_options(tmp_path / "broken-broker")
+        not_a_folder = tmp_path / "not-a-folder"
+        not_a_folder.write_text("")
+        with broker_at("filesystem://", {**options, "data_folder_out": str(not_a_folder)}):
+            yield kind

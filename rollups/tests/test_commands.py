@@ -38,8 +38,18 @@ def test_rebuild_rollups_with_nothing_to_do(db):
     [
         (["--start-date", "2024-02-30"], "not a date"),
         (["--start-date", "2024-03-02", "--end-date", "2024-03-01"], "after --end-date"),
+        (["--start-date", "0001-01-01"], "--start-date must lie in 1900-01-01..2100-12-31"),
+        (["--end-date", "9999-12-31"], "--end-date must lie in 1900-01-01..2100-12-31"),
+        (["--start-date", "1899-12-31", "--end-date", "2101-01-01"], "--end-date must lie"),
     ],
 )
 def test_rebuild_rollups_rejects_bad_dates(db, args, message):
     with pytest.raises(CommandError, match=message):
         _run("rebuild_rollups", *args)
+
+
+def test_rebuild_rollups_over_exactly_the_supported_days(ingest_random):
+    ingest_random(50)
+    output = _run("rebuild_rollups", "--start-date", "1900-01-01", "--end-date", "2100-12-31")
+    assert output.startswith("Rebuilt 1900-01-01 to 2100-12-31 from 50 views")
+    assert_summaries_exact()

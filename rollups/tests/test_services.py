@@ -19,6 +19,7 @@ from rollups.models import (
     RebuildJob,
 )
 from rollups.services import (
+    rebuild_job_create,
     rebuild_job_run,
     rebuild_jobs_reap,
     rollups_absorb_pending,
@@ -285,13 +286,15 @@ def test_rebuild_counts_views_absorbed_while_it_runs(ingest_random):
         (date(2024, 2, 27), date(2024, 3, 3), "days"),
     ],
 )
-def test_rebuild_scans_by_id_ranges_or_by_days(ingest_random, monkeypatch, start, end, scan):
+def test_rebuild_scans_by_id_ranges_or_by_days(
+    ingest_random, monkeypatch, settings, start, end, scan
+):
     """A range holding many of the views is read by id ranges, a small one by days; both are
     exact, whatever the step size."""
     ingest_random(900)
     rollups_absorb_pending()
     DailyBlogCountryViews.objects.update(views=999)  # damage everywhere
-    monkeypatch.setattr(services, "REBUILD_CHUNK_IDS", 37)
+    settings.REBUILD_CHUNK_IDS = 37
     monkeypatch.setattr(services, "REBUILD_CHUNK_DAYS", 2)
     watermark = _watermark()
     first, last = services._day_bounds()
@@ -443,3 +446,72 @@ def test_jobs_whose_worker_died_are_failed(db):
     alive.refresh_from_db()
     assert (lost.state, alive.state) == ("failed", "running")
     assert "start a new one" in lost.error
+
+
+def test_queued_jobs_that_no_worker_started_are_failed(db, settings):
+    settings.REBUILD_QUEUE_TIMEOUT_SECONDS = 3600
+    now = timezone.now()
+    waiting = RebuildJob.objects.create()
+    forgotten = RebuildJob.objects.create()
+    RebuildJob.objects.filter(pk=waiting.pk).update(created_at=now - timedelta(minutes=59))
+    RebuildJob.objects.filter(pk=forgotten.pk).update(created_at=now - timedelta(minutes=61))
+    assert rebuild_jobs_reap() == 1
+    waiting.refresh_from_db()
+    forgotten.refresh_from_db()
+    assert (waiting.state, forgotten.state) == ("queued", "failed")
+    assert forgotten.error.startswith("No worker started this job within 60 minutes")
+    assert forgotten.finished_at is not None
+    # Its message, should it still arrive, finds the job failed and does nothing.
+    assert rebuild_job_run(job_id=str(forgotten.pk)).error == forgotten.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_message_expires_when_the_reaper_would_fail_the_job(settings, private_broker):
+    settings.REBUILD_QUEUE_TIMEOUT_SECONDS = 5400
+    answer = rebuild_job_create(start_date=date(2024, 1, 1), end_date=date(2024, 1, 31))
+    [message] = private_broker()
+    headers = message["headers"]
+    assert (headers["task"], headers["id"] != "", headers["argsrepr"]) == (
+        "rollups.rebuild_job",
+        True,
+        repr((str(answer.job.pk),)),
+    )
+    expires = datetime.fromisoformat(headers["expires"])
+    assert expires == answer.job.created_at + timedelta(seconds=5400)
+    # And the limits the worker applies: the settings' where the job was queued.
+    assert headers["timelimit"] == [3720, 3600]
+
+
+def test_a_rebuild_stopped_by_its_soft_time_limit_fails_saying_so(ingest_random, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    ingest_random(50)
+    rollups_absorb_pending()
+    job = RebuildJob.objects.create()
+
+    def stopped(cursor, stage, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    # The worker raises it asynchronously (see test_tasks for a real one); here, at the swap.
+    monkeypatch.setattr(services, "_rebuild_swap", stopped)
+    finished = rebuild_job_run(job_id=str(job.id))
+    assert finished.state == RebuildJob.State.FAILED
+    assert "ran past its time limit (REBUILD_SOFT_TIME_LIMIT_SECONDS)" in finished.error
+    assert_summaries_exact()
+
+
+@pytest.mark.parametrize(
+    "outside",
+    [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)],
+)
+def test_an_open_rebuild_stops_at_the_supported_days(ingest_random, blog_ids, outside):
+    """A view loaded behind the API with a date outside 1900..2100 must not make an open-ended
+    rebuild overflow; its summary rows stay as absorb made them."""
+    ingest_random(40)
+    BlogView.objects.create(blog_id=blog_ids[0], country_id="US", viewed_at=outside)
+    rollups_absorb_pending()
+    result = rollups_rebuild()
+    assert (result.start_date == date(1900, 1, 1)) is (outside.year == 1)
+    assert (result.end_date == date(2100, 12, 31)) is (outside.year == 9999)
+    assert result.views == 40
+    assert_summaries_exact()

@@ -3,15 +3,27 @@
 import os
 import random
 import signal
+import subprocess
 import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
 
 from core.testing import child_env, project_process, wait_until
 from ingest.models import BlogView
-from rollups.models import AbsorbState
-from rollups.services import rollups_absorb_pending, rollups_status
+from rollups.models import AbsorbState, RebuildJob
+from rollups.services import (
+    rebuild_job_create,
+    rebuild_jobs_reap,
+    rebuild_version,
+    rollups_absorb_pending,
+    rollups_status,
+)
+from rollups.tasks import absorb_pending_task, rebuild_job_task
+from rollups.tests.conftest import broker_at, filesystem_broker_options
 from rollups.tests.recount import assert_summaries_exact, summaries_in_db
 from worker.celery import app, beat_schedule
 
@@ -42,14 +54,35 @@ def test_beat_schedule_runs_absorb_every_interval_and_every_entry_expires(settin
 def test_the_absorb_task_takes_its_last_bound_a_tenth_of_the_interval_in(
     ingest_random, settings, trailing_sleeps
 ):
-    from rollups.tasks import absorb_pending_task
-
+    # The app takes its beat schedule from the settings when it is first configured: before
+    # this test changes them (the test above compares the two).
+    assert app.conf.beat_schedule
     settings.ROLLUP_INTERVAL_SECONDS = 20
     ingest_random(30)
     assert absorb_pending_task() == 35
     assert len(trailing_sleeps) == 1
     assert 1 < trailing_sleeps[0] <= 2
     assert rollups_status().pending_views == 0
+
+
+def test_every_task_has_soft_and_hard_time_limits(settings):
+    app.loader.import_default_modules()
+    tasks = {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
+    assert tasks
+    for name, task in tasks.items():
+        soft = task.soft_time_limit or app.conf.task_soft_time_limit
+        hard = task.time_limit or app.conf.task_time_limit
+        assert soft and hard and soft < hard, name
+    assert (app.conf.task_soft_time_limit, app.conf.task_time_limit) == (120, 150)
+    # Imported above, before any test changes the settings that they take their limits from.
+    absorb, rebuild = absorb_pending_task, rebuild_job_task
+    assert (tasks[absorb.name], tasks[rebuild.name]) == (absorb, rebuild)
+    assert (absorb.soft_time_limit, absorb.time_limit) == (300, 330)
+    assert (rebuild.soft_time_limit, rebuild.time_limit) == (3600, 3720)
+    # Absorb may take several intervals to catch up; a queued rebuild may wait behind one that
+    # runs to its hard limit before the reaper fails it.
+    assert absorb.soft_time_limit >= 10 * settings.ROLLUP_INTERVAL_SECONDS
+    assert settings.REBUILD_QUEUE_TIMEOUT_SECONDS == 2 * 3720
 
 
 def _filesystem_broker_env(tmp_path) -> dict[str, str]:
@@ -150,3 +183,96 @@ def test_absorb_killed_with_sigkill_loses_and_doubles_nothing(ingest_random, tmp
     # ...and the retry counts everything exactly once.
     assert rollups_absorb_pending().views == BlogView.objects.count() == 200_000
     assert_summaries_exact()
+
+
+@pytest.fixture
+def shared_broker(tmp_path):
+    """The broker that this process sends to and a worker it starts reads from: on the embedded
+    default a filesystem broker of this test's own, else the test Redis (emptied first). Gives
+    the worker's environment."""
+    if os.environ.get("REDIS_URL"):
+        app.control.purge()  # leftovers of earlier runs on the shared test broker
+        yield child_env()
+        return
+    with broker_at("filesystem://", filesystem_broker_options(tmp_path / "celery")):
+        yield child_env(CELERY_FILESYSTEM_DIR=str(tmp_path / "celery"))
+
+
+WORKER_ARGS = [
+    "-m",
+    "celery",
+    "-A",
+    "worker",
+    "worker",
+    "--pool=prefork",  # as deployed: the pool that enforces time limits
+    "--concurrency=1",
+    "--without-gossip",
+    "--without-mingle",
+    "--hostname",
+    "rebuild-tests@%h",
+    "--loglevel=INFO",
+]
+# A rebuild that takes many seconds on a few thousand views: one raw id per step.
+SLOW_REBUILD = {"REBUILD_CHUNK_IDS": "1"}
+
+
+def _job(job_id: uuid.UUID) -> RebuildJob:
+    return RebuildJob.objects.get(pk=job_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rebuild_past_its_soft_time_limit_ends_failed_and_changes_nothing(
+    ingest_random, shared_broker, tmp_path, settings
+):
+    ingest_random(20_000)
+    rollups_absorb_pending()
+    version = rebuild_version()
+    settings.REBUILD_SOFT_TIME_LIMIT_SECONDS = 1  # where the job is queued: in its message
+    log = tmp_path / "worker.log"
+    with project_process(WORKER_ARGS, log=log, env={**shared_broker, **SLOW_REBUILD}):
+        job = rebuild_job_create(start_date=None, end_date=None).job
+        ended = wait_until(lambda: _job(job.pk).state == "failed", seconds=120)
+        assert ended, (_job(job.pk).state, log.read_text())
+    error = _job(job.pk).error
+    assert "ran past its time limit (REBUILD_SOFT_TIME_LIMIT_SECONDS)" in error
+    assert 0 < _job(job.pk).progress < 0.9
+    assert rebuild_version() == version
+    assert_summaries_exact()
+
+
+def _worker_processes(worker: subprocess.Popen[bytes]) -> list[int]:
+    """The worker's pool processes, then the worker itself."""
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    return [*map(int, children), worker.pid]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_rebuild_leaves_a_failed_job_and_exact_summaries(
+    ingest_random, shared_broker, tmp_path
+):
+    ingest_random(20_000)
+    rollups_absorb_pending()
+    before = summaries_in_db()
+    version = rebuild_version()
+    log = tmp_path / "worker.log"
+    with project_process(WORKER_ARGS, log=log, env={**shared_broker, **SLOW_REBUILD}) as worker:
+        job = rebuild_job_create(start_date=None, end_date=None).job
+        running = wait_until(
+            lambda: _job(job.pk).state == "running" and _job(job.pk).progress > 0, seconds=120
+        )
+        assert running, (_job(job.pk).state, log.read_text())
+        for pid in _worker_processes(worker):
+            os.kill(pid, signal.SIGKILL)
+        worker.wait()
+    assert _job(job.pk).state == "running"
+    # The reaper, with a short bound, finds the job that stopped reporting...
+    assert wait_until(lambda: rebuild_jobs_reap(stale_after=timedelta(seconds=2)), seconds=30)
+    killed = _job(job.pk)
+    assert killed.state == "failed"
+    assert "stopped reporting (lost or killed)" in killed.error
+    # ...and nothing of the rebuild was applied: the summaries are as they were, and exact.
+    assert summaries_in_db() == before
+    assert rebuild_version() == version
+    assert_summaries_exact()
+    # The range can be rebuilt again.
+    assert rebuild_job_create(start_date=None, end_date=None).created

@@ -5,7 +5,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from rollups.services import rollups_rebuild
+from rollups.services import (
+    REBUILD_FIRST_DAY,
+    REBUILD_LAST_DAY,
+    rebuild_range_errors,
+    rollups_rebuild,
+)
 
 
 def _day(value: str) -> date:
@@ -22,13 +27,25 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--start-date", type=_day, help="first day (default: earliest data)")
-        parser.add_argument("--end-date", type=_day, help="last day (default: latest data)")
+        parser.add_argument(
+            "--start-date",
+            type=_day,
+            help=f"first day, from {REBUILD_FIRST_DAY} (default: earliest data)",
+        )
+        parser.add_argument(
+            "--end-date", type=_day, help=f"last day, to {REBUILD_LAST_DAY} (default: latest data)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         start, end = options["start_date"], options["end_date"]
-        if start and end and start > end:
-            raise CommandError("--start-date is after --end-date.")
+        errors = rebuild_range_errors(start_date=start, end_date=end)
+        if errors:
+            raise CommandError(
+                " ".join(
+                    f"--{field.replace('_', '-')} {reason.replace('end_date', '--end-date')}."
+                    for field, reason in errors.items()
+                )
+            )
         with tqdm(total=100, unit="%", file=sys.stderr, disable=None) as bar:
 
             def progress(fraction: float) -> None:
