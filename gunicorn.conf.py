@@ -1,7 +1,8 @@
 """Gunicorn settings for the ``web`` process (Procfile, Dockerfile, docker-compose.yml).
 
 Read from the environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (worker processes; default
-2 x cores + 1, at most 8), ``GUNICORN_TIMEOUT`` (seconds, default 30) and ``LOG_LEVEL``.
+2 x cores + 1, at most 8), ``GUNICORN_TIMEOUT`` (seconds, default 30; longer than
+``ANALYTICS_STATEMENT_TIMEOUT_MS``) and ``LOG_LEVEL``.
 """
 
 import os
@@ -31,6 +32,14 @@ worker_class = "sync"
 # A request silent this long gets its worker restarted; on SIGTERM / SIGINT workers get
 # graceful_timeout seconds to finish the requests they are serving.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# An analytics read query longer than ANALYTICS_STATEMENT_TIMEOUT_MS (core/settings.py, same
+# default) is stopped and answered with a 503; a worker killed first would answer nothing.
+statement_timeout_ms = int(os.environ.get("ANALYTICS_STATEMENT_TIMEOUT_MS", "5000"))
+if timeout * 1000 <= statement_timeout_ms:
+    raise RuntimeError(
+        f"GUNICORN_TIMEOUT ({timeout} s) must be longer than ANALYTICS_STATEMENT_TIMEOUT_MS "
+        f"({statement_timeout_ms} ms)."
+    )
 graceful_timeout = 30
 keepalive = 5
 

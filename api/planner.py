@@ -12,19 +12,26 @@ as ``UNION ALL`` of:
 - the *tail*: raw views not absorbed yet (``id > watermark``), grouped the same way.
 
 All of one answer's queries run in one snapshot (``read_snapshot``) that also reads the
-watermark, so summaries and tail never overlap or leave a gap while a rollup run commits.
+watermark, so summaries and tail never overlap or leave a gap while a rollup run commits. Each of
+them gets at most ``ANALYTICS_STATEMENT_TIMEOUT_MS``; one that takes longer is stopped and the
+answer is a 503 ``query_timeout``, so a costly question cannot hold a web worker.
 """
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
+from rest_framework import status
 
 from api.spec import Spec
+from core.exceptions import ApplicationError
 from core.models import Blog
 from core.sql import day_of, day_param, day_start_param, month_start, next_month, postgres
 from ingest.models import BlogView
@@ -48,6 +55,11 @@ COUNTRY_BLOGS = YearlyCountryBlogs._meta.db_table
 BLOG = Blog._meta.db_table
 USER = get_user_model()._meta.db_table
 READ_WORK_MEM = "32MB"
+# PostgreSQL's SQLSTATE for a statement cancelled (here: by statement_timeout).
+QUERY_CANCELED = "57014"
+# SQLite calls the progress handler every this many virtual-machine instructions: often enough
+# to stop within a fraction of a millisecond, rarely enough to cost nothing measurable.
+PROGRESS_INSTRUCTIONS = 10_000
 
 Param = int | str | date | datetime
 
@@ -89,27 +101,88 @@ def read_snapshot() -> Iterator[Snapshot]:
     """Run the block's queries in one consistent snapshot; yield what it was taken at.
 
     PostgreSQL: a REPEATABLE READ, READ ONLY transaction. SQLite: a deferred transaction, which
-    in WAL mode reads one snapshot without taking the write lock. Inside an outer transaction
-    (tests), the block simply joins it.
+    in WAL mode reads one snapshot without taking the write lock. Either way each query gets at
+    most ``ANALYTICS_STATEMENT_TIMEOUT_MS`` (else ``ApplicationError`` 503 ``query_timeout``),
+    and the limit ends with the block: the connection outlives the request (``CONN_MAX_AGE``)
+    and also serves writes. Inside an outer transaction (tests), the block simply joins it,
+    under the outer transaction's settings.
     """
     as_of = timezone.now()
+    timeout_ms = settings.ANALYTICS_STATEMENT_TIMEOUT_MS
     if connection.in_atomic_block:
         yield _snapshot_read(as_of)
     elif postgres():
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            # JIT compiling costs more than these queries run (measured: +130 ms on a 25 ms
-            # query); distinct counts sort in memory rather than spilling to disk.
-            cursor.execute(f"SET LOCAL jit = off; SET LOCAL work_mem = '{READ_WORK_MEM}'")
-            yield _snapshot_read(as_of)
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                # JIT compiling costs more than these queries run (measured: +130 ms on a 25 ms
+                # query); distinct counts sort in memory rather than spilling to disk. SET LOCAL
+                # ends with this transaction, committed or rolled back.
+                cursor.execute(
+                    f"SET LOCAL jit = off; SET LOCAL work_mem = '{READ_WORK_MEM}'; "
+                    f"SET LOCAL statement_timeout = {int(timeout_ms)}"
+                )
+                yield _snapshot_read(as_of)
+        except OperationalError as error:
+            if getattr(error.__cause__, "pgcode", None) == QUERY_CANCELED:
+                raise _timed_out(timeout_ms) from error
+            raise
     else:
         connection.ensure_connection()
         with connection.cursor() as cursor:
             cursor.execute("BEGIN DEFERRED")
             try:
-                yield _snapshot_read(as_of)
+                with _sqlite_statement_timeout(timeout_ms):
+                    yield _snapshot_read(as_of)
             finally:
                 cursor.execute("COMMIT")
+
+
+def _timed_out(timeout_ms: int) -> ApplicationError:
+    # 503, not 500 (nothing is broken) nor 504 (no gateway is involved): the service cannot
+    # answer this question now; it may once the load is lower or the answer is cached.
+    return ApplicationError(
+        f"The analytics query took longer than {timeout_ms:,} ms and was stopped. Try again "
+        "later, or ask a narrower question (a shorter range, fewer countries or one author).",
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        code="query_timeout",
+        details=[{"field": None, "reason": f"statement timeout {timeout_ms} ms"}],
+    )
+
+
+@contextmanager
+def _sqlite_statement_timeout(timeout_ms: int) -> Iterator[None]:
+    """Interrupt any query of the block that runs longer than ``timeout_ms``.
+
+    SQLite has no statement timeout: a progress handler aborts the running statement once its
+    deadline, reset as each statement starts, has passed. Both are removed on the way out.
+    """
+    deadline = time.monotonic()
+    fired = False
+
+    def progress() -> int:
+        nonlocal fired
+        fired = fired or time.monotonic() > deadline
+        return int(fired)
+
+    def per_statement(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        nonlocal deadline
+        deadline = time.monotonic() + timeout_ms / 1000
+        return execute(sql, params, many, context)
+
+    raw = connection.connection
+    raw.set_progress_handler(progress, PROGRESS_INSTRUCTIONS)
+    try:
+        with connection.execute_wrapper(per_statement):
+            yield
+    except OperationalError as error:
+        if fired:
+            raise _timed_out(timeout_ms) from error
+        raise
+    finally:
+        raw.set_progress_handler(None, PROGRESS_INSTRUCTIONS)
 
 
 def _snapshot_read(as_of: datetime) -> Snapshot:

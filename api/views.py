@@ -36,10 +36,15 @@ ERRORS: dict[int, Any] = {
     401: ErrorResponseSerializer,
     403: ErrorResponseSerializer,
     429: ErrorResponseSerializer,
+    503: ErrorResponseSerializer,
 }
 NO_CACHE = (
     " Answers may come from a cache at most `ANALYTICS_CACHE_SECONDS` old; send "
     "`Cache-Control: no-cache` for an answer that counts every view committed before it."
+)
+TIMEOUT = (
+    " A query that runs longer than `ANALYTICS_STATEMENT_TIMEOUT_MS` is stopped: 503 "
+    "`query_timeout` (try again later or narrow the question)."
 )
 
 
@@ -83,7 +88,7 @@ def _schema(
         post=extend_schema(
             tags=["analytics"],
             summary=summary,
-            description=description + NO_CACHE,
+            description=description + NO_CACHE + TIMEOUT,
             request=request,
             responses={200: response, **ERRORS},
             examples=[
