@@ -1,6 +1,8 @@
 """The read side: every analytics answer, exact at its ``as_of``, through the shared planner."""
 
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -64,64 +66,107 @@ def _fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
-def _paged(rows: list[dict[str, Any]], spec: Spec) -> list[dict[str, Any]]:
-    offset = spec.offset or 0
-    return rows[offset : offset + spec.limit] if spec.limit is not None else rows[offset:]
+def _page(spec: Spec) -> tuple[int, int]:
+    """``(limit, offset)`` of a paged answer; without a limit, every group (``LIMIT`` takes
+    no NULL on SQLite, and this many rows means no limit on either database)."""
+    return (sys.maxsize if spec.limit is None else spec.limit), spec.offset or 0
+
+
+def _binary(column: str) -> str:
+    """``column`` compared by code point, as API.md orders ties (PostgreSQL's default collation
+    would put "ana" before "Zed"; SQLite compares code points already)."""
+    return f'{column} COLLATE "C"' if connection.vendor == "postgresql" else column
 
 
 # --- Grouped by country / by author --------------------------------------------------------------
 
 
-def _country_rows(facts: Facts) -> list[dict[str, Any]]:
-    # Views from the smallest level with countries; distinct blogs from the yearly presence
+@dataclass
+class Groups:
+    """One page of groups, and how many groups there are in all."""
+
+    rows: list[dict[str, Any]]
+    total: int
+
+
+def _country_rows(facts: Facts, limit: int, offset: int) -> Groups:
+    # Views from the smallest level with countries (at most 250 groups: these are fetched and
+    # paged here); then distinct blogs, for the page's countries only, from the yearly presence
     # bits on PostgreSQL, else from the (day|month, blog, country) rows.
     sql, params = facts.sql(countries=True)
     views = _fetch(
-        f"SELECT f.country_id, c.name, sum(f.views) FROM ({sql}) f "
-        f"JOIN {COUNTRY} c ON c.code = f.country_id GROUP BY f.country_id, c.name",
+        f"SELECT f.country_id, c.name, sum(f.views) AS views FROM ({sql}) f "
+        f"JOIN {COUNTRY} c ON c.code = f.country_id GROUP BY f.country_id, c.name "
+        f"ORDER BY views DESC, {_binary('f.country_id')}",
         params,
     )
+    page = views[offset : offset + limit]
+    if not page:
+        return Groups([], len(views))
+    if len(page) < len(views):
+        # Counting distinct blogs is the costly part: only for the countries shown.
+        shown = replace(
+            facts.spec,
+            country_codes=tuple(sorted(code for code, _, _ in page)),
+            exclude_country_codes=None,
+        )
+        facts = Facts(shown, facts.snapshot, author_id=facts.author_id)
     if connection.vendor == "postgresql":
         counts, params = facts.presence_blogs()
     else:
         pairs, params = facts.sql(blogs=True, countries=True)
         counts = f"SELECT country_id, count(DISTINCT blog_id) FROM ({pairs}) p GROUP BY country_id"
     blogs = dict(_fetch(counts, params))
-    found = [
+    rows = [
         {
             "country_code": code,
             "country_name": name,
             "blogs": int(blogs.get(code, 0)),
             "views": int(count),
         }
-        for code, name, count in views
+        for code, name, count in page
     ]
-    return sorted(found, key=lambda row: (-row["views"], row["country_code"]))
+    return Groups(rows, len(views))
 
 
-def _author_rows(facts: Facts) -> list[dict[str, Any]]:
+def _author_rows(facts: Facts, limit: int, offset: int) -> Groups:
     sql, params = facts.sql(blogs=True)
+    username = f"u.{USERNAME}"
     # Per blog first: a blog counts when its (possibly net, see Facts.sql) views are positive.
+    # Only the page's rows leave the database; the count of all groups comes with them (also
+    # when the page is empty: the LEFT JOIN keeps the total's row).
     rows = _fetch(
-        f"SELECT u.{USERNAME}, count(*), sum(t.views) FROM ("
+        f"WITH authors AS ("
+        f"SELECT {username} AS username, count(*) AS blogs, sum(t.views) AS views FROM ("
         f"SELECT f.blog_id, sum(f.views) AS views FROM ({sql}) f GROUP BY f.blog_id "
         f"HAVING sum(f.views) > 0) t "
         f"JOIN {BLOG} b ON b.id = t.blog_id JOIN {USER} u ON u.id = b.author_id "
-        f"GROUP BY u.id, u.{USERNAME}",
-        params,
+        f"GROUP BY u.id, {username}) "
+        f"SELECT total.n, page.username, page.blogs, page.views "
+        f"FROM (SELECT count(*) AS n FROM authors) total LEFT JOIN ("
+        f"SELECT username, blogs, views FROM authors "
+        f"ORDER BY views DESC, {_binary('username')} LIMIT %s OFFSET %s) page ON true "
+        f"ORDER BY page.views DESC, {_binary('page.username')}",
+        [*params, limit, offset],
     )
     found = [
-        {"username": username, "blogs": int(blogs), "views": int(views)}
-        for username, blogs, views in rows
+        {"username": name, "blogs": int(blogs), "views": int(views)}
+        for _, name, blogs, views in rows
+        if name is not None
     ]
-    return sorted(found, key=lambda row: (-row["views"], row["username"]))
+    return Groups(found, int(rows[0][0]))
 
 
-def _grouped(spec: Spec, rows_of: Any) -> Answer:
+def _grouped(spec: Spec, rows_of: Callable[[Facts, int, int], Groups]) -> Answer:
+    limit, offset = _page(spec)
     with read_snapshot() as snapshot:
         author = _author_id(spec)
-        rows = [] if author == NO_SUCH_AUTHOR else rows_of(Facts(spec, snapshot, author_id=author))
-    return Answer(_paged(rows, spec), _meta(spec, snapshot, len(rows)), snapshot.rebuild_version)
+        groups = (
+            Groups([], 0)
+            if author == NO_SUCH_AUTHOR
+            else rows_of(Facts(spec, snapshot, author_id=author), limit, offset)
+        )
+    return Answer(groups.rows, _meta(spec, snapshot, groups.total), snapshot.rebuild_version)
 
 
 def country_breakdown(*, spec: Spec) -> Answer:
