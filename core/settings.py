@@ -205,6 +205,9 @@ SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=30)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
     "SIGNING_KEY": SECRET_KEY,
+    # Tokens carry a hash of the password hash: changing the password revokes them wherever
+    # the user is looked up (ingest, staff endpoints, refresh).
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 SPECTACULAR_SETTINGS = {
