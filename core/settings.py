@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: an oversize body is a 413 before anything reads it.
+    "core.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -231,6 +233,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Largest request body accepted, in bytes: a full batch of 10,000 views with generous whitespace.
+# core.middleware answers 413 past it on every URL (chunked bodies included, under gunicorn);
+# Django's own check stays as a backstop for form bodies.
 REQUEST_BODY_MAX_BYTES = env.int("REQUEST_BODY_MAX_BYTES", default=8 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 
