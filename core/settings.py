@@ -241,6 +241,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 # Read side (issue: read API) and rollups (issue: rollups) read these.
 ANALYTICS_PUBLIC_READ = env.bool("ANALYTICS_PUBLIC_READ", default=False)
 ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=60)
+# Largest answer the cache stores, in bytes (the biggest real ones, 1,000 rows, are ~150 kB).
+ANALYTICS_CACHE_MAX_BYTES = env.int("ANALYTICS_CACHE_MAX_BYTES", default=1024 * 1024)
 ROLLUP_INTERVAL_SECONDS = env.int("ROLLUP_INTERVAL_SECONDS", default=30)
 
 # --- Static files, i18n, logging ------------------------------------------------------------
