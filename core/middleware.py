@@ -60,6 +60,47 @@ class RequestBodyLimitMiddleware:
         return self.get_response(request)
 
 
+class QueryStringMiddleware:
+    """400 for a query string holding a NUL character, on every URL.
+
+    No parameter may hold one, and PostgreSQL refuses it in a query: the admin's list filters
+    and autocomplete, and the schema's ``version``, passed it on (a 500).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        raw = request.META.get("QUERY_STRING", "")
+        names: list[str] = []
+        if "%00" in raw or "\x00" in raw:
+            names = sorted(
+                {
+                    name
+                    for name, values in request.GET.lists()
+                    for value in [name, *values]
+                    if "\x00" in value
+                }
+            )
+        if names:
+            return JsonResponse(
+                error_body(
+                    status=400,
+                    code="bad_request",
+                    message="A query parameter holds a NUL character.",
+                    details=[
+                        {
+                            "field": ascii(name) if "\x00" in name else name,
+                            "reason": "must not contain a NUL character",
+                        }
+                        for name in names
+                    ],
+                ),
+                status=400,
+            )
+        return self.get_response(request)
+
+
 class ChunkedBodyMiddleware:
     """WSGI middleware: a body without ``Content-Length`` is read in full, or refused (411)."""
 

@@ -48,8 +48,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: an oversize body is a 413 before anything reads it.
+    # First: an oversize body is a 413 before anything reads it; a NUL in the query string
+    # (which the database refuses) is a 400 before anything looks it up.
     "core.middleware.RequestBodyLimitMiddleware",
+    "core.middleware.QueryStringMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
