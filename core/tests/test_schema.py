@@ -115,3 +115,15 @@ def test_analytics_reads_need_a_token_in_the_schema_unless_public(
     assert ({} in security) is public
     assert {"jwtReadAuth": []} in security
     assert {} not in document["paths"]["/api/ingest/views/"]["post"]["security"]
+
+
+@pytest.mark.parametrize("version", ["\x01", "\n", '"; x="y'])
+def test_the_version_query_parameter_does_not_reach_the_headers(
+    api_client: APIClient, version: str
+) -> None:
+    response = api_client.get("/api/schema/", {"version": version})
+    assert response.status_code == 200
+    assert (
+        response["Content-Disposition"]
+        == 'inline; filename="Blog-views analytics API (1.0.0).yaml"'
+    )
