@@ -1,4 +1,5 @@
-"""Request bodies: one size limit for every URL, and no body silently read as empty.
+"""What every request must be before a view sees it: a body within one size limit (413), read
+in full or refused, never silently read as empty (411); a query string without a NUL (400).
 
 Django reads a body by its ``Content-Length``; a body sent with ``Transfer-Encoding: chunked``
 has none, and Django would read it as empty (an ingest "without views", a read "without
