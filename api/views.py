@@ -35,6 +35,7 @@ ERRORS: dict[int, Any] = {
     400: ErrorResponseSerializer,
     401: ErrorResponseSerializer,
     403: ErrorResponseSerializer,
+    413: ErrorResponseSerializer,
     429: ErrorResponseSerializer,
 }
 NO_CACHE = (

@@ -69,6 +69,7 @@ class ReadTokenScheme(SimpleJWTScheme):
             ),
             400: ErrorResponseSerializer,
             401: ErrorResponseSerializer,
+            413: ErrorResponseSerializer,
         },
         examples=[
             OpenApiExample(
@@ -112,6 +113,7 @@ class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
             200: inline_serializer("AccessToken", {"access": serializers.CharField()}),
             400: ErrorResponseSerializer,
             401: ErrorResponseSerializer,
+            413: ErrorResponseSerializer,
         },
         examples=[
             OpenApiExample(

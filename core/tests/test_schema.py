@@ -127,3 +127,22 @@ def test_the_version_query_parameter_does_not_reach_the_headers(
         response["Content-Disposition"]
         == 'inline; filename="Blog-views analytics API (1.0.0).yaml"'
     )
+
+
+def test_every_operation_taking_a_body_documents_413(schema: dict[str, Any]) -> None:
+    taking = [
+        (path, method)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if method in HTTP_METHODS and "requestBody" in operation
+    ]
+    assert len(taking) >= 9
+    for path, method in taking:
+        assert "413" in schema["paths"][path][method]["responses"], (path, method)
+
+
+def test_free_form_fields_carry_their_bounds(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    for name in ("GroupedRequestRequest", "TopRequestRequest", "PerformanceRequestRequest"):
+        assert components[name]["properties"]["author_username"]["maxLength"] == 150, name
+    assert components["GroupedRequestRequest"]["properties"]["offset"]["maximum"] == 1_000_000
