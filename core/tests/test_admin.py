@@ -52,3 +52,13 @@ def test_a_nul_in_the_query_string_is_a_400_naming_the_parameter(
 
 def test_an_encoded_percent_sign_is_no_nul(admin_client: Client) -> None:
     assert admin_client.get("/admin/core/blog/?q=%2500").status_code == 200
+
+
+def test_admin_forms_refuse_a_nul_as_a_form_error(admin_client: Client, db: None) -> None:
+    """(Django's form fields already refuse it; kept as the sibling of the query-string case.)"""
+    login = Client().post("/admin/login/", {"username": "a\x00", "password": "x\x00"})
+    assert login.status_code == 200
+    assert b"Null characters are not allowed" in login.content
+    add = admin_client.post("/admin/core/country/add/", {"code": "Q\x00", "name": "x"})
+    assert add.status_code == 200
+    assert b"Null characters are not allowed" in add.content
