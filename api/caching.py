@@ -10,6 +10,7 @@ per process) from the database.
 import hashlib
 import json
 import logging
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -61,7 +62,8 @@ def answer_cached(
     """The answer body, from the cache when fresh enough, else computed (and stored).
 
     ``bypass`` (the client sent ``Cache-Control: no-cache``) skips the lookup but stores the
-    fresh answer. A cache that fails is logged and skipped: answers still come.
+    fresh answer. A cache that fails is logged and skipped: answers still come. An answer larger
+    than ``ANALYTICS_CACHE_MAX_BYTES`` is served but not stored (logged).
     """
     seconds = settings.ANALYTICS_CACHE_SECONDS
     key = answer_key(endpoint=endpoint, spec=spec)
@@ -78,8 +80,21 @@ def answer_cached(
     body = answer.body()
     body["meta"]["cached"] = False
     if seconds > 0:
+        entry = {"version": answer.version, "body": body}
+        # Measured as the cache stores it (pickled); Redis is also the broker, so one answer
+        # must not fill it.
+        size = len(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))
+        if size > settings.ANALYTICS_CACHE_MAX_BYTES:
+            logger.warning(
+                "analytics answer not cached: %d bytes is more than ANALYTICS_CACHE_MAX_BYTES "
+                "(%d) (%s)",
+                size,
+                settings.ANALYTICS_CACHE_MAX_BYTES,
+                endpoint,
+            )
+            return body
         try:
-            caches["default"].set(key, {"version": answer.version, "body": body}, timeout=seconds)
+            caches["default"].set(key, entry, timeout=seconds)
         except Exception:
             logger.warning("analytics cache unavailable for writes", exc_info=True)
     return body

@@ -283,7 +283,12 @@ def _period(spec: Spec, start: date, end: date) -> str:
     if spec.compare_period:
         return spec.compare_period
     days = (end - start).days + 1
-    return next((name for most, name in AUTO_PERIODS if days <= most), "month")
+    period = next((name for most, name in AUTO_PERIODS if days <= most), "month")
+    # An open start reaching back decades (one view dated 1900) must not make the automatic
+    # answer a 400: past 1,000 months, years (at most 201 in the date range).
+    if period == "month" and _bucket_count(start, end, period) > MAX_BUCKETS:
+        return "year"
+    return period
 
 
 def views_performance(*, spec: Spec) -> Answer:

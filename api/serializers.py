@@ -6,15 +6,18 @@ unknown codes are 400s); these serializers describe the same contract.
 
 from rest_framework import serializers
 
-from api.spec import MAX_COUNTRY_CODES, PERIODS
+from api.spec import MAX_COUNTRY_CODES, MAX_OFFSET, MAX_USERNAME_LENGTH, PERIODS
+from core.dates import RANGE_TEXT
 
 
 class FiltersSerializer(serializers.Serializer):
     start_date = serializers.DateField(
-        required=False, allow_null=True, help_text="First UTC day (inclusive)."
+        required=False,
+        allow_null=True,
+        help_text=f"First UTC day (inclusive), within {RANGE_TEXT}.",
     )
     end_date = serializers.DateField(
-        required=False, allow_null=True, help_text="Last UTC day (inclusive)."
+        required=False, allow_null=True, help_text=f"Last UTC day (inclusive), within {RANGE_TEXT}."
     )
     year = serializers.IntegerField(
         required=False,
@@ -43,6 +46,7 @@ class FiltersSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         min_length=1,
+        max_length=MAX_USERNAME_LENGTH,
         help_text="Only views of this author's blogs; an unknown author gives empty results.",
     )
 
@@ -51,7 +55,9 @@ class GroupedRequestSerializer(FiltersSerializer):
     limit = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=1000, default=100
     )
-    offset = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=0)
+    offset = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_OFFSET, default=0
+    )
 
 
 class TopRequestSerializer(FiltersSerializer):
@@ -65,7 +71,11 @@ class PerformanceRequestSerializer(FiltersSerializer):
         choices=PERIODS,
         required=False,
         allow_null=True,
-        help_text="Bucket size; omitted = automatic (<= 31 days: day, <= 180: week, else month).",
+        help_text=(
+            "Bucket size; omitted = automatic (<= 31 days: day, <= 180: week, else month, or "
+            "year where month would give more than 1,000 buckets). More than 1,000 buckets of "
+            "an explicit size is a 400."
+        ),
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from core.dates import FIRST_DAY, LAST_DAY, day_out_of_range
 from core.exceptions import ApplicationError
 from core.models import Country
 
@@ -18,6 +19,10 @@ FILTER_FIELDS = (
     "author_username",
 )
 MAX_COUNTRY_CODES = 250
+# The longest username Django's user model allows: a longer one cannot match.
+MAX_USERNAME_LENGTH = 150
+# The deepest page of a grouped answer: far past any real listing, and a bound on the work.
+MAX_OFFSET = 1_000_000
 PERIODS = ("day", "week", "month", "year")
 
 
@@ -93,10 +98,15 @@ def _date(name: str, value: object, errors: list[dict[str, Any]]) -> date | None
         errors.append(_error(name, "must be a date string YYYY-MM-DD"))
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         errors.append(_error(name, f"'{value}' is not a valid date (YYYY-MM-DD)"))
         return None
+    reason = day_out_of_range(day)
+    if reason:
+        errors.append(_error(name, reason))
+        return None
+    return day
 
 
 def _integer(
@@ -163,7 +173,7 @@ def spec_parse(*, payload: object, extras: tuple[Extra, ...] = ()) -> Spec:
 
     start = _date("start_date", payload.get("start_date"), errors)
     end = _date("end_date", payload.get("end_date"), errors)
-    year = _integer("year", payload.get("year"), 1900, 2100, errors)
+    year = _integer("year", payload.get("year"), FIRST_DAY.year, LAST_DAY.year, errors)
     if payload.get("year") is not None and (
         payload.get("start_date") is not None or payload.get("end_date") is not None
     ):
@@ -181,6 +191,14 @@ def spec_parse(*, payload: object, extras: tuple[Extra, ...] = ()) -> Spec:
     author = payload.get("author_username")
     if author is not None and (not isinstance(author, str) or not author):
         errors.append(_error("author_username", "must be a non-empty string"))
+        author = None
+    elif author is not None and len(author) > MAX_USERNAME_LENGTH:
+        errors.append(
+            _error(
+                "author_username",
+                f"must be at most {MAX_USERNAME_LENGTH} characters; got {len(author)}",
+            )
+        )
         author = None
 
     options: dict[str, Any] = {}

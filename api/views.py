@@ -22,12 +22,12 @@ from api.serializers import (
     PerformanceResponseSerializer,
     TopRequestSerializer,
 )
-from api.spec import FILTER_FIELDS, PERIODS, Extra, spec_parse
+from api.spec import FILTER_FIELDS, MAX_OFFSET, PERIODS, Extra, spec_parse
 from core.auth import ReadTokenAuthentication
 from core.exceptions import ApplicationError
 from core.serializers import ErrorResponseSerializer
 
-GROUPED = (Extra("limit", 100, 1, 1000), Extra("offset", 0, 0, None))
+GROUPED = (Extra("limit", 100, 1, 1000), Extra("offset", 0, 0, MAX_OFFSET))
 TOP = (Extra("limit", 10, 1, 100),)
 PERFORMANCE = (Extra("compare_period", None, choices=PERIODS),)
 
@@ -35,6 +35,7 @@ ERRORS: dict[int, Any] = {
     400: ErrorResponseSerializer,
     401: ErrorResponseSerializer,
     403: ErrorResponseSerializer,
+    413: ErrorResponseSerializer,
     429: ErrorResponseSerializer,
     503: ErrorResponseSerializer,
 }
@@ -184,8 +185,9 @@ class TopCountriesView(AnalyticsView):
     "Calendar buckets (ISO weeks start on Monday) over the filter's range, the first and last "
     "clipped to it; every bucket appears, zero-view ones included. An open start is the day of "
     "the earliest matching view, an open end is today. `compare_period` sets the bucket size, "
-    "else it is automatic (<= 31 days: day, <= 180 days: week, else month); more than 1,000 "
-    "buckets is a 400. `growth_pct` compares with the previous row (null first and after a "
+    "else it is automatic (<= 31 days: day, <= 180 days: week, else month, or year where "
+    "month would give more than 1,000 buckets). An explicit `compare_period` giving more than "
+    "1,000 buckets is a 400. `growth_pct` compares with the previous row (null first and after a "
     "0-view row); `blogs_created` counts blogs created in the bucket (by the author, if given; "
     "country filters do not apply to it).",
     PerformanceRequestSerializer,

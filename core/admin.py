@@ -1,6 +1,22 @@
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.http import HttpRequest
 
 from core.models import Blog, Country
+
+
+class DateHierarchyChangeList(ChangeList):
+    """Django's change list, with a date-hierarchy link past the calendar (``?created_at__year=
+    9999&created_at__month=12``: the next month overflows) an invalid lookup, not a 500."""
+
+    def get_filters(self, request: HttpRequest) -> Any:
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
 
 @admin.register(Country)
@@ -16,3 +32,6 @@ class BlogAdmin(admin.ModelAdmin):
     search_fields = ["title", "author__username"]
     autocomplete_fields = ["author"]
     date_hierarchy = "created_at"
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return DateHierarchyChangeList

@@ -80,14 +80,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message = "Invalid input" + (f": {', '.join(fields)}." if fields else ".")
         code = "invalid"
     elif isinstance(exc.detail, dict):
-        # SimpleJWT's InvalidToken: {"detail", "code", "messages": [{..., "message"}]}.
+        # SimpleJWT's InvalidToken and AuthenticationFailed: {"detail", "code", "messages":
+        # [{..., "message"}]} ("code" says which: "user_not_found", "password_changed"...).
         message = str(exc.detail.get("detail", exc.default_detail))
         details = [
             {"field": None, "reason": str(item["message"])}
             for item in exc.detail.get("messages", [])
             if isinstance(item, dict) and "message" in item
         ]
-        code = exc.default_code
+        code = str(exc.detail.get("code", exc.default_code))
     else:
         message = str(exc.detail)
         details = []

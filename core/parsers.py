@@ -1,9 +1,10 @@
 import json
+import re
 from typing import Any
 
 from django.conf import settings
 from rest_framework import parsers, status
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 
 
 class RequestTooLarge(APIException):
@@ -15,8 +16,50 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Escapes that can put a NUL or half of a surrogate pair into a decoded string. Raw NUL bytes
+# and raw surrogates cannot reach one (JSON forbids raw control characters; raw surrogates are
+# not UTF-8), so a body without these escapes needs no walk.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _bad_string(text: str) -> str | None:
+    """Why ``text`` cannot be stored or compared by the database, or ``None``."""
+    if "\x00" in text:
+        return "must not contain a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain an unpaired surrogate (\\ud800-\\udfff)"
+    return None
+
+
+def _string_problems(value: Any) -> dict[str, list[str]]:
+    """Every string (key or value) in ``value`` that no field accepts, by its path."""
+    found: dict[str, list[str]] = {}
+    stack: list[tuple[Any, str | None]] = [(value, None)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                inner_path = key if path is None else f"{path}.{key}"
+                reason = _bad_string(key)
+                if reason:
+                    found.setdefault(ascii(key), []).append(f"a field name {reason}")
+                else:
+                    stack.append((inner, inner_path))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{path or ''}[{n}]") for n, inner in enumerate(item))
+        elif isinstance(item, str):
+            reason = _bad_string(item)
+            if reason:
+                found.setdefault(path or "non_field_errors", []).append(reason)
+    return dict(sorted(found.items()))
+
+
 class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser with a cap on the body size (413 past ``REQUEST_BODY_MAX_BYTES``)."""
+    """DRF's JSON parser with a cap on the body size (413 past ``REQUEST_BODY_MAX_BYTES``),
+    and a 400 for what parses but no field may hold: nesting deeper than the parser recurses,
+    a NUL character or an unpaired surrogate in a string (PostgreSQL and UTF-8 refuse them)."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         limit = settings.REQUEST_BODY_MAX_BYTES
@@ -24,6 +67,13 @@ class JSONParser(parsers.JSONParser):
         if len(raw) > limit:
             raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ParseError(f"The body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ParseError("The body is nested too deeply to be parsed.") from exc
+        if _SUSPECT_ESCAPE.search(raw):
+            problems = _string_problems(data)
+            if problems:
+                raise ValidationError(problems)
+        return data

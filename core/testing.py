@@ -1,6 +1,7 @@
 """Helpers for tests that start the project's own processes (Celery worker, beat, commands)."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -63,3 +64,21 @@ def wait_until(condition: Callable[[], object], *, seconds: float, interval: flo
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on: the first free one of ``TEST_PORTS``
+    ("8200-8249", for a machine whose users share out port ranges), else one the system picks."""
+    wanted = os.environ.get("TEST_PORTS", "")
+    candidates = [0]
+    if wanted:
+        low, _, high = wanted.partition("-")
+        candidates = list(range(int(low), int(high or low) + 1))
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise RuntimeError(f"no free port in TEST_PORTS={wanted}")

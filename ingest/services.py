@@ -1,6 +1,7 @@
 """The write side: validate batches of raw views and store them with one bulk write."""
 
 import io
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -8,17 +9,19 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.dates import END_MOMENT, FIRST_MOMENT, RANGE_TEXT
 from core.exceptions import ApplicationError
 from core.models import Blog, Country
 from ingest.models import BlogView
 
 MAX_BATCH = 10_000
 FUTURE_TOLERANCE = timedelta(minutes=5)
-EARLIEST_VIEW = datetime(1900, 1, 1, tzinfo=UTC)
 ITEM_FIELDS = ("blog_id", "country_code", "viewed_at")
 _FIELD_ORDER: dict[str | None, int] = {None: -1} | {
     name: position for position, name in enumerate(ITEM_FIELDS)
 }
+
+_COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
 
 # A validated view: (blog id, upper-case country code, aware UTC timestamp).
 ViewRow = tuple[int, str, datetime]
@@ -38,9 +41,14 @@ def _parse_viewed_at(value: object, *, now: datetime) -> datetime | str:
         return f"'{value[:40]}' is not an ISO 8601 timestamp"
     if parsed.tzinfo is None:
         return "must carry a UTC offset or 'Z' (naive timestamps are ambiguous)"
-    if parsed.year < EARLIEST_VIEW.year:
-        return "must be on or after 1900-01-01"
-    parsed = parsed.astimezone(UTC)
+    # The range holds in UTC: 1900-01-01T00:00+14:00 is a day too early. Converting a time near
+    # year 1 or 9999 overflows; it is out of range either way.
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        return f"is outside {RANGE_TEXT} (UTC)"
+    if not FIRST_MOMENT <= parsed < END_MOMENT:
+        return f"is outside {RANGE_TEXT} (UTC)"
     if parsed > now + FUTURE_TOLERANCE:
         return "is more than 5 minutes in the future"
     return parsed
@@ -95,8 +103,9 @@ def views_parse(*, payload: object, now: datetime) -> list[ViewRow]:
         code = item.get("country_code")
         if code is None:
             errors.append(_item_error(index, "country_code", "this field is required"))
-        # ASCII first: Unicode upper-casing maps "\u0131t" (dotless i) to "IT".
-        elif not isinstance(code, str) or len(code) != 2 or not code.isascii():
+        # ASCII letters only: Unicode upper-casing maps "\u0131t" (dotless i) to "IT", and a
+        # NUL would reach the database, which refuses it.
+        elif not isinstance(code, str) or not _COUNTRY_CODE.fullmatch(code):
             errors.append(_item_error(index, "country_code", "must be a 2-letter ISO 3166-1 code"))
             code = None
         else:

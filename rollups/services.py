@@ -40,6 +40,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.cache import RedisCache
+from core.dates import FIRST_DAY, LAST_DAY
 from core.exceptions import ApplicationError
 from core.sql import (
     day_of,
@@ -98,10 +99,11 @@ REBUILD_VERSION_KEY = "analytics:rebuild-version"
 REBUILD_VERSION_SECONDS = 5
 # A running rebuild job whose heartbeat is older than this has lost its worker.
 JOB_STALE_AFTER = timedelta(minutes=10)
-# The days a rebuild may cover (API.md section 10). An open end stops at them too, so that a view
-# loaded behind the API with a date outside them cannot make the day arithmetic overflow.
-REBUILD_FIRST_DAY = date(1900, 1, 1)
-REBUILD_LAST_DAY = date(2100, 12, 31)
+# The days a rebuild may cover: the one range of core.dates (API.md section 10). An open end stops
+# at them too, so that a view loaded behind the API with a date outside them cannot make the day
+# arithmetic overflow.
+REBUILD_FIRST_DAY = FIRST_DAY
+REBUILD_LAST_DAY = LAST_DAY
 # Sending a rebuild job's task must not hang a request on a broker that does not answer: each
 # attempt's socket waits at most this long, and the send is tried at most 3 times, about 4 s in all.
 PUBLISH_SOCKET_SECONDS = 1.0

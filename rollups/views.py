@@ -44,6 +44,7 @@ class RebuildView(APIView):
             200: RebuildAcceptedSerializer,
             202: RebuildAcceptedSerializer,
             400: ErrorResponseSerializer,
+            413: ErrorResponseSerializer,
             **ERRORS,
             409: ErrorResponseSerializer,
             503: ErrorResponseSerializer,

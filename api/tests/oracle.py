@@ -116,6 +116,9 @@ def performance(body: dict[str, Any], *, today: date) -> list[dict[str, Any]]:
     period = body.get("compare_period") or (
         "day" if (end - start).days < 31 else "week" if (end - start).days < 180 else "month"
     )
+    months = (end.year - start.year) * 12 + end.month - start.month + 1
+    if not body.get("compare_period") and period == "month" and months > 1000:
+        period = "year"
     # Every bucket, one day at a time: slow and obviously right.
     buckets: dict[date, dict[str, Any]] = {}
     day = start

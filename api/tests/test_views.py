@@ -79,6 +79,33 @@ def test_automatic_granularity(public, data):
     assert period({"start_date": "2024-01-01", "end_date": "2024-02-01"}) == ("week", True)
     assert period({"start_date": "2024-01-01", "end_date": "2024-06-28"}) == ("week", True)
     assert period({"start_date": "2024-01-01", "end_date": "2024-06-29"}) == ("month", True)
+    # Up to 1,000 months stay months; past them, years.
+    assert period({"start_date": "1942-09-01", "end_date": "2025-12-31"}) == ("month", True)
+    assert period({"start_date": "1942-08-31", "end_date": "2025-12-31"}) == ("year", True)
+
+
+def test_one_view_dated_1900_makes_the_automatic_series_yearly(public, data):
+    """An open start reaching back to the earliest view: no 400 for everyone, but years."""
+    views_record(views=[(data[0], "US", datetime(1900, 1, 1, tzinfo=UTC))])
+    answer = public.post("/api/analytics/performance/", {}, format="json").json()
+    assert (answer["meta"]["granularity"], answer["meta"]["granularity_auto"]) == ("year", True)
+    rows = answer["results"]
+    assert len(rows) == 2026 - 1900 + 1
+    assert rows[0] == {
+        "period_start": "1900-01-01",
+        "period_end": "1900-12-31",
+        "label": "1900",
+        "blogs_created": 0,
+        "views": 1,
+        "growth_pct": None,
+    }
+    assert rows[-1]["period_end"] == TODAY.date().isoformat()
+    assert sum(row["views"] for row in rows) == BlogView.objects.count()
+    # An explicit bucket size that gives more than 1,000 buckets is still a 400.
+    error = _error(
+        public.post("/api/analytics/performance/", {"compare_period": "month"}, format="json")
+    )
+    assert error["details"][0]["field"] == "compare_period"
 
 
 @pytest.mark.parametrize(
@@ -110,6 +137,13 @@ def test_automatic_granularity(public, data):
         ({"limit": 1001}, "limit"),
         ({"limit": "10"}, "limit"),
         ({"offset": -1}, "offset"),
+        ({"offset": 1_000_001}, "offset"),
+        ({"author_username": "a" * 151}, "author_username"),
+        ({"author_username": "a" * 7 * 1024 * 1024}, "author_username"),
+        ({"start_date": "1899-12-31"}, "start_date"),
+        ({"end_date": "9999-12-31"}, "end_date"),
+        ({"start_date": "0001-01-01"}, "start_date"),
+        ({"start_date": "2101-01-01"}, "start_date"),
     ],
 )
 def test_bad_filters_are_400_naming_the_field(public, body, field):
@@ -156,6 +190,31 @@ def test_unknown_path_type_is_404_listing_the_valid_ones(public, url, valid):
     response = public.post(url, {}, format="json")
     assert response.status_code == 404
     assert valid in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("url", ENDPOINTS)
+@pytest.mark.parametrize("field", ["start_date", "end_date"])
+def test_a_date_outside_the_range_is_400_on_every_endpoint(public, url, field):
+    error = _error(public.post(url, {field: "9999-12-31"}, format="json"))
+    assert error["details"] == [
+        {"field": field, "reason": "9999-12-31 is outside 1900-01-01..2100-12-31"}
+    ]
+
+
+def test_the_longest_username_is_a_filter_and_a_longer_one_is_not_echoed(public, data, caplog):
+    longest = public.post(ENDPOINTS[0], {"author_username": "a" * 150}, format="json")
+    assert longest.status_code == 200
+    assert longest.json()["results"] == []
+    response = public.post(ENDPOINTS[0], {"author_username": "a" * 100_000}, format="json")
+    assert len(response.content) < 1000
+    assert _error(response)["details"] == [
+        {"field": "author_username", "reason": "must be at most 150 characters; got 100000"}
+    ]
+
+
+def test_the_deepest_offset_answers(public, data):
+    answer = public.post(ENDPOINTS[1], {"offset": 1_000_000}, format="json").json()
+    assert answer["results"] == [] and answer["meta"]["total"] == 4
 
 
 def test_unknown_author_gives_empty_results(public, data):
@@ -334,6 +393,23 @@ def test_answers_still_come_when_the_cache_is_down(public, data, caplog):
         assert response.status_code == 200, url
         assert response.json()["meta"]["cached"] is False
     assert "cache unavailable" in caplog.text
+
+
+def test_an_answer_larger_than_the_cap_is_served_but_not_cached(public, data, settings, caplog):
+    settings.ANALYTICS_CACHE_SECONDS = 60
+    url, body = SEED_CALLS[1]
+    first = public.post(url, body, format="json").json()
+    settings.ANALYTICS_CACHE_MAX_BYTES = 500
+    second = public.post(url, {**body, "limit": 11}, format="json").json()
+    assert second["meta"]["cached"] is False and second["results"]
+    assert public.post(url, {**body, "limit": 11}, format="json").json()["meta"]["cached"] is False
+    assert "not cached" in caplog.text and "ANALYTICS_CACHE_MAX_BYTES" in caplog.text
+    # Answers under the cap are cached as before.
+    settings.ANALYTICS_CACHE_MAX_BYTES = 1024 * 1024
+    assert public.post(url, body, format="json").json() == {
+        **first,
+        "meta": {**first["meta"], "cached": True},
+    }
 
 
 # --- Freshness -----------------------------------------------------------------------------------

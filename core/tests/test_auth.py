@@ -208,3 +208,91 @@ def test_an_expired_access_token_is_401_saying_it_expired(
 
     error = _assert_error(response, 401, "token_not_valid")
     assert error["details"] == [{"field": None, "reason": "Token is expired"}]
+
+
+# --- A token whose user is gone, inactive or has a new password ---------------------------------
+
+STAFF_URLS = ["/api/rollups/status/", "/api/rollups/jobs/3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e5c10/"]
+
+
+def _tokens(client: APIClient, user: Any, password: str) -> dict[str, str]:
+    response = client.post(
+        "/api/token/", {"username": user.username, "password": password}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    return dict(response.json())
+
+
+def _change(user: Any, change: str) -> None:
+    if change == "deleted":
+        user.delete()
+    elif change == "deactivated":
+        user.is_active = False
+        user.save()
+    else:
+        user.set_password("a-new-password-entirely")
+        user.save()
+
+
+CHANGES = {
+    "deleted": "user_not_found",
+    "deactivated": "user_inactive",
+    "password-changed": "password_changed",
+}
+
+
+@pytest.mark.parametrize(("change", "code"), CHANGES.items())
+def test_refresh_for_a_changed_user_is_401(
+    api_client: APIClient, staff_user: Any, password: str, change: str, code: str
+) -> None:
+    refresh = _tokens(api_client, staff_user, password)["refresh"]
+    _change(staff_user, change)
+
+    response = api_client.post("/api/token/refresh/", {"refresh": refresh}, format="json")
+
+    _assert_error(response, 401, code)
+
+
+@pytest.mark.parametrize(("change", "code"), CHANGES.items())
+@pytest.mark.parametrize("url", [INGEST_URL, *STAFF_URLS])
+def test_an_access_token_for_a_changed_user_is_401_where_the_user_is_looked_up(
+    api_client: APIClient, staff_user: Any, password: str, change: str, code: str, url: str
+) -> None:
+    access = _tokens(api_client, staff_user, password)["access"]
+    _change(staff_user, change)
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    response = client.post(url, {}, format="json") if url == INGEST_URL else client.get(url)
+
+    _assert_error(response, 401, code)
+
+
+def test_refresh_after_the_password_changed_back_and_a_new_login_works(
+    api_client: APIClient, staff_user: Any, password: str
+) -> None:
+    _change(staff_user, "password-changed")
+    staff_user.set_password(password)
+    staff_user.save()
+    refresh = _tokens(api_client, staff_user, password)["refresh"]
+
+    response = api_client.post("/api/token/refresh/", {"refresh": refresh}, format="json")
+
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize(
+    "refresh",
+    [
+        "",
+        "a.b.c",
+        "eyJhbGciOiJub25lIn0.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.",
+        "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9." + "A" * 10_000,
+    ],
+    ids=["empty", "three-parts", "alg-none", "long-signature"],
+)
+def test_refresh_with_a_malformed_token_is_4xx(api_client: APIClient, refresh: str) -> None:
+    response = api_client.post("/api/token/refresh/", {"refresh": refresh}, format="json")
+
+    assert response.status_code in (400, 401), response.content
+    assert set(response.json()["error"]) == {"status", "code", "message", "details"}

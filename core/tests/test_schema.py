@@ -115,3 +115,34 @@ def test_analytics_reads_need_a_token_in_the_schema_unless_public(
     assert ({} in security) is public
     assert {"jwtReadAuth": []} in security
     assert {} not in document["paths"]["/api/ingest/views/"]["post"]["security"]
+
+
+@pytest.mark.parametrize("version", ["\x01", "\n", '"; x="y'])
+def test_the_version_query_parameter_does_not_reach_the_headers(
+    api_client: APIClient, version: str
+) -> None:
+    response = api_client.get("/api/schema/", {"version": version})
+    assert response.status_code == 200
+    assert (
+        response["Content-Disposition"]
+        == 'inline; filename="Blog-views analytics API (1.0.0).yaml"'
+    )
+
+
+def test_every_operation_taking_a_body_documents_413(schema: dict[str, Any]) -> None:
+    taking = [
+        (path, method)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if method in HTTP_METHODS and "requestBody" in operation
+    ]
+    assert len(taking) >= 9
+    for path, method in taking:
+        assert "413" in schema["paths"][path][method]["responses"], (path, method)
+
+
+def test_free_form_fields_carry_their_bounds(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    for name in ("GroupedRequestRequest", "TopRequestRequest", "PerformanceRequestRequest"):
+        assert components[name]["properties"]["author_username"]["maxLength"] == 150, name
+    assert components["GroupedRequestRequest"]["properties"]["offset"]["maximum"] == 1_000_000

@@ -75,6 +75,25 @@ def test_parse_accepts_up_to_five_minutes_ahead_and_old_backfill(blogs):
         # Unicode upper-casing would turn the dotless i into I: "IT" is Italy.
         ({"blog_id": "B", "country_code": "\u0131t"}, "country_code", "must be a 2-letter"),
         ({"blog_id": "B", "country_code": "xx"}, "country_code", "unknown country code 'xx'"),
+        # PostgreSQL refuses a NUL in a query; none may reach it.
+        ({"blog_id": "B", "country_code": "U\x00"}, "country_code", "must be a 2-letter"),
+        ({"blog_id": "B", "country_code": "1!"}, "country_code", "must be a 2-letter"),
+        # Past the range only after the conversion to UTC (or past what a datetime can hold).
+        (
+            {"blog_id": "B", "country_code": "US", "viewed_at": "1900-01-01T00:00+14:00"},
+            "viewed_at",
+            "outside 1900-01-01..2100-12-31 (UTC)",
+        ),
+        (
+            {"blog_id": "B", "country_code": "US", "viewed_at": "9999-12-31T23:59:59-14:00"},
+            "viewed_at",
+            "outside 1900-01-01..2100-12-31 (UTC)",
+        ),
+        (
+            {"blog_id": "B", "country_code": "US", "viewed_at": "9999-12-31T23:59:59Z"},
+            "viewed_at",
+            "outside 1900-01-01..2100-12-31 (UTC)",
+        ),
         (
             {"blog_id": "B", "country_code": "US", "viewed_at": "2025-03-01T12:00:00"},
             "viewed_at",
@@ -103,12 +122,12 @@ def test_parse_accepts_up_to_five_minutes_ahead_and_old_backfill(blogs):
         (
             {"blog_id": "B", "country_code": "US", "viewed_at": "1899-12-31T23:59:59Z"},
             "viewed_at",
-            "on or after 1900-01-01",
+            "outside 1900-01-01..2100-12-31 (UTC)",
         ),
         (
             {"blog_id": "B", "country_code": "US", "viewed_at": "0001-01-01T00:00:00+01:00"},
             "viewed_at",
-            "on or after 1900-01-01",
+            "outside 1900-01-01..2100-12-31 (UTC)",
         ),
         ({"blog_id": "B", "country_code": "US", "browser": "x"}, "browser", "unknown field"),
     ],
@@ -191,3 +210,16 @@ def test_record_stores_exact_rows(blogs):
     ]
     assert views_record(views=iter(rows)) == 3
     assert _stored() == sorted(rows)
+
+
+def test_the_first_instant_of_the_range_is_accepted_in_any_offset(blogs):
+    rows = views_parse(
+        payload={
+            "views": [
+                {"blog_id": blogs[0].pk, "country_code": "US", "viewed_at": moment}
+                for moment in ("1900-01-01T00:00:00Z", "1899-12-31T23:00:00-01:00")
+            ]
+        },
+        now=NOW,
+    )
+    assert [viewed_at for _, _, viewed_at in rows] == [datetime(1900, 1, 1, tzinfo=UTC)] * 2

@@ -1,0 +1,142 @@
+"""What every request must be before a view sees it: a body within one size limit (413), read
+in full or refused, never silently read as empty (411); a query string without a NUL (400).
+
+Django reads a body by its ``Content-Length``; a body sent with ``Transfer-Encoding: chunked``
+has none, and Django would read it as empty (an ingest "without views", a read "without
+filters" answering a different question than the one sent). WSGI gives the application no
+length for it: only a server that marks its input as terminated (``wsgi.input_terminated``, as
+gunicorn does after decoding the chunks) lets it be read to its end. ``ChunkedBodyMiddleware``
+reads such a body in full (at most one byte past the limit) and hands Django a sized one; on
+other servers it answers 411 Length Required.
+"""
+
+import io
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from core.exceptions import error_body
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+READ_CHUNK = 64 * 1024
+
+
+def _too_large(limit: int) -> JsonResponse:
+    return JsonResponse(
+        error_body(
+            status=413,
+            code="too_large",
+            message=f"The request body is larger than {limit} bytes.",
+            details=[{"field": None, "reason": f"at most {limit} bytes (REQUEST_BODY_MAX_BYTES)"}],
+        ),
+        status=413,
+    )
+
+
+class RequestBodyLimitMiddleware:
+    """413 for a body declared larger than ``REQUEST_BODY_MAX_BYTES``, on every URL, before
+    anything reads it (Django's own ``DATA_UPLOAD_MAX_MEMORY_SIZE`` check would answer 400)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.REQUEST_BODY_MAX_BYTES
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if not declared.isdigit():
+            return JsonResponse(
+                error_body(
+                    status=400,
+                    code="bad_request",
+                    message="Content-Length is not a number.",
+                    details=[{"field": None, "reason": "invalid Content-Length header"}],
+                ),
+                status=400,
+            )
+        if int(declared) > limit:
+            return _too_large(limit)
+        return self.get_response(request)
+
+
+class QueryStringMiddleware:
+    """400 for a query string holding a NUL character, on every URL.
+
+    No parameter may hold one, and PostgreSQL refuses it in a query: the admin's list filters
+    and autocomplete, and the schema's ``version``, passed it on (a 500).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        raw = request.META.get("QUERY_STRING", "")
+        names: list[str] = []
+        if "%00" in raw or "\x00" in raw:
+            names = sorted(
+                {
+                    name
+                    for name, values in request.GET.lists()
+                    for value in [name, *values]
+                    if "\x00" in value
+                }
+            )
+        if names:
+            return JsonResponse(
+                error_body(
+                    status=400,
+                    code="bad_request",
+                    message="A query parameter holds a NUL character.",
+                    details=[
+                        {
+                            "field": ascii(name) if "\x00" in name else name,
+                            "reason": "must not contain a NUL character",
+                        }
+                        for name in names
+                    ],
+                ),
+                status=400,
+            )
+        return self.get_response(request)
+
+
+class ChunkedBodyMiddleware:
+    """WSGI middleware: a body without ``Content-Length`` is read in full, or refused (411)."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        if environ.get("CONTENT_LENGTH") or not environ.get("HTTP_TRANSFER_ENCODING"):
+            return self.app(environ, start_response)
+        if not environ.get("wsgi.input_terminated"):
+            body = error_body(
+                status=411,
+                code="length_required",
+                message=(
+                    "Send the body with a Content-Length: this server cannot read a chunked body."
+                ),
+                details=[{"field": None, "reason": "Transfer-Encoding without Content-Length"}],
+            )
+            encoded = json.dumps(body).encode()
+            start_response(
+                "411 Length Required",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))],
+            )
+            return [encoded]
+        # One byte past the limit is enough for RequestBodyLimitMiddleware to answer 413.
+        wanted = settings.REQUEST_BODY_MAX_BYTES + 1
+        stream = environ["wsgi.input"]
+        received = bytearray()
+        while len(received) < wanted:
+            chunk = stream.read(min(READ_CHUNK, wanted - len(received)))
+            if not chunk:
+                break
+            received += chunk
+        environ["wsgi.input"] = io.BytesIO(bytes(received))
+        environ["CONTENT_LENGTH"] = str(len(received))
+        return self.app(environ, start_response)
