@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from core.models import Blog
+from core.testing import free_port
 from ingest.services import views_record
 
 COUNTRIES = ["US", "DE", "ET", "IN", "ZZ", "BR", "JP"]
@@ -104,14 +105,11 @@ def private_broker(tmp_path) -> Iterator[Callable[[], list[dict]]]:
         yield messages
 
 
-CLOSED_PORT = 8151  # in this project's test port range; nothing listens there
-SILENT_PORT = 8152
-
-
 @contextmanager
-def _silent_server(port: int) -> Iterator[None]:
-    """A server that accepts connections and never answers (a broker that hangs)."""
-    server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+def _silent_server() -> Iterator[int]:
+    """A server that accepts connections and never answers (a broker that hangs); gives its
+    port, picked by the system so that concurrent test runs cannot collide."""
+    server = socket.create_server(("127.0.0.1", 0), reuse_port=False)
     accepted: list[socket.socket] = []
     stop = threading.Event()
 
@@ -124,7 +122,7 @@ def _silent_server(port: int) -> Iterator[None]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield
+        yield int(server.getsockname()[1])
     finally:
         stop.set()
         thread.join()
@@ -139,10 +137,10 @@ def unreachable_broker(request, tmp_path) -> Iterator[str]:
     answers, or a filesystem broker whose folder is a file. Gives its kind."""
     kind = request.param
     if kind == "closed port":
-        with broker_at(f"redis://127.0.0.1:{CLOSED_PORT}/0", {}):
+        with broker_at(f"redis://127.0.0.1:{free_port()}/0", {}):
             yield kind
     elif kind == "silent server":
-        with _silent_server(SILENT_PORT), broker_at(f"redis://127.0.0.1:{SILENT_PORT}/0", {}):
+        with _silent_server() as port, broker_at(f"redis://127.0.0.1:{port}/0", {}):
             yield kind
     else:
         options = filesystem_broker_options(tmp_path / "broken-broker")
