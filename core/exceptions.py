@@ -14,7 +14,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class ApplicationError(Exception):
-    """An error the client can fix, answered with ``status`` and the standard error body."""
+    """An error answered with ``status``, the standard error body and any ``headers`` (such as
+    ``Retry-After`` on a 503)."""
 
     def __init__(
         self,
@@ -23,12 +24,14 @@ class ApplicationError(Exception):
         status: int = status.HTTP_400_BAD_REQUEST,
         code: str = "invalid",
         details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.details = details or []
+        self.headers = headers or {}
 
 
 def error_body(
@@ -64,6 +67,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             error_body(status=exc.status, code=exc.code, message=exc.message, details=exc.details),
             status=exc.status,
+            headers=exc.headers,
         )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -107,6 +107,8 @@ REBUILD_LAST_DAY = LAST_DAY
 # Sending a rebuild job's task must not hang a request on a broker that does not answer: each
 # attempt's socket waits at most this long, and the send is tried at most 3 times, about 4 s in all.
 PUBLISH_SOCKET_SECONDS = 1.0
+# What a 503 for a broker that could not take a job tells the client to wait before trying again.
+BROKER_RETRY_AFTER_SECONDS = 10
 PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,
@@ -888,6 +890,7 @@ class RebuildJobNotQueued(ApplicationError):
             status=503,
             code="broker_unavailable",
             details=[{"field": None, "reason": reason}],
+            headers={"Retry-After": str(BROKER_RETRY_AFTER_SECONDS)},
         )
         self.job_id = job_id
 

@@ -213,6 +213,7 @@ def test_a_broker_that_cannot_take_the_task_gives_503_and_a_failed_job(
     assert response.status_code == 503, response.content
     error = response.json()["error"]
     assert error["code"] == "broker_unavailable"
+    assert response["Retry-After"] == "10"
     job = RebuildJob.objects.get()
     assert str(job.pk) in error["message"]
     assert job.state == "failed"
