@@ -304,18 +304,18 @@ def views_ingest_idempotent(
 def idempotency_keys_delete_expired(*, now: datetime | None = None, chunk: int = 10_000) -> int:
     """Delete the idempotency keys older than ``IDEMPOTENCY_WINDOW``; return how many.
 
-    In chunks of ``chunk`` rows, each its own short transaction, so that a large backlog neither
-    holds locks for long nor loses its progress to a time limit.
+    In chunks of about ``chunk`` rows, oldest first, each its own short transaction, so that a
+    large backlog neither holds locks for long nor loses its progress to a time limit. A chunk
+    is a range of ``created_at`` (an index range scan), and a key taken over again meanwhile
+    (its ``created_at`` moved to now) falls out of the range and survives.
     """
     cutoff = (now or timezone.now()) - IDEMPOTENCY_WINDOW
-    expired = IdempotencyKey.objects.filter(created_at__lte=cutoff)
+    expired = IdempotencyKey.objects.filter(created_at__lte=cutoff).order_by("created_at")
     deleted = 0
     while True:
-        # The outer filter repeats the cutoff: a key taken over again since the inner
-        # select (created_at moved to now) must survive.
-        batch = expired.filter(pk__in=expired.order_by("created_at").values("pk")[:chunk]).delete()[
-            0
-        ]
+        # The created_at of the chunk-th oldest expired key; None when fewer are left.
+        boundary = next(iter(expired.values_list("created_at", flat=True)[chunk - 1 : chunk]), None)
+        batch, _ = IdempotencyKey.objects.filter(created_at__lte=boundary or cutoff).delete()
         deleted += batch
-        if batch < chunk:
+        if boundary is None:
             return deleted
