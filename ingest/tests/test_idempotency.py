@@ -285,3 +285,14 @@ def test_the_service_rejects_a_reused_key_with_409(ingester, blogs):
             payload=_body(blogs, count=1), user_id=ingester.pk, idempotency_key="k", now=FIRST
         )
     assert raised.value.status == 409
+
+
+def test_the_schema_documents_the_key_the_replay_and_the_409(api_client):
+    document = json.loads(api_client.get("/api/schema/", {"format": "json"}).content)
+    operation = document["paths"]["/api/ingest/views/"]["post"]
+    [parameter] = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    assert parameter["in"] == "header"
+    assert not parameter.get("required", False)
+    assert parameter["schema"]["maxLength"] == 255
+    assert "Idempotent-Replayed" in operation["responses"]["202"]["headers"]
+    assert "409" in operation["responses"]
