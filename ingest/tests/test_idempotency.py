@@ -8,6 +8,7 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.test import Client
 from rest_framework.test import APIClient
 
 from core.exceptions import ApplicationError
@@ -296,3 +297,15 @@ def test_the_schema_documents_the_key_the_replay_and_the_409(api_client):
     assert parameter["schema"]["maxLength"] == 255
     assert "Idempotent-Replayed" in operation["responses"]["202"]["headers"]
     assert "409" in operation["responses"]
+
+
+def test_the_admin_lists_the_keys_read_only(ingester, blogs, django_user_model):
+    assert _post(_client_for(ingester), _body(blogs), key="order-42").status_code == 202
+    admin = Client()
+    admin.force_login(django_user_model.objects.create_superuser(username="root", password="x"))
+    page = admin.get("/admin/ingest/idempotencykey/")
+    assert page.status_code == 200
+    assert b"order-42" in page.content
+    key = IdempotencyKey.objects.get()
+    assert admin.get(f"/admin/ingest/idempotencykey/{key.pk}/delete/").status_code == 403
+    assert admin.post(f"/admin/ingest/idempotencykey/{key.pk}/change/", {}).status_code == 403
