@@ -12,11 +12,10 @@ from ingest import services
     retry_backoff=2,
     retry_backoff_max=60,
     max_retries=5,
-    # Deletes in short chunks: a run stopped by its limit keeps what it deleted, and the
-    # next run goes on from there.
-    soft_time_limit=240,
-    time_limit=300,
 )
 def delete_expired_idempotency_keys_task() -> int:
-    """Delete the idempotency keys past their replay window; return how many."""
+    """Delete the idempotency keys past their replay window; return how many.
+
+    Limits: the CELERY_TASK_* defaults. It deletes in short chunks, each committed, so a run
+    stopped at its limit keeps what it deleted and the next run goes on from there."""
     return services.idempotency_keys_delete_expired()
