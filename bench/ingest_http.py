@@ -1,9 +1,11 @@
 """Ingest throughput over HTTP: gunicorn on PostgreSQL, batches of N views, concurrent clients.
 
-    python bench/ingest_http.py [--seconds 20] [--batch 1000] [--clients 4]
+    python bench/ingest_http.py [--seconds 20] [--batch 1000] [--clients 4] [--idempotency-keys]
 
-Prints views/s and per-batch latency. The clients run on the same machine as the server, so the
-figure is a floor for what a separate client machine would see.
+Prints views/s and per-batch latency. With ``--idempotency-keys`` every request carries its own
+``Idempotency-Key`` (what a careful client sends), so each one also stores its key. The clients
+run on the same machine as the server, so the figure is a floor for what a separate client
+machine would see.
 """
 
 import argparse
@@ -13,6 +15,7 @@ import multiprocessing
 import random
 import statistics
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from common import (
@@ -23,8 +26,6 @@ from common import (
     gunicorn_serving,
     manage,
 )
-
-PORT = 8765
 
 
 def _fixtures(blogs: int) -> tuple[str, list[int], list[str]]:
@@ -61,15 +62,19 @@ def _bodies(ids: list[int], codes: list[str], batch: int, count: int) -> list[by
     return bodies
 
 
-def _client(args: tuple[str, list[bytes], float]) -> tuple[int, list[float], int]:
-    token, bodies, deadline = args
-    connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+def _client(
+    args: tuple[int, str, list[bytes], float, bool],
+) -> tuple[int, list[float], int]:
+    port, token, bodies, deadline, keyed = args
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     accepted, latencies, errors = 0, [], 0
     n = 0
     while time.monotonic() < deadline:
         body = bodies[n % len(bodies)]
         n += 1
+        if keyed:
+            headers["Idempotency-Key"] = str(uuid.uuid4())
         started = time.perf_counter()
         connection.request("POST", "/api/ingest/views/", body, headers)
         response = connection.getresponse()
@@ -90,6 +95,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--web-workers", type=int, default=3)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--idempotency-keys", action="store_true", help="send a new Idempotency-Key per request"
+    )
     args = parser.parse_args()
 
     env = bench_env(args.database_url)
@@ -100,11 +109,14 @@ def main() -> None:
     bodies = _bodies(ids, codes, args.batch, count=20)
 
     env["WEB_CONCURRENCY"] = str(args.web_workers)
-    with gunicorn_serving(env, PORT):
+    with gunicorn_serving(env, args.port):
         deadline = time.monotonic() + args.seconds
         started = time.monotonic()
         with multiprocessing.Pool(args.clients) as pool:
-            results = pool.map(_client, [(token, bodies, deadline)] * args.clients)
+            results = pool.map(
+                _client,
+                [(args.port, token, bodies, deadline, args.idempotency_keys)] * args.clients,
+            )
         elapsed = time.monotonic() - started
 
     accepted = sum(r[0] for r in results)
@@ -115,6 +127,7 @@ def main() -> None:
     print(
         f"ingest over HTTP: {accepted / elapsed:,.0f} views/s "
         f"(batch {args.batch}, {args.clients} clients, {args.web_workers} gunicorn workers, "
+        f"{'an Idempotency-Key per request' if args.idempotency_keys else 'no Idempotency-Key'}, "
         f"{len(latencies)} requests, {errors} errors; per batch p50 {p50:.1f} ms, p95 {p95:.1f} ms)"
     )
 

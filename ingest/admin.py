@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from ingest.models import BlogView
+from ingest.models import BlogView, IdempotencyKey
 
 
 @admin.register(BlogView)
@@ -21,4 +21,28 @@ class BlogViewAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: BlogView | None = None) -> bool:
+        return False
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(admin.ModelAdmin):
+    """Read-only: keys are written by ingest and deleted by the periodic expiry task."""
+
+    list_display = ["key", "user", "status", "created_at"]
+    list_select_related = ["user"]
+    search_fields = ["key"]
+    ordering = ["-created_at"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: IdempotencyKey | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: IdempotencyKey | None = None
+    ) -> bool:
         return False

@@ -1,21 +1,31 @@
 """The write side: validate batches of raw views and store them with one bulk write."""
 
+import hashlib
 import io
+import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
+from rest_framework import status
 
 from core.dates import END_MOMENT, FIRST_MOMENT, RANGE_TEXT
 from core.exceptions import ApplicationError
 from core.models import Blog, Country
-from ingest.models import BlogView
+from ingest.models import BlogView, IdempotencyKey
 
 MAX_BATCH = 10_000
 FUTURE_TOLERANCE = timedelta(minutes=5)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# Printable ASCII; not starting or ending with a space, which HTTP servers strip from headers.
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+# How long a key's first answer is replayed; afterwards the key counts as unused.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 ITEM_FIELDS = ("blog_id", "country_code", "viewed_at")
 _FIELD_ORDER: dict[str | None, int] = {None: -1} | {
     name: position for position, name in enumerate(ITEM_FIELDS)
@@ -177,3 +187,135 @@ def views_ingest(*, payload: object, now: datetime | None = None) -> int:
     """Validate an ingest body and store it all or nothing; return the number accepted."""
     rows = views_parse(payload=payload, now=now or timezone.now())
     return views_record(views=rows)
+
+
+@dataclass(frozen=True)
+class IngestAnswer:
+    """What the ingest endpoint answers, and whether it replays a key's stored first answer."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def _idempotency_key_check(key: str) -> None:
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        reason = f"must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters; got {len(key)}"
+    elif not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        reason = "must be printable ASCII without spaces at either end"
+    else:
+        return
+    raise ApplicationError(
+        f"The {IDEMPOTENCY_HEADER} header {reason}.",
+        details=[{"field": IDEMPOTENCY_HEADER, "reason": reason}],
+    )
+
+
+def _request_hash(payload: object) -> str:
+    """SHA-256 of the body as canonical JSON (sorted keys, no whitespace, ASCII escapes).
+
+    Canonical rather than raw bytes so that a client re-serializing its retry (another key
+    order, other spacing) is still recognised; any difference in a value is a different body.
+    """
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _idempotency_key_claim(
+    *, user_id: int, key: str, request_hash: str, answer: IngestAnswer, now: datetime
+) -> bool:
+    """Store ``answer`` as the key's first answer unless the key is in use; return whether it was.
+
+    One statement, inside the caller's transaction. A row older than the window is taken over
+    in place. On PostgreSQL an uncommitted row of a concurrent request with the same key makes
+    this wait for that transaction: if it commits, the key is in use; if it rolls back, the key
+    is claimed here. SQLite runs one writing transaction at a time (``IMMEDIATE``).
+    """
+    quote = connection.ops.quote_name
+    table = quote(IdempotencyKey._meta.db_table)
+    body_field = IdempotencyKey._meta.get_field("body")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} "
+            f"(user_id, {quote('key')}, request_hash, status, body, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) "
+            f"ON CONFLICT (user_id, {quote('key')}) DO UPDATE SET "
+            "request_hash = excluded.request_hash, status = excluded.status, "
+            "body = excluded.body, created_at = excluded.created_at "
+            f"WHERE {table}.created_at <= %s "
+            "RETURNING id",
+            [
+                user_id,
+                key,
+                request_hash,
+                answer.status,
+                body_field.get_db_prep_value(answer.body, connection),
+                connection.ops.adapt_datetimefield_value(now),
+                connection.ops.adapt_datetimefield_value(now - IDEMPOTENCY_WINDOW),
+            ],
+        )
+        return cursor.fetchone() is not None
+
+
+def views_ingest_idempotent(
+    *, payload: object, user_id: int, idempotency_key: str | None, now: datetime | None = None
+) -> IngestAnswer:
+    """Ingest a body as the endpoint does; with a key, store its views at most once.
+
+    Without a key this is ``views_ingest``. With one, the key (scoped to the user) and the
+    answer are stored in the same transaction as the views; a retry within
+    ``IDEMPOTENCY_WINDOW`` with the same body (compared by ``_request_hash``) gets that answer
+    again, marked ``replayed``, and stores nothing; with a different body it is a 409. A
+    concurrent request with the same key waits for the first one and then answers the same way.
+    An invalid body is a 400 whatever the key, and stores no key, so a corrected retry may reuse
+    it. Raises ``ApplicationError`` (400 for a malformed key or body, 409 for a reused key).
+    """
+    now = now or timezone.now()
+    if idempotency_key is None:
+        accepted = views_ingest(payload=payload, now=now)
+        return IngestAnswer(status=status.HTTP_202_ACCEPTED, body={"accepted": accepted})
+
+    _idempotency_key_check(idempotency_key)
+    rows = views_parse(payload=payload, now=now)
+    request_hash = _request_hash(payload)
+    answer = IngestAnswer(status=status.HTTP_202_ACCEPTED, body={"accepted": len(rows)})
+    with transaction.atomic():
+        if _idempotency_key_claim(
+            user_id=user_id,
+            key=idempotency_key,
+            request_hash=request_hash,
+            answer=answer,
+            now=now,
+        ):
+            views_record(views=rows)
+            return answer
+        first = IdempotencyKey.objects.get(user_id=user_id, key=idempotency_key)
+    if first.request_hash != request_hash:
+        raise ApplicationError(
+            f"This {IDEMPOTENCY_HEADER} was used in the last 24 hours for a different body; "
+            "send a new key with a new request.",
+            status=status.HTTP_409_CONFLICT,
+            code="idempotency_key_reused",
+            details=[{"field": IDEMPOTENCY_HEADER, "reason": "used for a different body"}],
+        )
+    return IngestAnswer(status=first.status, body=first.body, replayed=True)
+
+
+def idempotency_keys_delete_expired(*, now: datetime | None = None, chunk: int = 10_000) -> int:
+    """Delete the idempotency keys older than ``IDEMPOTENCY_WINDOW``; return how many.
+
+    In chunks of about ``chunk`` rows, oldest first, each its own short transaction, so that a
+    large backlog neither holds locks for long nor loses its progress to a time limit. A chunk
+    is a range of ``created_at`` (an index range scan), and a key taken over again meanwhile
+    (its ``created_at`` moved to now) falls out of the range and survives.
+    """
+    cutoff = (now or timezone.now()) - IDEMPOTENCY_WINDOW
+    expired = IdempotencyKey.objects.filter(created_at__lte=cutoff).order_by("created_at")
+    deleted = 0
+    while True:
+        # The created_at of the chunk-th oldest expired key; None when fewer are left.
+        boundary = next(iter(expired.values_list("created_at", flat=True)[chunk - 1 : chunk]), None)
+        batch, _ = IdempotencyKey.objects.filter(created_at__lte=boundary or cutoff).delete()
+        deleted += batch
+        if boundary is None:
+            return deleted

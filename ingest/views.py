@@ -1,5 +1,4 @@
-from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -7,7 +6,14 @@ from rest_framework.views import APIView
 from core.auth import CanIngestViews
 from core.serializers import ErrorResponseSerializer
 from ingest.serializers import IngestViewsRequestSerializer, IngestViewsResponseSerializer
-from ingest.services import views_ingest
+from ingest.services import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IDEMPOTENCY_KEY_PATTERN,
+    views_ingest_idempotent,
+)
+
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class ViewsIngestView(APIView):
@@ -19,14 +25,48 @@ class ViewsIngestView(APIView):
         description=(
             "1 to 10,000 views per batch. If any item is invalid, nothing is stored and the 400 "
             "lists each bad item's index, field and reason. On 202 the views are committed and "
-            "every later read counts them. Needs the `ingest.add_blogview` permission or staff."
+            "every later read counts them. Needs the `ingest.add_blogview` permission or staff.\n\n"
+            f"Send an `{IDEMPOTENCY_HEADER}` to make retries safe: a retry with the same key and "
+            "the same body within 24 hours gets the first answer again (with "
+            f"`{REPLAYED_HEADER}: true`) and stores nothing; the same key with a different body "
+            "is a 409. Keys are per user. A request that was a 400 stores no key."
         ),
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+                    "pattern": f"^{IDEMPOTENCY_KEY_PATTERN.pattern}$",
+                },
+                OpenApiParameter.HEADER,
+                required=False,
+                description=(
+                    f"A key you choose per logical request (1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
+                    "printable ASCII characters, e.g. a UUID); reuse it only to retry that "
+                    "request."
+                ),
+            ),
+            OpenApiParameter(
+                REPLAYED_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                enum=["true"],
+                response=[202],
+                description=(
+                    f"Present (`true`) when the answer replays the first answer to this "
+                    f"`{IDEMPOTENCY_HEADER}`: nothing was stored by this request."
+                ),
+            ),
+        ],
         request=IngestViewsRequestSerializer,
         responses={
             202: IngestViewsResponseSerializer,
             400: ErrorResponseSerializer,
             401: ErrorResponseSerializer,
             403: ErrorResponseSerializer,
+            409: ErrorResponseSerializer,
             413: ErrorResponseSerializer,
         },
         examples=[
@@ -62,8 +102,35 @@ class ViewsIngestView(APIView):
                 response_only=True,
                 status_codes=["400"],
             ),
+            OpenApiExample(
+                "a key reused for another body",
+                value={
+                    "error": {
+                        "status": 409,
+                        "code": "idempotency_key_reused",
+                        "message": (
+                            f"This {IDEMPOTENCY_HEADER} was used in the last 24 hours for a "
+                            "different body; send a new key with a new request."
+                        ),
+                        "details": [
+                            {"field": IDEMPOTENCY_HEADER, "reason": "used for a different body"}
+                        ],
+                    }
+                },
+                response_only=True,
+                status_codes=["409"],
+            ),
         ],
     )
     def post(self, request: Request) -> Response:
-        accepted = views_ingest(payload=request.data)
-        return Response({"accepted": accepted}, status=status.HTTP_202_ACCEPTED)
+        # CanIngestViews admits signed-in users only, so there is a user to scope keys to.
+        assert request.user.pk is not None
+        answer = views_ingest_idempotent(
+            payload=request.data,
+            user_id=request.user.pk,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        )
+        response = Response(answer.body, status=answer.status)
+        if answer.replayed:
+            response[REPLAYED_HEADER] = "true"
+        return response

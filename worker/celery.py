@@ -29,6 +29,11 @@ def beat_schedule(*, rollup_interval_seconds: int) -> dict[str, dict[str, object
             "schedule": 60.0,
             "options": {"expires": 60},
         },
+        "delete expired idempotency keys": {
+            "task": "ingest.delete_expired_idempotency_keys",
+            "schedule": 3600.0,
+            "options": {"expires": 3600},
+        },
     }
 
 

@@ -35,6 +35,7 @@ def test_task_names_are_stable():
         "rollups.absorb_pending",
         "rollups.rebuild_job",
         "rollups.reap_rebuild_jobs",
+        "ingest.delete_expired_idempotency_keys",
     } <= names
 
 
