@@ -14,6 +14,7 @@ from rest_framework_simplejwt import views as jwt_views
 from rest_framework_simplejwt.authentication import JWTStatelessUserAuthentication
 
 from core.serializers import ErrorResponseSerializer
+from core.throttling import LoginThrottle
 
 
 class CanIngestViews(BasePermission):
@@ -59,12 +60,18 @@ class ReadTokenScheme(SimpleJWTScheme):
     post=extend_schema(
         tags=["auth"],
         summary="Obtain an access and a refresh token",
+        description=(
+            "Failed attempts are limited per username (LOGIN_THROTTLE_USERNAME) and per client "
+            "address (LOGIN_THROTTLE_ADDRESS): past either, 429 with Retry-After until the "
+            "window ends, whatever the password."
+        ),
         responses={
             200: inline_serializer(
                 "TokenPair", {"access": serializers.CharField(), "refresh": serializers.CharField()}
             ),
             400: ErrorResponseSerializer,
             401: ErrorResponseSerializer,
+            429: ErrorResponseSerializer,
         },
         examples=[
             OpenApiExample(
@@ -82,7 +89,8 @@ class ReadTokenScheme(SimpleJWTScheme):
     )
 )
 class TokenObtainView(jwt_views.TokenObtainPairView):
-    pass
+    # Failed attempts per username and address (core.throttling); 429 before any password hash.
+    throttle_classes = [LoginThrottle]
 
 
 @extend_schema_view(

@@ -194,12 +194,26 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Every throttle (reads, sign-in) knows a client by its address: the socket's with 0, else
+    # the one the outermost of this many trusted proxies saw in X-Forwarded-For. More than the
+    # proxies really in front lets a client choose its address (and dodge every limit).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     # Read endpoints throttle per user (signed in) and per address (public read).
     "DEFAULT_THROTTLE_RATES": {
         "analytics_user": env.str("ANALYTICS_THROTTLE_USER", default="6000/min"),
         "analytics_anon": env.str("ANALYTICS_THROTTLE_ANON", default="600/min"),
     },
 }
+
+# Failed sign-ins (POST /api/token/, the admin's login page) allowed per username and per client
+# address in each fixed window (DRF rate syntax); past either, 429 until the window ends, without
+# checking the password. Successful sign-ins do not count. Empty = no limit.
+LOGIN_THROTTLE_USERNAME = env.str("LOGIN_THROTTLE_USERNAME", default="10/hour")
+LOGIN_THROTTLE_ADDRESS = env.str("LOGIN_THROTTLE_ADDRESS", default="50/hour")
+
+# Staff always see /readyz's error details; so does a request sending this token in the
+# X-Readyz-Token header (for a monitor). Anonymous callers get the statuses only.
+READYZ_TOKEN = env.str("READYZ_TOKEN", default="")
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=30)),
