@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from django.conf import settings
+from django.test import Client
 
 ROOT = Path(settings.BASE_DIR)
 # What an operator's shell would not have: the test run's own configuration.
@@ -68,6 +69,7 @@ def checkout(tmp_path: Path) -> Path:
 FILE_MODES = """
 import json, os, stat
 from django.conf import settings
+from django.test import Client
 from django.contrib.auth import get_user_model
 get_user_model().objects.count()  # an open connection: the -wal and -shm files exist now
 var = settings.BASE_DIR / "var"
@@ -197,3 +199,21 @@ def test_each_worker_takes_only_as_many_connections_as_it_has_threads(
 
     assert config["worker_class"] == "gthread"
     assert (config["workers"], config["threads"], config["worker_connections"]) == (3, 6, 6)
+
+
+@pytest.mark.django_db
+def test_with_https_on_probes_answer_over_http_and_everything_else_redirects(
+    settings: Any,
+) -> None:
+    # The container's healthcheck and a load balancer's probes speak plain http to the process.
+    settings.SECURE_SSL_REDIRECT = True
+    browser = Client()
+
+    assert browser.get("/healthz").status_code == 200
+    assert browser.get("/readyz").status_code == 200
+    redirected = browser.get("/admin/login/")
+    assert redirected.status_code == 301
+    assert redirected["Location"] == "https://testserver/admin/login/"
+    # Behind the proxy (X-Forwarded-Proto trusted), https requests are served.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert Client().get("/admin/login/", HTTP_X_FORWARDED_PROTO="https").status_code == 200
