@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ def test_the_read_throttle_counts_across_the_worker_processes(tmp_path: Path) ->
     # Two worker processes, public read at 10 per hour per address: whichever process serves a
     # request, the address has 10 in all. (Per-process counters let 10 through per process.)
     env = child_env(
+        # Counters of its own in a shared Redis (the window outlives the test).
+        CACHE_KEY_PREFIX=f"test-{uuid.uuid4().hex}",
         WEB_CONCURRENCY="2",
         ANALYTICS_PUBLIC_READ="1",
         ANALYTICS_THROTTLE_ANON="10/hour",
