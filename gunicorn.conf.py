@@ -1,8 +1,20 @@
 """Gunicorn settings for the ``web`` process (Procfile, Dockerfile, docker-compose.yml).
 
-Read from the environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (worker processes; default
-2 x cores + 1, at most 8), ``GUNICORN_TIMEOUT`` (seconds, default 30; longer than
-``ANALYTICS_STATEMENT_TIMEOUT_MS``) and ``LOG_LEVEL``.
+Read from the environment: ``HOST`` (default 127.0.0.1: this machine only; the Dockerfile sets
+0.0.0.0), ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (worker processes; default 2 x cores + 1,
+at most 8), ``GUNICORN_THREADS`` (threads per worker, default 8), ``GUNICORN_TIMEOUT``
+(seconds, default 30) and ``LOG_LEVEL``.
+
+Sizing. Workers are gthread workers: each process serves ``GUNICORN_THREADS`` requests at once,
+so the server serves workers x threads requests at once (40 on 2 cores, at most 64) and a
+client that sends its body slowly holds one thread, not a whole process. Each worker takes only
+as many connections as it has threads (``worker_connections``), so a connection is never queued
+behind slow clients in a busy worker while another worker has a free thread; the price is no
+keep-alive (each connection carries one request). With fewer slow clients than workers x threads,
+``/healthz`` and every other request still answer at once; against more (a deliberate attack),
+put a buffering proxy (nginx) in front. Every thread keeps its own database connection for
+``CONN_MAX_AGE`` seconds: workers x threads connections per web process on PostgreSQL (mind
+``max_connections``); on SQLite, threads read in parallel (WAL) and writers queue.
 """
 
 import os
@@ -20,28 +32,30 @@ def _workers() -> int:
     configured = os.environ.get("WEB_CONCURRENCY", "").strip()
     if configured:
         return max(1, int(configured))
-    # Sync workers: 2 x cores + 1 is gunicorn's rule of thumb; the cap keeps a big machine from
-    # opening more database connections than a default PostgreSQL allows.
+    # 2 x cores + 1 is gunicorn's rule of thumb; the cap (with the threads) keeps a big machine
+    # from opening more database connections than a default PostgreSQL allows.
     return min(2 * _cores() + 1, 8)
 
 
-bind = [f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
-workers = _workers()
-worker_class = "sync"
+def _threads() -> int:
+    configured = os.environ.get("GUNICORN_THREADS", "").strip()
+    return max(1, int(configured)) if configured else 8
 
-# A request silent this long gets its worker restarted; on SIGTERM / SIGINT workers get
+
+# 127.0.0.1 unless told otherwise: `make run` serves a demo superuser and public reads, which
+# must not reach the network by default. Containers set HOST=0.0.0.0 (Dockerfile).
+bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
+workers = _workers()
+worker_class = "gthread"
+threads = _threads()
+# A worker accepts a connection only when it has a free thread for it (see the sizing above).
+worker_connections = threads
+keepalive = 0
+
+# A worker whose main loop is silent this long is restarted; on SIGTERM / SIGINT workers get
 # graceful_timeout seconds to finish the requests they are serving.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-# An analytics read query longer than ANALYTICS_STATEMENT_TIMEOUT_MS (core/settings.py, same
-# default) is stopped and answered with a 503; a worker killed first would answer nothing.
-statement_timeout_ms = int(os.environ.get("ANALYTICS_STATEMENT_TIMEOUT_MS", "5000"))
-if timeout * 1000 <= statement_timeout_ms:
-    raise RuntimeError(
-        f"GUNICORN_TIMEOUT ({timeout} s) must be longer than ANALYTICS_STATEMENT_TIMEOUT_MS "
-        f"({statement_timeout_ms} ms)."
-    )
 graceful_timeout = 30
-keepalive = 5
 
 # Recycle workers now and then so that a slow leak cannot grow without bound.
 max_requests = 2000

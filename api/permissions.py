@@ -1,5 +1,4 @@
 import logging
-import time
 from typing import Any
 
 from django.conf import settings
@@ -10,6 +9,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from core.cache import counter_incr
+from core.throttling import client_address, rate_parse, window_current
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +26,11 @@ class AnalyticsReadPermission(BasePermission):
 class WindowThrottle(BaseThrottle):
     """At most N requests per client in each fixed window (``"N/min"``: calendar minutes).
 
-    One counter per client and window, incremented in one cache round trip. DRF's throttles
-    keep every request time of the window in one cache entry, read and rewritten whole by each
-    request (two round trips, and a list as long as the rate allows). The price of a fixed
-    window: a client may fit up to 2N requests around a window's boundary.
+    One counter per client and window, incremented in one cache round trip (or, without
+    Redis, one upsert in the database, shared by every process: ``core.cache.counter_incr``).
+    DRF's throttles keep every request time of the window in one cache entry, read and
+    rewritten whole by each request (two round trips, and a list as long as the rate allows).
+    The price of a fixed window: a client may fit up to 2N requests around a window's boundary.
 
     Rates are read from the settings at each request (DRF reads them once, at import). When the
     cache is down, requests are let through and the failure is logged.
@@ -48,10 +49,8 @@ class WindowThrottle(BaseThrottle):
         ident = self.ident(request)
         if not rate or ident is None:
             return True
-        count, period = rate.split("/")
-        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
-        now = time.time()
-        window = int(now // seconds)
+        limit, seconds = rate_parse(rate)
+        window, left = window_current(seconds)
         try:
             used = counter_incr(
                 caches["default"], f"throttle:{self.scope}:{ident}:{window}", seconds
@@ -59,8 +58,8 @@ class WindowThrottle(BaseThrottle):
         except Exception:
             logger.warning("throttle cache unavailable; request let through", exc_info=True)
             return True
-        self.wait_seconds = (window + 1) * seconds - now
-        return used <= int(count)
+        self.wait_seconds = left
+        return used <= limit
 
     def wait(self) -> float | None:
         return self.wait_seconds
@@ -77,10 +76,11 @@ class AnalyticsUserThrottle(WindowThrottle):
 
 
 class AnalyticsAnonThrottle(WindowThrottle):
-    """Per client address, for requests without a user (public read)."""
+    """Per client address (``NUM_PROXIES``: see ``core.throttling.client_address``), for
+    requests without a user (public read)."""
 
     scope = "analytics_anon"
 
     def ident(self, request: Request) -> str | None:
         user = request.user
-        return None if user and user.is_authenticated else self.get_ident(request)
+        return None if user and user.is_authenticated else client_address(request)

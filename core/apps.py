@@ -18,4 +18,10 @@ class CoreConfig(AppConfig):
     verbose_name = "Core"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_login_failed
+
+        from core.throttling import login_failed_receiver
+
         post_migrate.connect(_countries_restore, sender=self)
+        # Every failed authenticate() (API token, admin login) counts toward the sign-in limits.
+        user_login_failed.connect(login_failed_receiver, dispatch_uid="core.login_throttle")

@@ -18,6 +18,7 @@ from rest_framework_simplejwt.authentication import (
 )
 
 from core.serializers import ErrorResponseSerializer
+from core.throttling import LoginThrottle
 
 
 class CanIngestViews(BasePermission):
@@ -63,6 +64,11 @@ class ReadTokenScheme(SimpleJWTScheme):
     post=extend_schema(
         tags=["auth"],
         summary="Obtain an access and a refresh token",
+        description=(
+            "Failed attempts are limited per username (LOGIN_THROTTLE_USERNAME) and per client "
+            "address (LOGIN_THROTTLE_ADDRESS): past either, 429 with Retry-After until the "
+            "window ends, whatever the password."
+        ),
         responses={
             200: inline_serializer(
                 "TokenPair", {"access": serializers.CharField(), "refresh": serializers.CharField()}
@@ -70,6 +76,7 @@ class ReadTokenScheme(SimpleJWTScheme):
             400: ErrorResponseSerializer,
             401: ErrorResponseSerializer,
             413: ErrorResponseSerializer,
+            429: ErrorResponseSerializer,
         },
         examples=[
             OpenApiExample(
@@ -87,7 +94,8 @@ class ReadTokenScheme(SimpleJWTScheme):
     )
 )
 class TokenObtainView(jwt_views.TokenObtainPairView):
-    pass
+    # Failed attempts per username and address (core.throttling); 429 before any password hash.
+    throttle_classes = [LoginThrottle]
 
 
 class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):

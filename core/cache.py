@@ -1,16 +1,24 @@
 """Django's Redis cache backend, keeping one Redis client per connection pool; and counters.
 
+Counters (the throttles') live in Redis when the cache is Redis, in one round trip; otherwise in
+the database table ``core_throttlecounter``, one atomic upsert each, so that every process
+(gunicorn workers, threads) shares them: a per-process cache would let each worker count on
+its own.
+
 Django's ``RedisCacheClient`` builds a new ``redis.Redis`` for every cache call, and redis-py's
 constructor sets up its response callbacks each time: about 0.3 ms per call on this project's
 machines, as much as the round trip itself. A client only wraps its (thread-safe) connection
 pool, so one per pool serves every call.
 """
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.cache.backends.redis import RedisCacheClient as DjangoRedisCacheClient
+from django.db import connection
 
 
 class RedisCacheClient(DjangoRedisCacheClient):
@@ -46,14 +54,59 @@ class RedisCache(DjangoRedisCache):
         return int(count)
 
 
+def _counter_table() -> tuple[str, str, str, str]:
+    """The quoted names of ``core.models.ThrottleCounter``'s table and columns."""
+    from core.models import ThrottleCounter
+
+    quote = connection.ops.quote_name
+    return (
+        quote(ThrottleCounter._meta.db_table),
+        quote("key"),
+        quote("count"),
+        quote("expires_at"),
+    )
+
+
 def counter_incr(cache: BaseCache, key: str, timeout: int) -> int:
-    """Add one to the counter ``key`` in ``cache``; a new counter lives ``timeout`` seconds."""
+    """Add one to the counter ``key`` and return its new value; a new counter lives ``timeout``
+    seconds. In Redis when ``cache`` is Redis, else in the database (shared by all processes)."""
     if isinstance(cache, RedisCache):
         return cache.incr_expiring(key, timeout)
-    if cache.add(key, 1, timeout):
-        return 1
-    try:
-        return cache.incr(key)
-    except ValueError:  # expired between the two calls
-        cache.add(key, 1, timeout)
-        return 1
+    table, key_column, count_column, expires_column = _counter_table()
+    now = time.time()
+    with connection.cursor() as cursor:
+        # One statement, atomic on SQLite and PostgreSQL alike: concurrent increments queue on
+        # the row (or its insert) and each sees its own count.
+        cursor.execute(
+            f"INSERT INTO {table} ({key_column}, {count_column}, {expires_column}) "
+            "VALUES (%s, 1, %s) "
+            f"ON CONFLICT ({key_column}) DO UPDATE SET "
+            f"{count_column} = CASE WHEN {table}.{expires_column} > %s "
+            f"THEN {table}.{count_column} + 1 ELSE 1 END, "
+            f"{expires_column} = CASE WHEN {table}.{expires_column} > %s "
+            f"THEN {table}.{expires_column} ELSE excluded.{expires_column} END "
+            f"RETURNING {count_column}",
+            [cache.make_key(key), now + timeout, now, now],
+        )
+        (count,) = cursor.fetchone()
+        if count == 1:
+            # A counter just started (at most once per client and window): drop the dead ones,
+            # so that the table holds only the live windows.
+            cursor.execute(f"DELETE FROM {table} WHERE {expires_column} <= %s", [now])
+    return int(count)
+
+
+def counters_get(cache: BaseCache, keys: Sequence[str]) -> dict[str, int]:
+    """The live counters among ``keys`` (missing or expired ones left out), in one read."""
+    if isinstance(cache, RedisCache):
+        return {key: int(value) for key, value in cache.get_many(list(keys)).items()}
+    table, key_column, count_column, expires_column = _counter_table()
+    made = {cache.make_key(key): key for key in keys}
+    placeholders = ", ".join(["%s"] * len(made))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {key_column}, {count_column} FROM {table} "
+            f"WHERE {key_column} IN ({placeholders}) AND {expires_column} > %s",
+            [*made, time.time()],
+        )
+        return {made[made_key]: int(count) for made_key, count in cursor.fetchall()}

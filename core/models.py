@@ -33,3 +33,19 @@ class Blog(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class ThrottleCounter(models.Model):
+    """A counter shared by every process, for when there is no Redis (see ``core.cache``).
+
+    Throttles count in a fixed window; without Redis the cache is per process, so each gunicorn
+    worker would count on its own and the limit would multiply by the number of workers.
+    """
+
+    key = models.CharField(max_length=255, primary_key=True)
+    count = models.BigIntegerField()
+    # Unix time after which the counter is gone (and may be deleted).
+    expires_at = models.FloatField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.count}"

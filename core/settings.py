@@ -6,6 +6,7 @@ runs on PostgreSQL and Redis (cache and Celery broker). ``.env.example`` lists e
 """
 
 import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,11 +20,61 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 
+DATABASE_URL = env.str("DATABASE_URL", default="")
+
+# Files under var/ that hold secrets (the key, the embedded database with its password hashes)
+# are readable by their owner only.
+PRIVATE_FILE_MODE = 0o600
+
+
+def _secret_key_generated(path: Path) -> str:
+    """The key kept in ``path``, made (random, mode 0600) on first use. ``make run``
+    (scripts/run) and ``python manage.py ...`` on the embedded default use the same file."""
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "w") as draft_file:
+            draft_file.write(secrets.token_urlsafe(50) + "\n")
+        try:
+            # A hard link never replaces an existing file: of two processes starting at once,
+            # one key wins and both read it.
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text(encoding="utf-8").strip()
+
+
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"
+    if not DATABASE_URL:
+        # The embedded default (a single machine's var/): the key generated for this checkout.
+        SECRET_KEY = _secret_key_generated(VAR_DIR / "secret_key")
+    elif DEBUG:
+        SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"
+    else:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DATABASE_URL is set and DEBUG is off."
+        )
+
+# --- HTTPS (on behind a TLS-terminating proxy: docker-compose.yml; off for `make run`) ------------
+
+# HTTPS=1 turns on every setting below at once (each can still be set on its own).
+HTTPS = env.bool("HTTPS", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+# Probes (load balancer, docker healthcheck) speak plain HTTP to the process itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=HTTPS)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
+# Trust the proxy's X-Forwarded-Proto: only behind a proxy that sets it (and strips the
+# client's), else a client could claim HTTPS.
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -90,7 +141,6 @@ SQLITE_OPTIONS = {
     "timeout": 30,
 }
 
-DATABASE_URL = env.str("DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
@@ -103,8 +153,22 @@ else:
     DATABASES = {
         "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
     }
+
+
+def _sqlite_file_private(name: Path) -> None:
+    """Create the SQLite file ``name`` (mode 0600) before SQLite does (0644), and narrow an
+    existing one. SQLite gives the ``-wal`` and ``-shm`` files the database file's mode."""
+    if str(name) == ":memory:" or str(name).startswith("file:") or not name.parent.is_dir():
+        return
+    os.close(os.open(name, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+    for path in (name, Path(f"{name}-wal"), Path(f"{name}-shm")):
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(PRIVATE_FILE_MODE)
+
+
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
+    _sqlite_file_private(Path(DATABASES["default"]["NAME"]))
     # A file (not :memory:) so that worker processes started by the tests can share it (they get
     # it as DATABASE_URL=sqlite:///...); one per test run, so that concurrent runs do not collide.
     DATABASES["default"]["TEST"] = {"NAME": VAR_DIR / f"test-{os.getpid()}.sqlite3"}
@@ -198,12 +262,26 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Every throttle (reads, sign-in) knows a client by its address: the socket's with 0, else
+    # the one the outermost of this many trusted proxies saw in X-Forwarded-For. More than the
+    # proxies really in front lets a client choose its address (and dodge every limit).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     # Read endpoints throttle per user (signed in) and per address (public read).
     "DEFAULT_THROTTLE_RATES": {
         "analytics_user": env.str("ANALYTICS_THROTTLE_USER", default="6000/min"),
         "analytics_anon": env.str("ANALYTICS_THROTTLE_ANON", default="600/min"),
     },
 }
+
+# Failed sign-ins (POST /api/token/, the admin's login page) allowed per username and per client
+# address in each fixed window (DRF rate syntax); past either, 429 until the window ends, without
+# checking the password. Successful sign-ins do not count. Empty = no limit.
+LOGIN_THROTTLE_USERNAME = env.str("LOGIN_THROTTLE_USERNAME", default="10/hour")
+LOGIN_THROTTLE_ADDRESS = env.str("LOGIN_THROTTLE_ADDRESS", default="50/hour")
+
+# Staff always see /readyz's error details; so does a request sending this token in the
+# X-Readyz-Token header (for a monitor). Anonymous callers get the statuses only.
+READYZ_TOKEN = env.str("READYZ_TOKEN", default="")
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=30)),
@@ -245,7 +323,8 @@ ANALYTICS_PUBLIC_READ = env.bool("ANALYTICS_PUBLIC_READ", default=False)
 ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=60)
 # Longest run of one analytics read query, in milliseconds: past it the answer is a 503
 # query_timeout. Far above the benchmark's reads (p95 under 50 ms at 13.8 M views; 0.4 s with
-# 300 k views not absorbed) and below GUNICORN_TIMEOUT (gunicorn.conf.py checks it).
+# 300 k views not absorbed). gunicorn's gthread workers do not cut a request short, so this is
+# what bounds a read.
 ANALYTICS_STATEMENT_TIMEOUT_MS = env.int("ANALYTICS_STATEMENT_TIMEOUT_MS", default=5000)
 if ANALYTICS_STATEMENT_TIMEOUT_MS < 1:
     raise ImproperlyConfigured("ANALYTICS_STATEMENT_TIMEOUT_MS must be at least 1.")

@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,13 +69,10 @@ def wait_until(condition: Callable[[], object], *, seconds: float, interval: flo
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on: the first free one of ``TEST_PORTS``
-    ("8200-8249", for a machine whose users share out port ranges), else one the system picks."""
-    wanted = os.environ.get("TEST_PORTS", "")
-    candidates = [0]
-    if wanted:
-        low, _, high = wanted.partition("-")
-        candidates = list(range(int(low), int(high or low) + 1))
+    """A free TCP port on 127.0.0.1: from ``TEST_PORTS`` (``"8350-8399"``) when set, so that a
+    shared machine's runs keep to their own range, else one the kernel picks."""
+    low, _, high = os.environ.get("TEST_PORTS", "").partition("-")
+    candidates = range(int(low), int(high or low) + 1) if low else [0]
     for port in candidates:
         with socket.socket() as probe:
             try:
@@ -81,4 +80,32 @@ def free_port() -> int:
             except OSError:
                 continue
             return int(probe.getsockname()[1])
-    raise RuntimeError(f"no free port in TEST_PORTS={wanted}")
+    raise RuntimeError(f"no free port in TEST_PORTS={os.environ['TEST_PORTS']}")
+
+
+def http_get(url: str, *, timeout: float = 10.0) -> int:
+    """The status of ``GET url`` (an error status too), or 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except OSError:
+        return 0
+
+
+@contextmanager
+def web_server(*, log: Path, env: dict[str, str], start_seconds: float = 60.0) -> Iterator[str]:
+    """The real web process (``gunicorn -c gunicorn.conf.py``, the project's config) on a free
+    port of 127.0.0.1; yields its base URL once ``/healthz`` answers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["-m", "gunicorn", "-c", "gunicorn.conf.py", "core.wsgi:application"]
+    with project_process(args, log=log, env={**env, "PORT": str(port)}) as process:
+        started = wait_until(
+            lambda: process.poll() is not None or http_get(f"{base}/healthz", timeout=2) == 200,
+            seconds=start_seconds,
+        )
+        if not started or process.poll() is not None:
+            raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
+        yield base

@@ -1,14 +1,27 @@
+import hmac
+import math
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from django.conf import settings
+from django.contrib import admin
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from core.exceptions import error_body
+from core.serializers import ErrorResponseSerializer
 from core.services import dependencies_check
 
 
@@ -26,27 +39,69 @@ class HealthView(APIView):
         return Response({"status": "ok"})
 
 
+def _readyz_details_allowed(request: Request) -> bool:
+    """Staff (token or admin session), or the monitor's ``READYZ_TOKEN``."""
+    token = settings.READYZ_TOKEN
+    sent = request.headers.get("X-Readyz-Token", "")
+    if token and sent and hmac.compare_digest(sent.encode(), token.encode()):
+        return True
+    try:
+        user = request.user
+    except DatabaseError:
+        # The user cannot be looked up while the database is down: the answer (503) still comes.
+        return False
+    return bool(user and user.is_staff)
+
+
+READY_CHECKS_FIELD = serializers.DictField(
+    child=serializers.CharField(),
+    help_text=(
+        '"ok" or "unavailable" per dependency; staff and the READYZ_TOKEN see the error, '
+        '"unavailable: <error>".'
+    ),
+)
+
+
 class ReadyView(APIView):
-    authentication_classes: list[Any] = []
+    # Anyone may probe; staff (a token or the admin's session) see why a dependency is down.
+    authentication_classes = [JWTAuthentication, SessionAuthentication]
     permission_classes = [AllowAny]
+
+    def perform_authentication(self, request: Request) -> None:
+        # Deferred to get(): looking a user up needs the database, which may be what is down.
+        pass
 
     @extend_schema(
         tags=["health"],
         summary="Readiness: database, cache and broker reachable",
-        description="200 when every dependency answers; 503 naming each one that does not.",
+        description=(
+            "200 when every dependency answers; 503 naming each one that does not. Anonymous "
+            "callers get the statuses only; staff (or a request with the `X-Readyz-Token` "
+            "header set to `READYZ_TOKEN`) also get the errors."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "X-Readyz-Token",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="The configured READYZ_TOKEN: show the errors.",
+            )
+        ],
         responses={
             (200, "application/json"): inline_serializer(
                 "ReadyResponse",
                 {
                     "status": serializers.ChoiceField(choices=["ready", "unavailable"]),
-                    "checks": serializers.DictField(child=serializers.CharField()),
+                    "checks": READY_CHECKS_FIELD,
                 },
             ),
+            (401, "application/json"): ErrorResponseSerializer,
             (503, "application/json"): inline_serializer(
                 "NotReadyResponse",
                 {
                     "status": serializers.ChoiceField(choices=["ready", "unavailable"]),
-                    "checks": serializers.DictField(child=serializers.CharField()),
+                    "checks": READY_CHECKS_FIELD,
                     "unavailable": serializers.ListField(child=serializers.CharField()),
                 },
             ),
@@ -65,6 +120,16 @@ class ReadyView(APIView):
                 "cache down",
                 value={
                     "status": "unavailable",
+                    "checks": {"database": "ok", "cache": "unavailable", "broker": "ok"},
+                    "unavailable": ["cache"],
+                },
+                response_only=True,
+                status_codes=["503"],
+            ),
+            OpenApiExample(
+                "cache down (staff)",
+                value={
+                    "status": "unavailable",
                     "checks": {
                         "database": "ok",
                         "cache": "unavailable: ConnectionError: Connection refused",
@@ -80,11 +145,28 @@ class ReadyView(APIView):
     def get(self, request: Request) -> Response:
         checks = dependencies_check()
         down = [name for name, result in checks.items() if result != "ok"]
+        if not _readyz_details_allowed(request):
+            # Error text can name hosts, ports and versions: not for anonymous callers.
+            checks = {
+                name: "ok" if result == "ok" else "unavailable" for name, result in checks.items()
+            }
         if down:
             return Response(
                 {"status": "unavailable", "checks": checks, "unavailable": down}, status=503
             )
         return Response({"status": "ready", "checks": checks})
+
+
+def admin_login(request: HttpRequest) -> HttpResponse:
+    """The admin's login page, answering 429 with ``Retry-After`` when its form refused a
+    throttled sign-in (``core.admin.LoginThrottledAdminForm``)."""
+    response = admin.site.login(request)
+    context = getattr(response, "context_data", None) or {}
+    wait = getattr(context.get("form"), "throttle_wait", None)
+    if wait is not None:
+        response.status_code = 429
+        response["Retry-After"] = str(math.ceil(wait))
+    return response
 
 
 # Django-level error pages (outside DRF views) answer in the same JSON shape as the API.

@@ -1,10 +1,13 @@
 import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
-from core.cache import RedisCache, counter_incr
+from core.cache import RedisCache, counter_incr, counters_get
+from core.models import ThrottleCounter
 
 REDIS_URL = os.environ.get("REDIS_URL")
 
@@ -36,6 +39,33 @@ def test_redis_counters_count_and_expire() -> None:
     cache.delete("hits")
 
 
-def test_local_memory_counters_count() -> None:
+@pytest.mark.django_db
+def test_without_redis_counters_live_in_the_database_and_expire() -> None:
+    # A per-process cache would give each gunicorn worker counters of its own.
     local = LocMemCache("counter-test", {})
-    assert [counter_incr(local, "hits", 30) for _ in range(3)] == [1, 2, 3]
+    with time_machine.travel(datetime(2026, 3, 1, 12, 0, tzinfo=UTC), tick=False) as clock:
+        assert [counter_incr(local, "hits", 30) for _ in range(3)] == [1, 2, 3]
+        assert counter_incr(local, "other", 30) == 1
+        assert local.get("hits") is None  # not in the process's cache
+        assert dict(ThrottleCounter.objects.values_list("key", "count")) == {
+            local.make_key("hits"): 3,
+            local.make_key("other"): 1,
+        }
+        assert counters_get(local, ["hits", "other", "missing"]) == {"hits": 3, "other": 1}
+
+        clock.shift(timedelta(seconds=31))
+        assert counters_get(local, ["hits"]) == {}
+        assert counter_incr(local, "hits", 30) == 1  # a new counter, and the dead one is gone
+        assert list(ThrottleCounter.objects.values_list("key", flat=True)) == [
+            local.make_key("hits")
+        ]
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL (a real Redis)")
+def test_redis_counters_read_back_in_one_call() -> None:
+    cache = RedisCache(REDIS_URL or "", {"KEY_PREFIX": "test-core-counter-get"})
+    cache.delete_many(["a", "b"])
+    counter_incr(cache, "a", 30)
+    counter_incr(cache, "a", 30)
+    assert counters_get(cache, ["a", "b"]) == {"a": 2}
+    cache.delete("a")

@@ -84,7 +84,8 @@ def test_ingest_requires_a_bearer_token_and_health_does_not(schema: dict[str, An
     assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
     assert schema["paths"]["/api/ingest/views/"]["post"]["security"] == [{"jwtAuth": []}]
     assert schema["paths"]["/healthz"]["get"]["security"] == [{}]
-    assert schema["paths"]["/readyz"]["get"]["security"] == [{}]
+    # Anyone may probe readiness; staff may sign in to see the errors.
+    assert {} in schema["paths"]["/readyz"]["get"]["security"]
 
 
 @pytest.mark.parametrize("url", ["/swagger/", "/redoc/"])

@@ -46,9 +46,18 @@ def unreachable_redis(request: pytest.FixtureRequest) -> tuple[str, str]:
     return request.getfixturevalue("silent_redis_url"), "TimeoutError"
 
 
+READYZ_TOKEN = "monitor-token-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def _readyz_token(settings: Any) -> None:
+    settings.READYZ_TOKEN = READYZ_TOKEN
+
+
 def _ready(client: APIClient) -> tuple[Any, float]:
+    """``/readyz`` as a monitor holding ``READYZ_TOKEN`` (which sees the errors), and its time."""
     started = time.monotonic()
-    response = client.get("/readyz")
+    response = client.get("/readyz", HTTP_X_READYZ_TOKEN=READYZ_TOKEN)
     return response, time.monotonic() - started
 
 
@@ -162,6 +171,54 @@ def test_readyz_names_the_database_when_it_is_down(api_client: APIClient) -> Non
 
     _assert_only_down(response, "database", "OperationalError")
     assert elapsed < PROBE_SECONDS
+
+
+@pytest.mark.django_db
+def test_readyz_tells_anonymous_callers_what_is_down_but_not_why(api_client: APIClient) -> None:
+    with _broker_at(CLOSED_REDIS_URL):
+        anonymous = api_client.get("/readyz")
+        wrong_token = api_client.get("/readyz", HTTP_X_READYZ_TOKEN="guess")
+
+    for response in (anonymous, wrong_token):
+        assert response.status_code == 503
+        assert response.json() == {
+            "status": "unavailable",
+            "checks": {"database": "ok", "cache": "ok", "broker": "unavailable"},
+            "unavailable": ["broker"],
+        }
+
+
+@pytest.mark.django_db
+def test_readyz_shows_staff_why_a_dependency_is_down(
+    auth_client: Any, staff_user: Any, user: Any
+) -> None:
+    staff, plain = auth_client(staff_user), auth_client(user)
+    with _broker_at(CLOSED_REDIS_URL):
+        for_staff = staff.get("/readyz")
+        for_user = plain.get("/readyz")
+
+    _assert_only_down(for_staff, "broker", "OperationalError")
+    assert for_user.json()["checks"]["broker"] == "unavailable"
+
+
+@pytest.mark.django_db
+def test_readyz_answers_a_staff_token_while_the_database_is_down(
+    api_client: APIClient, staff_token: str, request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue("database_down")  # after the token was issued
+    # The user cannot be looked up: the caller is treated as anonymous, and the answer comes.
+    response = api_client.get("/readyz", HTTP_AUTHORIZATION=f"Bearer {staff_token}")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "unavailable"
+
+
+@pytest.fixture
+def staff_token(staff_user: Any, password: str, api_client: APIClient) -> str:
+    response = api_client.post(
+        "/api/token/", {"username": staff_user.username, "password": password}, format="json"
+    )
+    return str(response.json()["access"])
 
 
 @pytest.mark.django_db
