@@ -6,21 +6,41 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST_ARGS ?=
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
+# `make lock PIP_COMPILE_ARGS="--upgrade-package NAME"` moves one package.
+PIP_COMPILE_ARGS ?=
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --strip-extras \
+	--allow-unsafe --no-emit-index-url --no-emit-find-links $(PIP_COMPILE_ARGS)
 
-.PHONY: venv run test lint fmt bench up down migrate seed logs clean
+.PHONY: venv run test lint fmt bench lock smoke up down migrate seed logs clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# One virtualenv in two layers: the runtime (requirements.txt) is all `make run` installs; test,
+# lint and bench add the tools (requirements-dev.txt) on top. A changed requirements.txt rebuilds
+# the virtualenv from scratch, so that nothing dropped from the lock lingers in it.
+$(VENV)/.runtime: requirements.txt
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
-venv: $(VENV)/.installed
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP_INSTALL) -r requirements.txt -r requirements-dev.txt
+	touch $@
 
-run: venv  ## migrate, seed an empty database, start web + worker + beat
+venv: $(VENV)/.dev  ## the virtualenv with the test and lint tools
+
+run: $(VENV)/.runtime  ## migrate, seed an empty database, start web + worker + beat
 	./scripts/run
 
 test: venv  ## pytest on DATABASE_URL / REDIS_URL, or the embedded default when unset
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+lock: venv  ## re-pin requirements*.txt from requirements*.in (versions pinned now are kept)
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
+
+smoke:  ## the production install: a fresh runtime-only venv runs the Procfile on PostgreSQL + Redis
+	./scripts/smoke
 
 lint: venv  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
