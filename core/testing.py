@@ -1,14 +1,18 @@
 """Helpers for tests that start the project's own processes (Celery worker, beat, commands)."""
 
 import os
+import pwd
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
@@ -109,3 +113,187 @@ def web_server(*, log: Path, env: dict[str, str], start_seconds: float = 60.0) -
         if not started or process.poll() is not None:
             raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
         yield base
+
+
+def procfile_command(name: str) -> str:
+    """The shell command of the Procfile's process ``name``."""
+    for line in (Path(settings.BASE_DIR) / "Procfile").read_text().splitlines():
+        process, sep, command = line.partition(":")
+        if sep and not line.startswith("#") and process.strip() == name:
+            return command.strip()
+    raise KeyError(f"no process {name!r} in the Procfile")
+
+
+@contextmanager
+def procfile_process(
+    name: str, *, log: Path, env: dict[str, str], stop_seconds: float = 15.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run the Procfile's ``name`` as a deployment does: its command line through ``sh``, with
+    this interpreter's virtualenv first on ``PATH``. Its whole process group is stopped
+    afterwards (SIGTERM, then SIGKILL), the shell and whatever it started."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**env, "PATH": os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            ["sh", "-c", procfile_command(name)],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        _stop_group(process.pid, stop_seconds=stop_seconds)
+        process.wait()
+
+
+def _stop_group(group: int, *, stop_seconds: float) -> None:
+    def alive() -> bool:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    if not alive():
+        return
+    os.killpg(group, signal.SIGTERM)
+    if not wait_until(lambda: not alive(), seconds=stop_seconds, interval=0.1):
+        with suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, for outage tests: ``stop()`` takes it
+    away, ``start()`` brings it back on the same port (empty: nothing is saved)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # Each run logs to its own file: a Redis started again must not truncate the first log.
+        log = self.folder / f"redis-{time.monotonic_ns()}.log"
+        with log.open("wb") as output:
+            self._process = subprocess.Popen(
+                [
+                    *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(self.folder)),
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        if not wait_until(self._answers, seconds=30):
+            self.stop()
+            raise RuntimeError(f"redis-server on port {self.port} did not start: {log}")
+
+    def stop(self) -> None:
+        """Shut it down (SIGTERM: clients see their connections closed) and wait until it has."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+            self._process = None
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(7) == b"+PONG\r\n"
+        except OSError:
+            return False
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer`, stopped afterwards whatever happened."""
+    server = RedisServer(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def postgres_bin_dir() -> Path | None:
+    """The folder of PostgreSQL's server programs (initdb, pg_ctl), if the machine has them."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return versions[-1].parent if versions else None
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster (``initdb``) on a free loopback port, for outage tests:
+    ``stop()`` shuts it down, ``start()`` brings it back on the same port with its data.
+
+    The server refuses to run as root: as root, the cluster belongs to the ``postgres`` user
+    and lives in a folder of its own under the system's temporary folder.
+    """
+
+    def __init__(self) -> None:
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL's server programs (pg_ctl, initdb) are not installed")
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="blogviews-pg-"))
+        self.data = self.folder / "data"
+        self._user = "postgres" if os.geteuid() == 0 else None
+        if self._user:
+            account = pwd.getpwnam(self._user)
+            os.chown(self.folder, account.pw_uid, account.pw_gid)
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
+
+    def stop(self) -> None:
+        """A fast shutdown: every client connection is cut, as when the server restarts."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "server.log"
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            with suppress(subprocess.CalledProcessError):
+                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run(
+            [str(self.bin_dir / program), *args],
+            user=self._user,
+            cwd=self.folder,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A started :class:`PostgresCluster`, removed afterwards whatever happened."""
+    cluster = PostgresCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
