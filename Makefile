@@ -35,9 +35,15 @@ run: $(VENV)/.runtime  ## migrate, seed an empty database, start web + worker + 
 test: venv  ## pytest on DATABASE_URL / REDIS_URL, or the embedded default when unset
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# A lock file that comes out the same keeps its timestamp, so that the virtualenv is not rebuilt.
 lock: venv  ## re-pin requirements*.txt from requirements*.in (versions pinned now are kept)
-	$(PIP_COMPILE) --output-file requirements.txt requirements.in
-	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
+	@for name in requirements requirements-dev; do \
+	    cp -p $$name.txt $$name.txt.before && \
+	    echo "pip-compile $$name.in -> $$name.txt" && \
+	    $(PIP_COMPILE) --output-file $$name.txt $$name.in || { mv $$name.txt.before $$name.txt; exit 1; }; \
+	    if cmp -s $$name.txt $$name.txt.before; then mv $$name.txt.before $$name.txt; \
+	    else rm $$name.txt.before; fi; \
+	done
 
 smoke:  ## the production install: a fresh runtime-only venv runs the Procfile on PostgreSQL + Redis
 	./scripts/smoke
