@@ -189,8 +189,6 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
-    # kombu's Redis transport with a fix that keeps the worker alive when Redis restarts.
-    CELERY_BROKER_TRANSPORT = "worker.redis_transport:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

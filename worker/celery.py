@@ -8,7 +8,11 @@ import os
 
 from celery import Celery
 
+from worker.redis_transport import use_for_redis_urls
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+# Before any broker connection: redis:// URLs get the transport that survives Redis restarting.
+use_for_redis_urls()
 
 app = Celery("blogviews")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -1,6 +1,7 @@
 """kombu's Redis transport, fixed so that a worker survives Redis restarting.
 
-The settings select it (``CELERY_BROKER_TRANSPORT``) whenever ``REDIS_URL`` is set.
+``worker/celery.py`` calls :func:`use_for_redis_urls`, so that every ``redis://`` (and
+``rediss://``) broker URL of this project's processes gets it.
 
 What goes wrong without it (kombu 5.7, Celery 5.7, redis-py 8.1): when Redis goes away under a
 worker, Celery's recovery (``Consumer.on_connection_error_after_connected``) first *collects* the
@@ -23,6 +24,7 @@ worker puts back those left unacknowledged longer than the visibility timeout.
 
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -41,3 +43,13 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+def use_for_redis_urls() -> None:
+    """Make kombu resolve the ``redis`` and ``rediss`` URL schemes to :class:`Transport`.
+
+    Through kombu's alias table rather than Celery's ``broker_transport`` setting: that one would
+    apply to every broker URL, a ``filesystem://`` one included.
+    """
+    for scheme in ("redis", "rediss"):
+        TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"

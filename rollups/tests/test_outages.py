@@ -95,9 +95,7 @@ def _celery_recovers(connection: Connection) -> None:
 
 @needs_redis_server
 def test_the_worker_recovers_from_redis_going_away_with_a_message_unacknowledged(private_redis):
-    connection = _connection_as_a_worker_leaves_it(
-        private_redis.url, "worker.redis_transport:Transport"
-    )
+    connection = _connection_as_a_worker_leaves_it(private_redis.url, "redis")
     private_redis.stop()
     _celery_recovers(connection)  # raises nothing: the worker reconnects
 
@@ -106,18 +104,24 @@ def test_the_worker_recovers_from_redis_going_away_with_a_message_unacknowledged
 def test_kombu_alone_still_needs_the_fix(private_redis):
     """The bug worker/redis_transport.py works around, with kombu's own transport.
 
-    When this test fails, kombu has fixed it: remove worker/redis_transport.py and the
-    ``CELERY_BROKER_TRANSPORT`` setting that selects it.
+    When this test fails, kombu has fixed it: remove worker/redis_transport.py and its call in
+    worker/celery.py.
     """
-    connection = _connection_as_a_worker_leaves_it(private_redis.url, "redis")
+    connection = _connection_as_a_worker_leaves_it(
+        private_redis.url, "kombu.transport.redis:Transport"
+    )
     private_redis.stop()
     with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'hostname'"):
         _celery_recovers(connection)
 
 
-@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the embedded default has no Redis")
-def test_on_redis_the_broker_uses_the_fixed_transport():
-    assert isinstance(celery_app.connection_for_read().transport, Transport)
+@pytest.mark.parametrize(
+    ("url", "fixed"),
+    [("redis://127.0.0.1:1/0", True), ("rediss://127.0.0.1:1/0", True), ("filesystem://", False)],
+)
+def test_redis_broker_urls_get_the_fixed_transport_and_others_their_own(url, fixed):
+    with celery_app.connection_for_read(url) as connection:  # not connected: no broker needed
+        assert isinstance(connection.transport, Transport) is fixed
 
 
 def _logs(folder: Path) -> str:
