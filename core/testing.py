@@ -145,24 +145,27 @@ def procfile_process(
     try:
         yield process
     finally:
-        _stop_group(process.pid, stop_seconds=stop_seconds)
-        process.wait()
+        _stop_group(process, stop_seconds=stop_seconds)
 
 
-def _stop_group(group: int, *, stop_seconds: float) -> None:
+def _stop_group(process: subprocess.Popen[bytes], *, stop_seconds: float) -> None:
+    """SIGTERM to the process group led by ``process``; SIGKILL to what is left after
+    ``stop_seconds``."""
+
     def alive() -> bool:
+        process.poll()  # reaps the leader: a zombie still counts as a member of its group
         try:
-            os.killpg(group, 0)
+            os.killpg(process.pid, 0)
         except ProcessLookupError:
             return False
         return True
 
-    if not alive():
-        return
-    os.killpg(group, signal.SIGTERM)
-    if not wait_until(lambda: not alive(), seconds=stop_seconds, interval=0.1):
-        with suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
+    if alive():
+        os.killpg(process.pid, signal.SIGTERM)
+        if not wait_until(lambda: not alive(), seconds=stop_seconds, interval=0.1):
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 class RedisServer:

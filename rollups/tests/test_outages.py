@@ -180,7 +180,6 @@ def _child(args: list[str], *, env: dict[str, str], log: Path) -> None:
 
 
 @needs_redis_server
-@pytest.mark.soak
 @pytest.mark.skipif(postgres_bin_dir() is None, reason="needs PostgreSQL's server programs")
 @pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith("postgres"),
