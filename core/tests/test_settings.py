@@ -128,6 +128,16 @@ def test_a_configured_database_without_a_key_refuses_to_start(checkout: Path) ->
     assert not (checkout / "var" / "secret_key").exists()
 
 
+def test_log_level_is_case_insensitive_and_a_wrong_one_is_named(checkout: Path) -> None:
+    # The Procfile hands the same LOG_LEVEL to gunicorn and Celery, which take "info".
+    assert _manage(checkout, "check", env=_operator_env(LOG_LEVEL="info")).returncode == 0
+
+    result = _manage(checkout, "check", env=_operator_env(LOG_LEVEL="loud"), check=False)
+
+    assert result.returncode != 0
+    assert "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got 'LOUD'" in result.stderr
+
+
 def _compose_environment(**given: str) -> dict[str, str]:
     """docker-compose.yml's environment for the app services, ``${NAME:-default}`` and
     ``${NAME:?error}`` resolved from ``given`` (as a shell that sets only those would)."""
