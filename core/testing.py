@@ -168,6 +168,35 @@ def _stop_group(process: subprocess.Popen[bytes], *, stop_seconds: float) -> Non
     process.wait()
 
 
+def process_start(
+    command: Sequence[str], *, log: Path, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a process group of its own, output appended to ``log``; stop it
+    with ``process_stop`` or crash it with ``process_kill``, which reach the children it forks
+    too (gunicorn workers, Celery's pool), so that none outlives a test."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            list(command),
+            cwd=cwd or settings.BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def process_stop(process: subprocess.Popen[bytes], *, stop_seconds: float = 15.0) -> None:
+    """SIGTERM to the process group of ``process``; SIGKILL to what is left after a while."""
+    _stop_group(process, stop_seconds=stop_seconds)
+
+
+def process_kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group of ``process`` at once, as a crash or the OOM killer would."""
+    with suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 class RedisServer:
     """A private ``redis-server`` on a free loopback port, for outage tests: ``stop()`` takes it
     away, ``start()`` brings it back on the same port (empty: nothing is saved)."""
