@@ -12,7 +12,7 @@ PIP_COMPILE_ARGS ?=
 PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --strip-extras \
 	--allow-unsafe --no-emit-index-url --no-emit-find-links $(PIP_COMPILE_ARGS)
 
-.PHONY: venv run test lint fmt bench lock smoke up down migrate seed logs clean
+.PHONY: venv run test soak lint fmt bench lock smoke up down migrate seed logs clean
 
 # One virtualenv in two layers: the runtime (requirements.txt) is all `make run` installs; test,
 # lint and bench add the tools (requirements-dev.txt) on top. A changed requirements.txt rebuilds
@@ -34,6 +34,12 @@ run: $(VENV)/.runtime  ## migrate, seed an empty database, start web + worker + 
 
 test: venv  ## pytest on DATABASE_URL / REDIS_URL, or the embedded default when unset
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Fuzzing, faults and load against the whole service as real processes (soak/; a few minutes).
+# Needs DATABASE_URL=postgres://... (it creates and drops its own databases on that server) and
+# redis-server and PostgreSQL's server programs on the machine (it starts its own).
+soak: venv  ## schemathesis, worker kills, Redis/PostgreSQL restarts and load, real processes
+	$(BIN)/pytest -m soak soak $(PYTEST_ARGS)
 
 # A lock file that comes out the same keeps its timestamp, so that the virtualenv is not rebuilt.
 lock: venv  ## re-pin requirements*.txt from requirements*.in (versions pinned now are kept)

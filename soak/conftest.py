@@ -1,4 +1,4 @@
-"""Fixtures of the soak tests (``make soak``): a whole stack per test module, its logs on failure."""
+"""Fixtures of the soak tests (``make soak``): a stack per test module, its logs on failure."""
 
 import os
 from collections.abc import Iterator
@@ -10,11 +10,15 @@ from soak.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """The service as real processes on a fresh database, one per test module."""
     server_url = os.environ.get("DATABASE_URL", "")
     if not server_url.startswith(("postgres://", "postgresql://")):
-        pytest.fail("the soak tests need DATABASE_URL=postgres://... (a server to create databases on)")
+        pytest.fail(
+            "the soak tests need DATABASE_URL=postgres://... (a server to create databases on)"
+        )
     name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
     folder = tmp_path_factory.mktemp(f"soak-{name}")
     with running_stack(name=name, folder=folder, server_url=server_url) as running:

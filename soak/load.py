@@ -92,7 +92,8 @@ class Tally:
                 status: count for (name, status), count in self.statuses.items() if name == endpoint
             }
             lines.append(
-                f"{endpoint:<40} {len(seconds):>9} {p50:>7.0f} {p95:>7.0f}  {dict(sorted(statuses.items()))}"
+                f"{endpoint:<40} {len(seconds):>9} {p50:>7.0f} {p95:>7.0f}  "
+                f"{dict(sorted(statuses.items()))}"
             )
         lines.append(
             f"views acknowledged (each key once): {self.views_acknowledged}; "

@@ -88,7 +88,7 @@ class Api:
     def post(
         self,
         path: str,
-        body: object,
+        body: Any,
         *,
         no_cache: bool = False,
         headers: Mapping[str, str] | None = None,

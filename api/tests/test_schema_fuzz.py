@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from django.conf import settings
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, given
@@ -80,8 +81,8 @@ def kept_connection() -> Iterator[None]:
 
 def analytics_schema() -> Any:
     """The served schema, narrowed to the analytics reads; its calls go to the WSGI app."""
-    # Failure reports show bodies as sent: the default would mask "author_username" ("auth").
-    config = schemathesis.Config.from_dict({"output": {"sanitization": {"enabled": False}}})
+    # The project's schemathesis settings (also those of the soak's run against the server).
+    config = schemathesis.Config.from_path(settings.BASE_DIR / "schemathesis.toml")
     loaded = schemathesis.openapi.from_wsgi("/api/schema/", application, config=config)
     return loaded.include(path_regex="^/api/analytics/", method="POST")
 
