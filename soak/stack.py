@@ -11,11 +11,13 @@ tails, which the soak conftest attaches to every failing test.
 """
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,16 @@ class Stack:
         return run_checked(
             [sys.executable, "manage.py", *args], env=self.env, timeout=timeout, what=args[0]
         )
+
+    def revive(self) -> None:
+        """Start again any process of the stack that died (a fault an earlier test caused, and
+        reported), so that one failure does not fail every later test too."""
+        for service in self.services:
+            if not service.running:
+                service.start()
+        if not redis_answers(self.redis_url):
+            assert wait_until(lambda: redis_answers(self.redis_url), seconds=30)
+        self.wait_ready()
 
     def recount(self) -> None:
         """Every summary table equals a recount from the raw views (``manage.py shell``, on the
@@ -391,3 +403,75 @@ def _inherited_env() -> dict[str, str]:
     """This process's environment without what configures the Django or test run here."""
     dropped = {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "PYTEST_CURRENT_TEST"}
     return {name: value for name, value in os.environ.items() if name not in dropped}
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of the soak's own (``initdb`` in a temporary folder, trust auth,
+    127.0.0.1 on a free port) that a test may stop and start. When this runs as root, the
+    server runs as the ``postgres`` user, as PostgreSQL requires."""
+
+    folder: Path
+    port: int
+    bindir: Path
+    as_user: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> str:
+        return run_checked(
+            [*self.as_user, str(self.bindir / args[0]), *args[1:]],
+            env=dict(os.environ),
+            timeout=120,
+            what=args[0],
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        self._run(
+            *("pg_ctl", "start", "--wait", "-D", str(self.folder / "data")),
+            *("-l", str(self.folder / "postgres.log"), "-o", options),
+        )
+
+    def stop(self) -> None:
+        """A fast shutdown: sessions are disconnected, open transactions rolled back."""
+        self._run("pg_ctl", "stop", "--wait", "-m", "fast", "-D", str(self.folder / "data"))
+
+    def output(self) -> str:
+        log = self.folder / "postgres.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+
+def _postgres_bindir() -> Path:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    assert versions, "no PostgreSQL server binaries (pg_ctl) found"
+    return versions[-1].parent
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A fresh cluster, started; stopped and removed afterwards."""
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # Not under pytest's temporary folder: the postgres user may not be able to reach it.
+    folder = Path(tempfile.mkdtemp(prefix="soak-postgres-"))
+    if as_user:
+        shutil.chown(folder, user="postgres")
+    cluster = PrivatePostgres(
+        folder=folder, port=free_port(), bindir=_postgres_bindir(), as_user=as_user
+    )
+    try:
+        cluster._run(
+            *("initdb", "-D", str(folder / "data"), "-U", "postgres", "--auth=trust"),
+            *("--no-sync", "-E", "UTF8"),
+        )
+        cluster.start()
+        yield cluster
+    finally:
+        with suppress(AssertionError):  # not running (a test stopped it), or never started
+            cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
