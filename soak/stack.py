@@ -327,6 +327,8 @@ def running_stack(
             "REDIS_URL": redis_url,
             "SECRET_KEY": "soak-only-secret-key-not-for-production-0123456789",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "HOST": "127.0.0.1",
+            "PORT": str(web_port),
             "ROLLUP_INTERVAL_SECONDS": str(ROLLUP_INTERVAL_SECONDS),
             # The soak's own clients must not be throttled; throttling has its own tests.
             "ANALYTICS_THROTTLE_USER": "1000000/min",
@@ -347,14 +349,10 @@ def running_stack(
             base_url=f"http://127.0.0.1:{web_port}",
             env=env,
             redis=_redis_service(folder, redis_port, env),
-            # The Procfile's commands; the web process binds 127.0.0.1 only (the config file
-            # binds every interface; the command line wins over it).
+            # The Procfile's commands, with its environment (PORT, and HOST as set for us).
             web=Service(
                 "web",
-                [
-                    *(python, "-m", "gunicorn", "-c", "gunicorn.conf.py"),
-                    *("--bind", f"127.0.0.1:{web_port}", "core.wsgi:application"),
-                ],
+                [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "core.wsgi:application"],
                 env,
                 folder / "web.log",
             ),

@@ -61,11 +61,6 @@ def test_the_rollups_catch_up_and_count_every_acknowledged_view(
     stack.recount()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Idempotency-Key not implemented on main yet (issue 9, section 2): a replay with "
-    "the same key and body stores the views again",
-)
 def test_replays_store_nothing(load_run: LoadRun) -> None:
     assert load_run.tally.views_replayed > 0
     assert load_run.counted == load_run.tally.views_acknowledged, load_run.tally.summary()
