@@ -11,13 +11,11 @@ tails, which the soak conftest attaches to every failing test.
 """
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,16 @@ import redis
 import requests
 from django.conf import settings
 
-from core.testing import free_port, process_kill, process_start, process_stop, wait_until
+from core.testing import (
+    RedisServer,
+    free_port,
+    process_kill,
+    process_start,
+    process_stop,
+    procfile_command,
+    wait_until,
+)
+from core.testing import redis_server as redis_server_running
 
 STAFF_USERNAME = "soak-staff"
 STAFF_PASSWORD = "soak-staff-password-not-secret"
@@ -153,7 +160,7 @@ class Stack:
     redis_url: str
     base_url: str
     env: dict[str, str]
-    redis: Service
+    redis: RedisServer
     web: Service
     worker: Service
     beat: Service
@@ -161,7 +168,7 @@ class Stack:
 
     @property
     def services(self) -> list[Service]:
-        return [self.redis, self.web, self.worker, self.beat]
+        return [self.web, self.worker, self.beat]
 
     def api(self) -> Api:
         return Api(self.base_url, username=STAFF_USERNAME, password=STAFF_PASSWORD)
@@ -175,11 +182,11 @@ class Stack:
     def revive(self) -> None:
         """Start again any process of the stack that died (a fault an earlier test caused, and
         reported), so that one failure does not fail every later test too."""
+        if not redis_answers(self.redis_url):
+            self.redis.start()
         for service in self.services:
             if not service.running:
                 service.start()
-        if not redis_answers(self.redis_url):
-            assert wait_until(lambda: redis_answers(self.redis_url), seconds=30)
         self.wait_ready()
 
     def recount(self) -> None:
@@ -204,12 +211,13 @@ class Stack:
 
     def output(self) -> str:
         """The tail of every process log, for a failure report."""
+        logs = [*sorted(self.redis.folder.glob("redis-*.log")), *(s.log for s in self.services)]
         parts = []
-        for service in self.services:
-            text = service.output()
+        for log in logs:
+            text = log.read_text(errors="replace") if log.exists() else ""
             if len(text) > LOG_TAIL_CHARS:
                 text = "[...]\n" + text[-LOG_TAIL_CHARS:]
-            parts.append(f"----- {service.name} ({service.log}) -----\n{text}")
+            parts.append(f"----- {log.name} ({log}) -----\n{text}")
         return "\n".join(parts)
 
     def wait_ready(self) -> None:
@@ -233,8 +241,8 @@ class Stack:
         self.redis.stop()
 
     def redis_start(self) -> None:
+        """Start it again on the same port, empty."""
         self.redis.start()
-        assert wait_until(lambda: redis_answers(self.redis_url), seconds=30), "redis did not start"
 
 
 def run_checked(command: Sequence[str], *, env: dict[str, str], timeout: float, what: str) -> str:
@@ -289,17 +297,6 @@ def fresh_database(server_url: str, *, name: str) -> Iterator[str]:
         execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _redis_service(folder: Path, port: int, env: dict[str, str]) -> Service:
-    data = folder / "redis"
-    data.mkdir(exist_ok=True)
-    command = [
-        "redis-server",
-        *("--bind", "127.0.0.1", "--port", str(port)),
-        *("--save", "", "--appendonly", "no", "--dir", str(data)),
-    ]
-    return Service("redis", command, env, folder / "redis.log")
-
-
 @contextmanager
 def running_stack(
     *,
@@ -313,10 +310,12 @@ def running_stack(
 
     ``server_url``: a PostgreSQL ``DATABASE_URL`` whose server gets the fresh database.
     """
-    python = sys.executable
-    redis_port, web_port = free_port(), free_port()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    web_port = free_port()
     with ExitStack() as cleanup:
+        redis_folder = folder / "redis"
+        redis_folder.mkdir()
+        redis_server = cleanup.enter_context(redis_server_running(redis_folder))
+        redis_url = redis_server.url
         database_url = cleanup.enter_context(
             fresh_database(server_url, name=f"{_database_name(server_url)}_soak_{name}")
         )
@@ -340,7 +339,6 @@ def running_stack(
             "DJANGO_SUPERUSER_PASSWORD": STAFF_PASSWORD,
             **(extra_env or {}),
         }
-        celery = [python, "-m", "celery", "-A", "worker"]
         stack = Stack(
             name=name,
             folder=folder,
@@ -348,34 +346,13 @@ def running_stack(
             redis_url=redis_url,
             base_url=f"http://127.0.0.1:{web_port}",
             env=env,
-            redis=_redis_service(folder, redis_port, env),
-            # The Procfile's commands, with its environment (PORT, and HOST as set for us).
-            web=Service(
-                "web",
-                [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "core.wsgi:application"],
-                env,
-                folder / "web.log",
-            ),
-            worker=Service(
-                "worker",
-                [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"],
-                env,
-                folder / "worker.log",
-            ),
-            beat=Service(
-                "beat",
-                [
-                    *celery,
-                    *("beat", "--loglevel", "INFO"),
-                    *("--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"),
-                ],
-                env,
-                folder / "beat.log",
-            ),
+            redis=redis_server,
+            web=_procfile_service("web", env, folder),
+            worker=_procfile_service("worker", env, folder),
+            beat=_procfile_service("beat", env, folder),
         )
         for service in reversed(stack.services):
             cleanup.callback(service.stop)
-        stack.redis_start()
         stack.manage("migrate", "--noinput")
         stack.manage(
             "seed_data",
@@ -393,6 +370,15 @@ def running_stack(
         yield stack
 
 
+def _procfile_service(name: str, env: dict[str, str], folder: Path) -> Service:
+    """The Procfile's process ``name`` as a deployment runs it: its command line through ``sh``,
+    the virtualenv first on ``PATH``."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    return Service(
+        name, ["sh", "-c", procfile_command(name)], {**env, "PATH": path}, folder / f"{name}.log"
+    )
+
+
 def _database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "blogviews"
 
@@ -401,75 +387,3 @@ def _inherited_env() -> dict[str, str]:
     """This process's environment without what configures the Django or test run here."""
     dropped = {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "PYTEST_CURRENT_TEST"}
     return {name: value for name, value in os.environ.items() if name not in dropped}
-
-
-@dataclass
-class PrivatePostgres:
-    """A PostgreSQL cluster of the soak's own (``initdb`` in a temporary folder, trust auth,
-    127.0.0.1 on a free port) that a test may stop and start. When this runs as root, the
-    server runs as the ``postgres`` user, as PostgreSQL requires."""
-
-    folder: Path
-    port: int
-    bindir: Path
-    as_user: list[str]
-
-    @property
-    def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> str:
-        return run_checked(
-            [*self.as_user, str(self.bindir / args[0]), *args[1:]],
-            env=dict(os.environ),
-            timeout=120,
-            what=args[0],
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
-        self._run(
-            *("pg_ctl", "start", "--wait", "-D", str(self.folder / "data")),
-            *("-l", str(self.folder / "postgres.log"), "-o", options),
-        )
-
-    def stop(self) -> None:
-        """A fast shutdown: sessions are disconnected, open transactions rolled back."""
-        self._run("pg_ctl", "stop", "--wait", "-m", "fast", "-D", str(self.folder / "data"))
-
-    def output(self) -> str:
-        log = self.folder / "postgres.log"
-        return log.read_text(errors="replace") if log.exists() else ""
-
-
-def _postgres_bindir() -> Path:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    assert versions, "no PostgreSQL server binaries (pg_ctl) found"
-    return versions[-1].parent
-
-
-@contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A fresh cluster, started; stopped and removed afterwards."""
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    # Not under pytest's temporary folder: the postgres user may not be able to reach it.
-    folder = Path(tempfile.mkdtemp(prefix="soak-postgres-"))
-    if as_user:
-        shutil.chown(folder, user="postgres")
-    cluster = PrivatePostgres(
-        folder=folder, port=free_port(), bindir=_postgres_bindir(), as_user=as_user
-    )
-    try:
-        cluster._run(
-            *("initdb", "-D", str(folder / "data"), "-U", "postgres", "--auth=trust"),
-            *("--no-sync", "-E", "UTF8"),
-        )
-        cluster.start()
-        yield cluster
-    finally:
-        with suppress(AssertionError):  # not running (a test stopped it), or never started
-            cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.testing import PostgresCluster, postgres_cluster
 from soak.load import Load
-from soak.stack import PrivatePostgres, Stack, private_postgres, running_stack
+from soak.stack import Stack, running_stack
 
 pytestmark = pytest.mark.soak
 
@@ -19,19 +20,21 @@ CATCH_UP_SECONDS = 180
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[PrivatePostgres]:
-    with private_postgres() as running:
+def cluster() -> Iterator[PostgresCluster]:
+    with postgres_cluster() as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def stack(cluster: PrivatePostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("soak-postgres-restart")
-    with running_stack(name="postgres_restart", folder=folder, server_url=cluster.url) as running:
+    with running_stack(
+        name="postgres_restart", folder=folder, server_url=cluster.url("postgres")
+    ) as running:
         yield running
 
 
-def test_postgres_restart_under_load_loses_nothing(stack: Stack, cluster: PrivatePostgres) -> None:
+def test_postgres_restart_under_load_loses_nothing(stack: Stack, cluster: PostgresCluster) -> None:
     api = stack.api()
     assert api.wait_absorbed(seconds=CATCH_UP_SECONDS)
     before = api.total_views()
@@ -46,7 +49,10 @@ def test_postgres_restart_under_load_loses_nothing(stack: Stack, cluster: Privat
     if tally.server_errors:
         print("answers while the database was down:", *tally.server_errors[:5], sep="\n")
 
-    assert api.wait_absorbed(seconds=CATCH_UP_SECONDS), (api.status(), cluster.output()[-3000:])
+    assert api.wait_absorbed(seconds=CATCH_UP_SECONDS), (
+        api.status(),
+        cluster.log.read_text(errors="replace")[-3000:],
+    )
     assert stack.worker.running and stack.beat.running
     counted = api.total_views() - before
     assert (
