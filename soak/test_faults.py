@@ -208,11 +208,6 @@ def test_redis_down_reads_stay_exact_and_nothing_fails(redis_outage: RedisOutage
     assert redis_outage.ready_then == (503, ["cache", "broker"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="in about one run of two the Celery worker exits when Redis comes back (kombu "
-    "AttributeError 'NoneType' object has no attribute 'hostname'; issue 9, section 1b)",
-)
 def test_redis_restart_the_worker_catches_up(stack: Stack, redis_outage: RedisOutage) -> None:
     api = stack.api()
     # The worker and beat found the broker again and absorbed everything.
