@@ -4,13 +4,20 @@ Every error answer is ``{"error": {"status", "code", "message", "details"}}``; `
 of ``{"field", "reason"}`` (plus ``"index"`` for items of a batch) naming each problem.
 """
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+# What a 503 for an unreachable database tells the client to wait before trying again.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ApplicationError(Exception):
@@ -68,6 +75,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             error_body(status=exc.status, code=exc.code, message=exc.message, details=exc.details),
             status=exc.status,
             headers=exc.headers,
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away (restart, failover, network) or refused the work (a lock or
+        # serialization failure): the request was fine, the service cannot serve it now.
+        logger.error("database unavailable; answered 503", exc_info=exc)
+        return Response(
+            error_body(
+                status=503,
+                code="database_unavailable",
+                message="The database is unavailable; nothing was done. Try again shortly.",
+                # The error's own text names hosts and ports: it goes to the log, not the client.
+                details=[{"field": None, "reason": "database unavailable"}],
+            ),
+            status=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -1,8 +1,9 @@
 """PostgreSQL restarted (a private cluster of the soak's own) while clients ingest and read.
 
-While the database is down requests cannot be served; afterwards the web processes, the worker
-and beat go on by themselves: every view acknowledged before, during and after the restart is
-counted once the worker caught up, the summaries equal a recount, and answers are 2xx/4xx again.
+While the database is down requests are answered 503 `database_unavailable`; afterwards the web
+processes, the worker and beat go on by themselves: every view acknowledged before, during and
+after the restart is counted once the worker caught up, the summaries equal a recount, and
+answers are 2xx/4xx again.
 """
 
 import time
@@ -48,6 +49,9 @@ def test_postgres_restart_under_load_loses_nothing(stack: Stack, cluster: Postgr
     print(f"\nPostgreSQL stopped for 3 s under load\n{tally.summary()}")
     if tally.server_errors:
         print("answers while the database was down:", *tally.server_errors[:5], sep="\n")
+    # While it is down, requests get a 503 saying so (clients retry), never a 500.
+    assert [error for error in tally.server_errors if " -> 503: " not in error] == []
+    assert all("database_unavailable" in error for error in tally.server_errors)
 
     assert api.wait_absorbed(seconds=CATCH_UP_SECONDS), (
         api.status(),

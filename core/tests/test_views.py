@@ -213,6 +213,33 @@ def test_readyz_answers_a_staff_token_while_the_database_is_down(
     assert response.json()["checks"]["database"] == "unavailable"
 
 
+@pytest.mark.django_db
+def test_requests_while_the_database_is_down_answer_503_not_500(
+    api_client: APIClient, staff_token: str, request: pytest.FixtureRequest, settings: Any
+) -> None:
+    settings.ANALYTICS_PUBLIC_READ = True
+    request.getfixturevalue("database_down")  # after the token was issued
+    signed_in = APIClient()
+    signed_in.credentials(HTTP_AUTHORIZATION=f"Bearer {staff_token}")
+
+    answers = [
+        api_client.post("/api/analytics/top/country/", {}, format="json"),
+        api_client.post("/api/token/", {"username": "someone", "password": "x"}, format="json"),
+        signed_in.post(
+            "/api/ingest/views/", {"views": [{"blog_id": 1, "country_code": "US"}]}, format="json"
+        ),
+        signed_in.get("/api/rollups/status/"),
+    ]
+
+    for response in answers:
+        assert response.status_code == 503, response.content
+        assert response["Retry-After"] == "5"
+        error = response.json()["error"]
+        assert error["code"] == "database_unavailable"
+        # Hosts, ports and paths stay in the log.
+        assert error["details"] == [{"field": None, "reason": "database unavailable"}]
+
+
 @pytest.fixture
 def staff_token(staff_user: Any, password: str, api_client: APIClient) -> str:
     response = api_client.post(
