@@ -243,6 +243,10 @@ REBUILD_TIME_LIMIT_SECONDS = env.int(
 REBUILD_QUEUE_TIMEOUT_SECONDS = env.int(
     "REBUILD_QUEUE_TIMEOUT_SECONDS", default=2 * REBUILD_TIME_LIMIT_SECONDS
 )
+# A running rebuild job whose heartbeat is older than this many seconds has lost its worker (it
+# died or was killed): the reaper, and the next rebuild request, fail it. A running job beats
+# six times in that span whatever it is doing, so only a dead or frozen worker misses it.
+REBUILD_STALE_SECONDS = env.int("REBUILD_STALE_SECONDS", default=120)
 # Raw ids a rebuild aggregates per step (one progress update each).
 REBUILD_CHUNK_IDS = env.int("REBUILD_CHUNK_IDS", default=1_000_000)
 

@@ -25,8 +25,10 @@ The algorithm (a sequence watermark, as in Citus' incremental rollups):
 """
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -97,8 +99,8 @@ WORK_MEM = "64MB"
 # The cache entry holding the rebuild version (see rebuild_version_publish) and its lifetime.
 REBUILD_VERSION_KEY = "analytics:rebuild-version"
 REBUILD_VERSION_SECONDS = 5
-# A running rebuild job whose heartbeat is older than this has lost its worker.
-JOB_STALE_AFTER = timedelta(minutes=10)
+# A running rebuild job beats this many times per REBUILD_STALE_SECONDS (see _job_heartbeat).
+HEARTBEATS_PER_STALE = 6
 # The days a rebuild may cover: the one range of core.dates (API.md section 10). An open end stops
 # at them too, so that a view loaded behind the API with a date outside them cannot make the day
 # arithmetic overflow.
@@ -979,6 +981,8 @@ def rebuild_job_create(
     last = end_date or REBUILD_LAST_DAY
     with transaction.atomic():
         _jobs_lock()
+        # A job whose worker died must not block this request until the next periodic reap.
+        rebuild_jobs_reap()
         overlapping = (
             RebuildJob.objects.filter(state__in=ACTIVE_JOB_STATES)
             .filter(Q(start_date__isnull=True) | Q(start_date__lte=last))
@@ -1024,7 +1028,10 @@ def rebuild_job_run(*, job_id: str) -> RebuildJob:
         )
 
     try:
-        result = rollups_rebuild(start_date=job.start_date, end_date=job.end_date, progress=report)
+        with _job_heartbeat(job_id=job_id):
+            result = rollups_rebuild(
+                start_date=job.start_date, end_date=job.end_date, progress=report
+            )
     except Exception as exc:
         logger.exception("rebuild job %s failed", job_id)
         if isinstance(exc, SoftTimeLimitExceeded):
@@ -1048,16 +1055,53 @@ def rebuild_job_run(*, job_id: str) -> RebuildJob:
     return RebuildJob.objects.get(id=job_id)
 
 
+@contextmanager
+def _job_heartbeat(*, job_id: str) -> Iterator[None]:
+    """Keep a running job's heartbeat fresh while the block runs, whatever it is doing.
+
+    Progress reports beat too, but a step (the absorb before the rebuild, the final swap) can
+    outlast ``REBUILD_STALE_SECONDS`` on a big range. A thread of its own, with its own database
+    connection, beats ``HEARTBEATS_PER_STALE`` times per that bound; a beat that fails (say, it
+    waits for SQLite's write lock) is logged and the next one tries again. Only a dead or frozen
+    worker stops beating, so the reaper can use a short bound.
+    """
+    stop = threading.Event()
+    interval = settings.REBUILD_STALE_SECONDS / HEARTBEATS_PER_STALE
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                try:
+                    RebuildJob.objects.filter(id=job_id, state=RebuildJob.State.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception:
+                    logger.warning("rebuild job %s: heartbeat failed", job_id, exc_info=True)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"rebuild-heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        # Not joined: a beat waiting on a lock must not hold up the job's own ending.
+        stop.set()
+
+
 def rebuild_jobs_reap(
-    *, stale_after: timedelta = JOB_STALE_AFTER, queue_timeout: timedelta | None = None
+    *, stale_after: timedelta | None = None, queue_timeout: timedelta | None = None
 ) -> int:
     """Fail the jobs that no worker is running; return how many.
 
-    Those are the running jobs whose heartbeat is older than ``stale_after`` (their worker died
-    or was killed), and the queued ones that no worker started within ``queue_timeout``
-    (default ``REBUILD_QUEUE_TIMEOUT_SECONDS``), when their task message expires: a message
-    that still arrives finds the job failed and does nothing.
+    Those are the running jobs whose heartbeat is older than ``stale_after`` (default
+    ``REBUILD_STALE_SECONDS``: their worker died or was killed), and the queued ones that no
+    worker started within ``queue_timeout`` (default ``REBUILD_QUEUE_TIMEOUT_SECONDS``), when
+    their task message expires: a message that still arrives finds the job failed and does
+    nothing.
     """
+    if stale_after is None:
+        stale_after = timedelta(seconds=settings.REBUILD_STALE_SECONDS)
     if queue_timeout is None:
         queue_timeout = timedelta(seconds=settings.REBUILD_QUEUE_TIMEOUT_SECONDS)
     now = timezone.now()

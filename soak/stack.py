@@ -332,6 +332,9 @@ def running_stack(
             # The soak's own clients must not be throttled; throttling has its own tests.
             "ANALYTICS_THROTTLE_USER": "1000000/min",
             "ANALYTICS_THROTTLE_ANON": "1000000/min",
+            # A rebuild whose worker is killed is found dead within seconds, not minutes
+            # (the reaper runs every minute; a live job beats six times in this span).
+            "REBUILD_STALE_SECONDS": "10",
             "WEB_CONCURRENCY": "3",
             "CELERY_CONCURRENCY": "2",
             "LOG_LEVEL": "INFO",

@@ -26,8 +26,9 @@ from soak.stack import Stack
 pytestmark = pytest.mark.soak
 
 CATCH_UP_SECONDS = 180
-# How long a rebuild job whose worker was killed may take to end.
-JOB_END_SECONDS = 60
+# How long a rebuild job whose worker was killed may take to end: REBUILD_STALE_SECONDS (10 in
+# the stack) plus the reaper's period (60 s), with room for a busy machine.
+JOB_END_SECONDS = 120
 BIG_BATCH = 40_000
 DAILY = DailyViews._meta.db_table
 
@@ -127,12 +128,6 @@ def test_worker_killed_mid_rebuild_keeps_the_numbers(stack: Stack, killed_rebuil
     assert api.total_views() == api.total_views(no_cache=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rebuild job whose worker was killed stays 'running' until the reaper finds its "
-    "heartbeat older than JOB_STALE_AFTER (10 minutes), and until then every rebuild request "
-    "of an overlapping range gets that job (200) or 409",
-)
 def test_worker_killed_mid_rebuild_the_job_ends(stack: Stack, killed_rebuild: str) -> None:
     api = stack.api()
     job = f"/api/rollups/jobs/{killed_rebuild}/"

@@ -1,4 +1,5 @@
 import random
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -8,6 +9,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.testing import wait_until
 from ingest.models import BlogView
 from ingest.services import views_record
 from rollups import services
@@ -446,6 +448,44 @@ def test_jobs_whose_worker_died_are_failed(db):
     alive.refresh_from_db()
     assert (lost.state, alive.state) == ("failed", "running")
     assert "start a new one" in lost.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rebuild_request_fails_a_job_whose_worker_died_and_takes_its_range(
+    settings, private_broker
+):
+    settings.REBUILD_STALE_SECONDS = 120
+    lost = RebuildJob.objects.create(
+        start_date=date(2024, 1, 1),
+        end_date=date(2024, 1, 31),
+        state="running",
+        heartbeat_at=timezone.now() - timedelta(seconds=121),
+    )
+    # Not left to the next periodic reap: the request itself finds the job dead.
+    answer = rebuild_job_create(start_date=date(2024, 1, 1), end_date=date(2024, 1, 31))
+    lost.refresh_from_db()
+    assert lost.state == "failed"
+    assert "stopped reporting" in lost.error
+    assert answer.created
+    assert answer.job.pk != lost.pk
+    assert len(private_broker()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_beats_while_a_step_reports_no_progress(settings):
+    settings.REBUILD_STALE_SECONDS = 0.6  # a beat every 0.1 s
+    long_ago = timezone.now() - timedelta(hours=1)
+    job = RebuildJob.objects.create(state="running", heartbeat_at=long_ago)
+
+    def heartbeat():
+        return RebuildJob.objects.get(pk=job.pk).heartbeat_at
+
+    with services._job_heartbeat(job_id=str(job.pk)):
+        assert wait_until(lambda: heartbeat() > long_ago, seconds=30)
+        assert rebuild_jobs_reap() == 0
+    stopped_at = heartbeat()
+    time.sleep(0.5)
+    assert heartbeat() == stopped_at
 
 
 def test_queued_jobs_that_no_worker_started_are_failed(db, settings):
