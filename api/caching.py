@@ -3,7 +3,7 @@
 A cached answer is stored with the rebuild version of the snapshot it was computed in, and
 served only while that is still the current version: a rebuild makes every older answer
 unservable. With Redis, the current version is read from the cache in the same round trip as
-the answer (``rollups.services.rebuild_version_publish`` keeps it there); elsewhere (a cache
+the answer (``rollups.rebuild.rebuild_version_publish`` keeps it there); elsewhere (a cache
 per process) from the database.
 """
 
@@ -19,7 +19,7 @@ from django.core.cache import caches
 
 from api.selectors import Answer
 from api.spec import Spec
-from rollups.services import (
+from rollups.selectors import (
     REBUILD_VERSION_KEY,
     REBUILD_VERSION_SECONDS,
     rebuild_version,

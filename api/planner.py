@@ -47,7 +47,7 @@ from rollups.models import (
     YearlyCountryBlogs,
     YearlyPresence,
 )
-from rollups.services import NO_DAYS, STATE_NAME, year_masks
+from rollups.tables import NO_DAYS, STATE_NAME, year_masks
 
 RAW = BlogView._meta.db_table
 PRESENCE = YearlyPresence._meta.db_table

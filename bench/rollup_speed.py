@@ -141,7 +141,7 @@ def table_sizes(database_url: str) -> list[tuple[str, int, int]]:
     """(table, rows, pg_total_relation_size) of the raw table and every summary."""
     import psycopg2
 
-    from rollups.services import RAW, SUMMARY_TABLES
+    from rollups.tables import RAW, SUMMARY_TABLES
 
     rows = []
     connection = psycopg2.connect(database_url)
@@ -179,7 +179,7 @@ def _vacuum_analyze() -> None:
     left, so reruns with ``--reuse`` do not measure an ever more bloated table; and no autovacuum
     is due during the timed steps.
     """
-    from rollups.services import RAW, SUMMARY_TABLES
+    from rollups.tables import RAW, SUMMARY_TABLES
 
     _execute(f"VACUUM ANALYZE {RAW}")
     for table in SUMMARY_TABLES:
@@ -191,7 +191,7 @@ def _weights() -> tuple[Weighted, Weighted]:
     from django.db import connection
 
     from core.models import Blog, Country
-    from rollups.services import DAILY_COUNTRY, MONTHLY_BLOG
+    from rollups.tables import DAILY_COUNTRY, MONTHLY_BLOG
 
     picks: list[Weighted] = []
     for table, key, fallback in (
@@ -216,7 +216,10 @@ def _weights() -> tuple[Weighted, Weighted]:
 
 def setup(env: dict[str, str], args: argparse.Namespace) -> None:
     from core.models import Blog
-    from rollups.services import RAW, rollups_absorb_pending, rollups_rebuild, rollups_status
+    from rollups.absorb import rollups_absorb_pending
+    from rollups.rebuild import rollups_rebuild
+    from rollups.selectors import rollups_status
+    from rollups.tables import RAW
 
     raw_count = int(_scalar(f"SELECT count(*) FROM {RAW}"))
     if args.reuse and raw_count >= args.views and Blog.objects.count() == BLOGS:
@@ -282,7 +285,9 @@ ABSORB_CASES = [
 def absorb(args: argparse.Namespace) -> None:
     """Time one absorb of --new-views views for each case of ABSORB_CASES."""
     from ingest.services import views_record
-    from rollups.services import RAW, rollups_absorb_pending, rollups_status
+    from rollups.absorb import rollups_absorb_pending
+    from rollups.selectors import rollups_status
+    from rollups.tables import RAW
 
     if rollups_status().pending_views:
         rollups_absorb_pending()
@@ -339,13 +344,9 @@ def day_end() -> None:
     The state is put back to how the last run of yesterday left it (yesterday open, its views
     not in the monthly rows), then one run with nothing to absorb is timed.
     """
+    from rollups.absorb import rollups_absorb_pending
     from rollups.models import AbsorbState
-    from rollups.services import (
-        DAILY_BLOG_COUNTRY,
-        MONTHLY_BLOG_COUNTRY,
-        STATE_NAME,
-        rollups_absorb_pending,
-    )
+    from rollups.tables import DAILY_BLOG_COUNTRY, MONTHLY_BLOG_COUNTRY, STATE_NAME
 
     rollups_absorb_pending()
     today = AbsorbState.objects.get(name=STATE_NAME).monthly_open_from
@@ -377,7 +378,7 @@ def day_end() -> None:
 
 
 def rebuild() -> None:
-    from rollups.services import rollups_rebuild
+    from rollups.rebuild import rollups_rebuild
 
     with statements_timed() as timer:
         started = time.perf_counter()
@@ -470,7 +471,9 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
     from django.db import connections
     from django.utils import timezone
 
-    from rollups.services import RAW, rollups_absorb_pending, rollups_status
+    from rollups.absorb import rollups_absorb_pending
+    from rollups.selectors import rollups_status
+    from rollups.tables import RAW
 
     blogs, codes = _weights()
     rollups_absorb_pending()

@@ -7,13 +7,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from core.exceptions import ApplicationError
+from rollups.jobs import RebuildJobConflict, RebuildJobNotQueued, rebuild_job_create
 from rollups.models import AbsorbState, RebuildJob
-from rollups.services import (
-    RebuildJobConflict,
-    RebuildJobNotQueued,
-    rebuild_job_create,
-    rebuild_range_errors,
-)
+from rollups.rebuild import rebuild_range_errors
 
 
 class RebuildJobForm(forms.ModelForm):

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from rollups.models import RebuildJob
-from rollups.services import REBUILD_FIRST_DAY, REBUILD_LAST_DAY, rebuild_range_errors
+from rollups.rebuild import REBUILD_FIRST_DAY, REBUILD_LAST_DAY, rebuild_range_errors
 
 
 class RebuildRequestSerializer(serializers.Serializer):

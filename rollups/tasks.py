@@ -1,4 +1,5 @@
-"""Celery tasks: thin wrappers around rollups.services, with stable names (pinned by tests)."""
+"""Celery tasks: thin wrappers around rollups.absorb and rollups.jobs, with stable names (pinned
+by tests)."""
 
 import logging
 
@@ -6,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from rollups import services
+from rollups import absorb, jobs
 from rollups.models import RebuildJob
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ def absorb_pending_task() -> int:
     A run that absorbed views takes its last bound no sooner than a tenth of the interval after
     it started, so that the lag stays below the interval however fast the run is.
     """
-    trail = settings.ROLLUP_INTERVAL_SECONDS * services.TRAIL_SHARE
-    return services.rollups_absorb_pending(trail_seconds=trail).views
+    trail = settings.ROLLUP_INTERVAL_SECONDS * absorb.TRAIL_SHARE
+    return absorb.rollups_absorb_pending(trail_seconds=trail).views
 
 
 @shared_task(
@@ -44,7 +45,7 @@ def rebuild_job_task(job_id: str) -> None:
     """Run one rebuild job. Not retried: a failed job records its error and can be resubmitted.
     At the soft time limit the job ends failed, saying so."""
     try:
-        services.rebuild_job_run(job_id=job_id)
+        jobs.rebuild_job_run(job_id=job_id)
     except RebuildJob.DoesNotExist:
         logger.warning("rebuild job %s does not exist (deleted?); nothing to do", job_id)
 
@@ -53,4 +54,4 @@ def rebuild_job_task(job_id: str) -> None:
 def reap_rebuild_jobs_task() -> int:
     """Fail the rebuild jobs that no worker is running: running ones whose worker stopped
     reporting, queued ones that no worker started in time. Limits: the CELERY_TASK_* defaults."""
-    return services.rebuild_jobs_reap()
+    return jobs.rebuild_jobs_reap()

@@ -9,14 +9,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.serializers import ErrorResponseSerializer
+from rollups.jobs import rebuild_job_create
 from rollups.models import RebuildJob
+from rollups.selectors import rollups_status
 from rollups.serializers import (
     RebuildAcceptedSerializer,
     RebuildJobSerializer,
     RebuildRequestSerializer,
     RollupStatusSerializer,
 )
-from rollups.services import rebuild_job_create, rollups_status
 
 ERRORS: dict[int, Any] = {401: ErrorResponseSerializer, 403: ErrorResponseSerializer}
 

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 
 from core.models import Blog
 from ingest.services import views_record
-from rollups.services import rollups_absorb_pending
+from rollups.absorb import rollups_absorb_pending
 
 TODAY = datetime(2026, 1, 10, 15, 30, tzinfo=UTC)
 COUNTRIES = ["US", "DE", "ET", "IN", "ZZ", "BR", "JP", "FR"]

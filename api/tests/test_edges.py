@@ -12,7 +12,8 @@ from api.tests import oracle
 from api.tests.conftest import TODAY
 from core.models import Blog
 from ingest.services import views_record
-from rollups.services import rollups_absorb_pending, rollups_rebuild
+from rollups.absorb import rollups_absorb_pending
+from rollups.rebuild import rollups_rebuild
 
 FIRST = datetime(1900, 1, 1, tzinfo=UTC)
 LAST = datetime(2100, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)

@@ -14,7 +14,7 @@ from api.tests import oracle
 from api.tests.conftest import AUTHORS, COUNTRIES, TODAY, analytics_data
 from core.models import Blog
 from ingest.services import views_record
-from rollups.services import rollups_absorb_pending
+from rollups.absorb import rollups_absorb_pending
 
 
 def _random_dates(rng: random.Random) -> dict[str, Any]:

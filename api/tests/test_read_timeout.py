@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from core.models import Blog
 from core.sql import postgres
 from ingest.services import views_record
-from rollups.services import rollups_absorb_pending
+from rollups.absorb import rollups_absorb_pending
 
 # Enough raw views that grouping them takes far longer than 1 ms on any machine.
 TAIL_VIEWS = 100_000

@@ -17,12 +17,9 @@ from api.tests.conftest import ENDPOINTS, TODAY, analytics_data
 from api.views import TOP
 from ingest.models import BlogView
 from ingest.services import views_record
-from rollups.services import (
-    rebuild_version,
-    rebuild_version_cached,
-    rollups_absorb_pending,
-    rollups_rebuild,
-)
+from rollups.absorb import rollups_absorb_pending
+from rollups.rebuild import rollups_rebuild
+from rollups.selectors import rebuild_version, rebuild_version_cached
 
 SEED_CALLS = [
     ("/api/analytics/blog-views/country/", {"year": 2024, "exclude_country_codes": ["US"]}),

@@ -52,7 +52,7 @@ def ingest_random(blog_ids) -> Callable[..., int]:
 @pytest.fixture
 def trailing_sleeps(ingest_random, monkeypatch) -> list[float]:
     """Absorb's trailing waits, recorded instead of slept; each one ingests 5 views meanwhile."""
-    from rollups import services
+    from rollups import absorb
 
     slept: list[float] = []
 
@@ -60,7 +60,7 @@ def trailing_sleeps(ingest_random, monkeypatch) -> list[float]:
         slept.append(seconds)
         ingest_random(5, rng=random.Random(len(slept)))
 
-    monkeypatch.setattr(services.time, "sleep", sleep_while_views_arrive)
+    monkeypatch.setattr(absorb.time, "sleep", sleep_while_views_arrive)
     return slept
 
 

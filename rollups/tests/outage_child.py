@@ -42,7 +42,7 @@ def _ingest(count: int, seed: int) -> None:
 
 
 def _absorbed(seconds: float) -> int:
-    from rollups.services import rollups_status
+    from rollups.selectors import rollups_status
     from rollups.tests.recount import assert_summaries_exact
 
     deadline = time.monotonic() + seconds

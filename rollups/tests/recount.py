@@ -19,7 +19,7 @@ from rollups.models import (
     YearlyCountryBlogs,
     YearlyPresence,
 )
-from rollups.services import STATE_NAME
+from rollups.tables import STATE_NAME
 
 Tables = dict[str, Counter]
 

@@ -5,8 +5,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from rollups.jobs import rebuild_job_run, rebuild_jobs_reap
 from rollups.models import RebuildJob
-from rollups.services import rebuild_job_run, rebuild_jobs_reap
 from rollups.tests.recount import assert_summaries_exact
 
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 import pytest
 from django.db import connection, transaction
 
-from rollups.services import rollups_absorb_pending, rollups_rebuild, rollups_status
+from rollups.absorb import rollups_absorb_pending
+from rollups.rebuild import rollups_rebuild
+from rollups.selectors import rollups_status
 from rollups.tests.recount import assert_summaries_exact
 
 

@@ -32,7 +32,7 @@ from core.testing import (
     redis_server,
     wait_until,
 )
-from rollups.services import rollups_status
+from rollups.selectors import rollups_status
 from rollups.tests.recount import assert_summaries_exact
 from worker.celery import app as celery_app
 from worker.redis_transport import Transport

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from core.testing import wait_until
 from ingest.models import BlogView
 from ingest.services import views_record
-from rollups import services
+from rollups import absorb, jobs, rebuild, tables
+from rollups.absorb import rollups_absorb_pending
+from rollups.jobs import rebuild_job_create, rebuild_job_run, rebuild_jobs_reap
 from rollups.models import (
     AbsorbState,
     DailyBlogCountryViews,
@@ -20,21 +22,14 @@ from rollups.models import (
     MonthlyBlogCountryViews,
     RebuildJob,
 )
-from rollups.services import (
-    rebuild_job_create,
-    rebuild_job_run,
-    rebuild_jobs_reap,
-    rollups_absorb_pending,
-    rollups_rebuild,
-    rollups_status,
-    summaries_clear,
-)
+from rollups.rebuild import rollups_rebuild, summaries_clear
+from rollups.selectors import rollups_status
 from rollups.tests.conftest import COUNTRIES, DAYS, FIRST_DAY
 from rollups.tests.recount import assert_summaries_exact, recount_from_raw, summaries_in_db
 
 
 def _watermark() -> int:
-    state = AbsorbState.objects.filter(name=services.STATE_NAME).first()
+    state = AbsorbState.objects.filter(name=tables.STATE_NAME).first()
     return state.absorbed_through_id if state else 0
 
 
@@ -70,13 +65,13 @@ def test_absorb_failing_mid_transaction_changes_nothing(ingest_random, monkeypat
     watermark = rollups_absorb_pending().absorbed_through_id
     before = summaries_in_db()
     ingest_random(50, rng=random.Random(9))
-    real_apply = services._stage_apply
+    real_apply = absorb._stage_apply
 
     def apply_then_fail(*args, **kwargs):
         real_apply(*args, **kwargs)  # the increments are written...
         raise RuntimeError("worker died")  # ...and the transaction never commits
 
-    monkeypatch.setattr(services, "_stage_apply", apply_then_fail)
+    monkeypatch.setattr(absorb, "_stage_apply", apply_then_fail)
     with pytest.raises(RuntimeError):
         rollups_absorb_pending()
     assert summaries_in_db() == before
@@ -255,9 +250,9 @@ def test_rebuild_picks_up_rows_written_behind_the_api(ingest_random, blog_ids):
     state = AbsorbState.objects.get()
     low = BlogView.objects.order_by("id").values_list("id", flat=True)[0]
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {services.RAW} WHERE id = %s", [low])
+        cursor.execute(f"DELETE FROM {tables.RAW} WHERE id = %s", [low])
         cursor.execute(
-            f"INSERT INTO {services.RAW} (id, blog_id, country_id, viewed_at) "
+            f"INSERT INTO {tables.RAW} (id, blog_id, country_id, viewed_at) "
             "VALUES (%s, %s, %s, %s)",
             [low, blog_ids[0], "FR", FIRST_DAY + timedelta(days=3)],
         )
@@ -297,11 +292,11 @@ def test_rebuild_scans_by_id_ranges_or_by_days(
     rollups_absorb_pending()
     DailyBlogCountryViews.objects.update(views=999)  # damage everywhere
     settings.REBUILD_CHUNK_IDS = 37
-    monkeypatch.setattr(services, "REBUILD_CHUNK_DAYS", 2)
+    monkeypatch.setattr(rebuild, "REBUILD_CHUNK_DAYS", 2)
     watermark = _watermark()
-    first, last = services._day_bounds()
+    first, last = rebuild._day_bounds()
     assert first and last
-    chunks = services._rebuild_chunks(start or first, end or last, watermark)
+    chunks = rebuild._rebuild_chunks(start or first, end or last, watermark)
     assert all(("id > %s" in where) == (scan == "ids") for where, _ in chunks)
     assert len(chunks) >= 3
     rollups_rebuild(start_date=start, end_date=end)
@@ -352,15 +347,15 @@ def test_status(ingest_random):
 
 def test_a_run_absorbs_its_oldest_views_first_in_a_small_step(ingest_random, monkeypatch):
     ingest_random(100)
-    monkeypatch.setattr(services, "ABSORB_FIRST_STEP_IDS", 30)
-    staged = services._stage_views
+    monkeypatch.setattr(absorb, "ABSORB_FIRST_STEP_IDS", 30)
+    staged = absorb.stage_views
     steps: list[int] = []
 
     def record(cursor, stage):
         steps.append(staged(cursor, stage))
         return steps[-1]
 
-    monkeypatch.setattr(services, "_stage_views", record)
+    monkeypatch.setattr(absorb, "stage_views", record)
     assert rollups_absorb_pending().views == 100
     assert steps == [30, 70]
     assert_summaries_exact()
@@ -371,7 +366,7 @@ def test_a_run_catches_up_with_views_committed_while_it_ran(
     ingest_random, monkeypatch, catch_up_views
 ):
     ingest_random(40)
-    bound = services._safe_upper_bound
+    bound = absorb._safe_upper_bound
     bounds_taken: list[int] = []
 
     def bound_then_more_views() -> int:
@@ -381,7 +376,7 @@ def test_a_run_catches_up_with_views_committed_while_it_ran(
         bounds_taken.append(upper)
         return upper
 
-    monkeypatch.setattr(services, "_safe_upper_bound", bound_then_more_views)
+    monkeypatch.setattr(absorb, "_safe_upper_bound", bound_then_more_views)
     result = rollups_absorb_pending(catch_up_views=catch_up_views)
     if catch_up_views == 1:
         # The first pass absorbed 40 >= 1 views: a second bound takes the 30; the third pass
@@ -433,7 +428,7 @@ def test_rebuild_job_failure_is_recorded(db, monkeypatch):
     def broken(**kwargs):
         raise ValueError("disk full")
 
-    monkeypatch.setattr(services, "rollups_rebuild", broken)
+    monkeypatch.setattr(jobs, "rollups_rebuild", broken)
     finished = rebuild_job_run(job_id=str(job.id))
     assert finished.state == RebuildJob.State.FAILED
     assert finished.error == "ValueError: disk full"
@@ -480,7 +475,7 @@ def test_a_running_job_beats_while_a_step_reports_no_progress(settings):
     def heartbeat():
         return RebuildJob.objects.get(pk=job.pk).heartbeat_at
 
-    with services._job_heartbeat(job_id=str(job.pk)):
+    with jobs._job_heartbeat(job_id=str(job.pk)):
         assert wait_until(lambda: heartbeat() > long_ago, seconds=30)
         assert rebuild_jobs_reap() == 0
     stopped_at = heartbeat()
@@ -533,7 +528,7 @@ def test_a_rebuild_stopped_by_its_soft_time_limit_fails_saying_so(ingest_random,
         raise SoftTimeLimitExceeded()
 
     # The worker raises it asynchronously (see test_tasks for a real one); here, at the swap.
-    monkeypatch.setattr(services, "_rebuild_swap", stopped)
+    monkeypatch.setattr(rebuild, "_rebuild_swap", stopped)
     finished = rebuild_job_run(job_id=str(job.id))
     assert finished.state == RebuildJob.State.FAILED
     assert "ran past its time limit (REBUILD_SOFT_TIME_LIMIT_SECONDS)" in finished.error

@@ -14,14 +14,10 @@ from django.db import connection
 
 from core.testing import child_env, project_process, wait_until
 from ingest.models import BlogView
+from rollups.absorb import rollups_absorb_pending
+from rollups.jobs import rebuild_job_create, rebuild_jobs_reap
 from rollups.models import AbsorbState, RebuildJob
-from rollups.services import (
-    rebuild_job_create,
-    rebuild_jobs_reap,
-    rebuild_version,
-    rollups_absorb_pending,
-    rollups_status,
-)
+from rollups.selectors import rebuild_version, rollups_status
 from rollups.tasks import absorb_pending_task, rebuild_job_task
 from rollups.tests.conftest import broker_at, filesystem_broker_options
 from rollups.tests.recount import assert_summaries_exact, summaries_in_db

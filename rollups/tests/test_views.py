@@ -8,8 +8,8 @@ from django.db import connection
 
 from core.models import Blog
 from ingest.services import views_record
+from rollups.jobs import rebuild_job_run
 from rollups.models import RebuildJob
-from rollups.services import rebuild_job_run
 from rollups.tests.recount import assert_summaries_exact
 
 REBUILD = "/api/rollups/rebuild/"

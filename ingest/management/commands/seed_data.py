@@ -15,7 +15,8 @@ from ingest.seeding import (
     demo_data_reset,
     demo_data_seed,
 )
-from rollups.services import rollups_absorb_pending, summaries_clear
+from rollups.absorb import rollups_absorb_pending
+from rollups.rebuild import summaries_clear
 
 
 class Command(BaseCommand):

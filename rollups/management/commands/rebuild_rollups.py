@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from rollups.services import (
+from rollups.rebuild import (
     REBUILD_FIRST_DAY,
     REBUILD_LAST_DAY,
     rebuild_range_errors,

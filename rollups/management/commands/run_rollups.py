@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from rollups.services import rollups_absorb_pending
+from rollups.absorb import rollups_absorb_pending
 
 
 class Command(BaseCommand):

@@ -1,0 +1,433 @@
+"""Rebuild: recompute the summaries of a date range from raw, and publish the new rebuild
+version.
+
+It works without blocking ingest or absorb: it aggregates
+the views ``<= W0`` (W0 = W when it starts) chunk by chunk into a staging table, then, in one
+transaction holding the state row, adds the views absorbed meanwhile (``(W0, W1]``) and makes
+the range's summary rows equal to the fresh ones (rewriting only rows that differ). Readers
+see the old rows or the new ones, never a mix; absorb waits for that transaction. (W is the
+absorb watermark, see ``rollups.absorb``.)
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
+from django.utils import timezone
+
+from core.dates import FIRST_DAY, LAST_DAY
+from core.sql import (
+    day_param,
+    day_start_param,
+    month_of,
+    month_start,
+    next_month,
+    next_month_of,
+    postgres,
+)
+from rollups.absorb import rollups_absorb_pending
+from rollups.models import (
+    AbsorbState,
+)
+from rollups.selectors import (
+    REBUILD_VERSION_KEY,
+    REBUILD_VERSION_SECONDS,
+    rebuild_version,
+    rebuild_version_cached,
+)
+from rollups.staging import stage_create, stage_raw, stage_views, state_locked, work_mem_raise
+from rollups.tables import (
+    COUNTRY_BLOGS,
+    DAILY,
+    DAILY_BLOG,
+    DAILY_BLOG_COUNTRY,
+    DAILY_COUNTRY,
+    DAILY_SUMMARIES,
+    MONTHLY_BLOG_COUNTRY,
+    MONTHLY_SUMMARIES,
+    NO_DAYS,
+    PRESENCE,
+    RAW,
+    STATE_NAME,
+    SUMMARY_TABLES,
+    year_masks,
+)
+
+logger = logging.getLogger(__name__)
+
+# A rebuild aggregates the raw views step by step (one progress update each): by id ranges of
+# settings.REBUILD_CHUNK_IDS (sequential reads) when its range holds at least REBUILD_SCAN_SHARE
+# of all views, else by days through the viewed_at index. Ids are not in day order (late views),
+# so a range of days spans the whole heap, and reading it day by day would read most pages many
+# times.
+REBUILD_CHUNK_DAYS = 31
+REBUILD_SCAN_SHARE = 0.2
+# The days a rebuild may cover: the one range of core.dates (API.md section 10). An open end stops
+# at them too, so that a view loaded behind the API with a date outside them cannot make the day
+# arithmetic overflow.
+REBUILD_FIRST_DAY = FIRST_DAY
+REBUILD_LAST_DAY = LAST_DAY
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    """One rebuild: the range recomputed and the raw views it counted."""
+
+    start_date: date | None
+    end_date: date | None
+    views: int
+    duration_ms: int
+
+
+_PRESENCE_SELECT = (
+    "SELECT extract(year FROM day)::int AS year, country_id, blog_id, "
+    "bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) AS days FROM {stage} "
+    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+)
+
+
+def _day_bounds() -> tuple[date | None, date | None]:
+    """The first and last day holding raw views or summary rows."""
+    days: list[date] = []
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT min(viewed_at), max(viewed_at) FROM {RAW}")
+        low, high = cursor.fetchone()
+        for value in (low, high):
+            if value is not None:
+                if isinstance(value, str):
+                    value = datetime.fromisoformat(value)
+                days.append(value.date())
+        cursor.execute(f"SELECT min(day), max(day) FROM {DAILY_BLOG_COUNTRY}")
+        for value in cursor.fetchone():
+            if value is not None:
+                days.append(date.fromisoformat(value) if isinstance(value, str) else value)
+    if not days:
+        return None, None
+    return min(days), max(days)
+
+
+def rollups_rebuild(
+    *,
+    start_date: date | None = None,
+    end_date: date | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> RebuildResult:
+    """Recompute every summary for the days ``start_date..end_date`` (inclusive) from raw.
+
+    Absorbs what is pending first. An open end means the earliest / latest day with views or
+    summary rows, within ``REBUILD_FIRST_DAY..REBUILD_LAST_DAY``. Ingest and absorb go on
+    meanwhile; the range's summary rows are swapped in one transaction at the end. Monthly rows
+    of the months the range touches are recomputed from the daily rows. ``progress`` is called
+    with the fraction done (0 to 1) after each chunk.
+    """
+    started = time.perf_counter()
+    # Catch up first, so that the range is rebuilt from every view committed before this call.
+    rollups_absorb_pending()
+    first_day, last_day = _day_bounds()
+    start = start_date or (max(first_day, REBUILD_FIRST_DAY) if first_day else None)
+    end = end_date or (min(last_day, REBUILD_LAST_DAY) if last_day else None)
+    if start is None or end is None or start > end:
+        if progress:
+            progress(1.0)
+        return RebuildResult(start_date, end_date, 0, int((time.perf_counter() - started) * 1000))
+
+    watermark = (
+        AbsorbState.objects.filter(name=STATE_NAME)
+        .values_list("absorbed_through_id", flat=True)
+        .first()
+        or 0
+    )
+    chunks = _rebuild_chunks(start, end, watermark)
+    stage = "rebuild_stage"
+    with connection.cursor() as cursor:
+        stage_create(cursor, stage)
+        if not postgres():
+            # The swap looks staged keys up one by one on SQLite (PostgreSQL hashes them).
+            cursor.execute(
+                f"CREATE INDEX IF NOT EXISTS {stage}_key ON {stage} (day, blog_id, country_id)"
+            )
+        try:
+            for done, (where, params) in enumerate(chunks, start=1):
+                with transaction.atomic():
+                    work_mem_raise(cursor)
+                    stage_raw(cursor, stage, where, params)
+                if progress:
+                    progress(0.9 * done / len(chunks))
+            views = _rebuild_swap(cursor, stage, start=start, end=end, watermark=watermark)
+        finally:
+            cursor.execute(f"DELETE FROM {stage}")
+    if progress:
+        progress(1.0)
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    logger.info("rebuilt %s..%s from %d raw views in %d ms", start, end, views, duration_ms)
+    return RebuildResult(start, end, views, duration_ms)
+
+
+def _rebuild_chunks(
+    start: date, end: date, watermark: int
+) -> list[tuple[str, list[int | str | date | datetime]]]:
+    """The steps of a rebuild's raw scan: ``(where, params)`` each, together covering the views
+    of ``start..end`` with ``id <= watermark``."""
+    in_range = "viewed_at >= %s AND viewed_at < %s AND id <= %s"
+    range_params: list[int | str | date | datetime] = [
+        day_start_param(start),
+        day_start_param(end + timedelta(days=1)),
+        watermark,
+    ]
+    with connection.cursor() as cursor:
+        # The day totals are exact through the watermark: they tell the range's share of views.
+        cursor.execute(
+            f"SELECT coalesce(sum(CASE WHEN day >= %s AND day <= %s THEN views END), 0), "
+            f"coalesce(sum(views), 0) FROM {DAILY}",
+            [day_param(start), day_param(end)],
+        )
+        in_range_views, all_views = (int(value) for value in cursor.fetchone())
+        cursor.execute(f"SELECT coalesce(min(id), 1) FROM {RAW}")
+        first_id = int(cursor.fetchone()[0])
+    chunks: list[tuple[str, list[int | str | date | datetime]]] = []
+    if all_views and in_range_views >= REBUILD_SCAN_SHARE * all_views:
+        step = settings.REBUILD_CHUNK_IDS
+        for low in range(first_id - 1, watermark, step):
+            high = min(low + step, watermark)
+            chunks.append((f"{in_range} AND id > %s AND id <= %s", [*range_params, low, high]))
+        return chunks
+    chunk_start = start
+    while chunk_start <= end:
+        chunk_end = min(chunk_start + timedelta(days=REBUILD_CHUNK_DAYS - 1), end)
+        chunks.append(
+            (
+                in_range,
+                [
+                    day_start_param(chunk_start),
+                    day_start_param(chunk_end + timedelta(days=1)),
+                    watermark,
+                ],
+            )
+        )
+        chunk_start = chunk_end + timedelta(days=1)
+    return chunks
+
+
+def _replace_rows(
+    cursor: CursorWrapper,
+    table: str,
+    keys: tuple[str, ...],
+    *,
+    source_sql: str,
+    source_params: list[int | str | date | datetime],
+    missing_sql: str,
+    missing_params: list[int | str | date | datetime] | None = None,
+    range_sql: str,
+    range_params: list[int | str | date | datetime],
+    value: str = "views",
+) -> None:
+    """Make ``table``'s rows in a range equal to ``source_sql``'s, writing only what differs.
+
+    ``source_sql`` selects the keys and the value; ``range_sql`` (with ``range_params``) is the
+    condition on ``table`` that bounds the range. Rewriting every row instead would cost a full
+    copy of the range in dead rows and index entries; a rebuild usually changes few rows.
+
+    On PostgreSQL one statement full-joins the source to the range's rows and updates, inserts
+    and deletes only the keys whose value differs: comparing reads, where an ``INSERT ... ON
+    CONFLICT DO UPDATE ... WHERE`` would lock (write) every existing row it compares. Elsewhere
+    an upsert writes the changed and new rows, and a delete drops the keys that ``missing_sql``
+    (a condition on ``table``, with ``missing_params``) finds absent from the source.
+    """
+    names = ", ".join(keys)
+    if postgres():
+        match = " AND ".join(f"t.{key} = d.{key}" for key in keys)
+        cursor.execute(
+            f"WITH fresh ({names}, fresh_value) AS ({source_sql}), "
+            f"old AS (SELECT {names}, {value} AS old_value FROM {table} WHERE {range_sql}), "
+            f"diff AS MATERIALIZED (SELECT {names}, fresh_value, old_value FROM fresh "
+            f"FULL JOIN old USING ({names}) WHERE fresh_value IS DISTINCT FROM old_value), "
+            f"updated AS (UPDATE {table} t SET {value} = d.fresh_value FROM diff d "
+            f"WHERE {match} AND d.fresh_value IS NOT NULL AND d.old_value IS NOT NULL), "
+            f"deleted AS (DELETE FROM {table} t USING diff d "
+            f"WHERE {match} AND d.fresh_value IS NULL) "
+            f"INSERT INTO {table} ({names}, {value}) SELECT {names}, fresh_value FROM diff "
+            f"WHERE old_value IS NULL",
+            [*source_params, *range_params],
+        )
+        return
+    cursor.execute(
+        f"INSERT INTO {table} ({names}, {value}) {source_sql} ON CONFLICT ({names}) "
+        f"DO UPDATE SET {value} = excluded.{value} WHERE {table}.{value} <> excluded.{value}",
+        source_params,
+    )
+    cursor.execute(
+        f"DELETE FROM {table} WHERE {range_sql} AND NOT EXISTS ({missing_sql})",
+        [*range_params, *(missing_params or [])],
+    )
+
+
+def _rebuild_swap(
+    cursor: CursorWrapper, stage: str, *, start: date, end: date, watermark: int
+) -> int:
+    """Make the range's summary rows equal to the staged counts, in one transaction."""
+    range_params: list[int | str | date | datetime] = [
+        day_start_param(start),
+        day_start_param(end + timedelta(days=1)),
+    ]
+    with transaction.atomic():
+        state = state_locked()
+        work_mem_raise(cursor)
+        # Views absorbed while the stage was built are in the old rows; add them to the new.
+        if state.absorbed_through_id > watermark:
+            stage_raw(
+                cursor,
+                stage,
+                "viewed_at >= %s AND viewed_at < %s AND id > %s AND id <= %s",
+                [*range_params, watermark, state.absorbed_through_id],
+            )
+        views = stage_views(cursor, stage)
+        day_range: list[int | str | date | datetime] = [day_param(start), day_param(end)]
+        for table, keys in DAILY_SUMMARIES:
+            names = ", ".join(keys)
+            _replace_rows(
+                cursor,
+                table,
+                keys,
+                source_sql=f"SELECT {names}, sum(views) FROM {stage} WHERE true GROUP BY {names}",
+                source_params=[],
+                missing_sql=f"SELECT 1 FROM {stage} WHERE "
+                + " AND ".join(f"{stage}.{key} = {table}.{key}" for key in keys),
+                range_sql=f"{table}.day >= %s AND {table}.day <= %s",
+                range_params=day_range,
+            )
+        # Whole months from the (now exact) daily rows: a range may cover part of a month.
+        # The monthly (blog, country) rows count the days before the open day (_monthly_fold).
+        month = month_of("day")
+        for (table, keys), daily in zip(
+            MONTHLY_SUMMARIES, (DAILY_BLOG_COUNTRY, DAILY_BLOG, DAILY_COUNTRY), strict=True
+        ):
+            last_day = next_month(end) - timedelta(days=1)
+            open_from = state.monthly_open_from
+            if table == MONTHLY_BLOG_COUNTRY and open_from is not None:
+                last_day = min(last_day, open_from - timedelta(days=1))
+            last_month = month_start(last_day)
+            if last_month < month_start(start):
+                continue
+            names = ", ".join(keys)
+            _replace_rows(
+                cursor,
+                table,
+                ("month", *keys),
+                source_sql=f"SELECT {month}, {names}, sum(views) FROM {daily} "
+                f"WHERE day >= %s AND day <= %s GROUP BY {month}, {names}",
+                source_params=[day_param(month_start(start)), day_param(last_day)],
+                missing_sql=f"SELECT 1 FROM {daily} WHERE {daily}.day >= {table}.month "
+                f"AND {daily}.day < {next_month_of(f'{table}.month')} AND {daily}.day <= %s AND "
+                + " AND ".join(f"{daily}.{key} = {table}.{key}" for key in keys),
+                missing_params=[day_param(last_day)],
+                range_sql=f"{table}.month >= %s AND {table}.month <= %s",
+                range_params=[day_param(month_start(start)), day_param(last_month)],
+            )
+        if postgres():
+            # Each presence row of the range's years: its days outside the range as they were,
+            # its days inside from the stage; a row left with no day goes.
+            masks = year_masks(start, end)
+            years = ", ".join(["(%s, %s::bit(366))"] * len(masks))
+            keys = ("year", "country_id", "blog_id")
+            _replace_rows(
+                cursor,
+                PRESENCE,
+                keys,
+                source_sql=f"SELECT year, country_id, blog_id, days FROM ("
+                f"SELECT year, country_id, blog_id, "
+                f"coalesce(kept.days & ~masks.mask, %s::bit(366)) "
+                f"| coalesce(staged.days, %s::bit(366)) AS days "
+                f"FROM ({_PRESENCE_SELECT.format(stage=stage)}) AS staged "
+                f"FULL JOIN (SELECT year, country_id, blog_id, days FROM {PRESENCE} "
+                f"WHERE year >= %s AND year <= %s) AS kept USING (year, country_id, blog_id) "
+                f"JOIN (VALUES {years}) AS masks (year, mask) USING (year)"
+                f") AS merged WHERE days <> %s::bit(366)",
+                source_params=[
+                    NO_DAYS,
+                    NO_DAYS,
+                    NO_DAYS,
+                    start.year,
+                    end.year,
+                    *(value for year, mask in masks.items() for value in (year, mask)),
+                    NO_DAYS,
+                ],
+                missing_sql="",
+                range_sql="year >= %s AND year <= %s",
+                range_params=[start.year, end.year],
+                value="days",
+            )
+            cursor.execute(
+                f"DELETE FROM {COUNTRY_BLOGS} WHERE year >= %s AND year <= %s",
+                [start.year, end.year],
+            )
+            cursor.execute(
+                f"INSERT INTO {COUNTRY_BLOGS} (year, country_id, blogs) "
+                f"SELECT year, country_id, count(*) FROM {PRESENCE} "
+                f"WHERE year >= %s AND year <= %s GROUP BY year, country_id",
+                [start.year, end.year],
+            )
+        # Cached answers from before the rebuild carry the old version and are never served.
+        state.rebuild_version += 1
+        state.save(update_fields=["rebuild_version"])
+    rebuild_version_publish()
+    return views
+
+
+def rebuild_version_publish() -> None:
+    """Put the rebuild version in the cache, once a transaction that bumped it has committed.
+
+    The version is read again from the database: when two rebuilds commit one after the other,
+    the first one's publish, if late, still puts the second one's version.
+
+    Readers check it in the same round trip as their cached answer (``api.caching``) and take
+    it from the database when the entry is missing; it lives ``REBUILD_VERSION_SECONDS``, so
+    that a reader that read the old version just before the commit cannot keep it longer. If
+    the cache cannot take it, this waits that long, so that no answer from before the rebuild
+    is served once the caller reports the rebuild done.
+    """
+    if not rebuild_version_cached():
+        return
+    version = rebuild_version()
+    try:
+        caches["default"].set(REBUILD_VERSION_KEY, version, timeout=REBUILD_VERSION_SECONDS)
+    except Exception:
+        logger.warning(
+            "could not publish rebuild version %d to the cache; waiting %d s for the old one "
+            "to expire",
+            version,
+            REBUILD_VERSION_SECONDS,
+            exc_info=True,
+        )
+        time.sleep(REBUILD_VERSION_SECONDS + 1)
+
+
+def summaries_clear() -> None:
+    """Empty every summary and move the watermark past every raw view (use after wiping raw)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        state = state_locked()
+        for table in SUMMARY_TABLES:
+            cursor.execute(f"DELETE FROM {table}")
+        cleared_at = timezone.now()
+        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
+        state.absorbed_through_id = max(state.absorbed_through_id, int(cursor.fetchone()[0]))
+        state.absorbed_through_at = cleared_at
+        state.rebuild_version += 1
+        state.save()
+    rebuild_version_publish()
+
+
+def rebuild_range_errors(*, start_date: date | None, end_date: date | None) -> dict[str, str]:
+    """What is wrong with a rebuild range, by field name (empty when nothing is)."""
+    errors = {}
+    for field, day in (("start_date", start_date), ("end_date", end_date)):
+        if day is not None and not REBUILD_FIRST_DAY <= day <= REBUILD_LAST_DAY:
+            errors[field] = f"must lie in {REBUILD_FIRST_DAY}..{REBUILD_LAST_DAY}"
+    if not errors and start_date and end_date and start_date > end_date:
+        errors["start_date"] = "is after end_date"
+    return errors

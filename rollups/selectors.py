@@ -1,0 +1,77 @@
+"""The rollups' reads: how far absorb is behind, and the current rebuild version (which
+the analytics cache checks its answers against)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.cache import caches
+from django.db import connection
+from django.utils import timezone
+
+from core.cache import RedisCache
+from ingest.models import BlogView
+from rollups.models import (
+    AbsorbState,
+)
+from rollups.tables import STATE_NAME
+
+# The cache entry holding the rebuild version (see rebuild_version_publish) and its lifetime.
+REBUILD_VERSION_KEY = "analytics:rebuild-version"
+REBUILD_VERSION_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class RollupStatus:
+    pending_views: int
+    absorbed_through_id: int
+    last_run_at: datetime | None
+    last_run_duration_ms: int | None
+    lag_seconds: float
+
+
+def rollups_status() -> RollupStatus:
+    """How far the summaries are behind the raw table.
+
+    ``lag_seconds`` is 0 when nothing is pending, else the time since the last bound was taken
+    (``absorbed_through_at``): every view pending now was committed after it, so none has waited
+    longer.
+    """
+    state = AbsorbState.objects.filter(name=STATE_NAME).first()
+    watermark = state.absorbed_through_id if state else 0
+    pending = BlogView.objects.filter(id__gt=watermark).count()
+    last_run_at = state.last_run_at if state else None
+    if pending == 0:
+        lag = 0.0
+    elif state is None or state.absorbed_through_at is None:
+        oldest = BlogView.objects.filter(id__gt=watermark).order_by("id").first()
+        lag = (timezone.now() - oldest.viewed_at).total_seconds() if oldest else 0.0
+    else:
+        lag = (timezone.now() - state.absorbed_through_at).total_seconds()
+    return RollupStatus(
+        pending_views=pending,
+        absorbed_through_id=watermark,
+        last_run_at=last_run_at,
+        last_run_duration_ms=state.last_run_duration_ms if state else None,
+        lag_seconds=round(max(lag, 0.0), 3),
+    )
+
+
+_VERSION_SQL = f"SELECT rebuild_version FROM {AbsorbState._meta.db_table} WHERE name = %s"
+
+
+def rebuild_version() -> int:
+    """The current rebuild version, read from the database.
+
+    Plain SQL: a cached answer on the embedded default pays for this query, and the ORM's
+    compile step costs more than the query itself.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_VERSION_SQL, [STATE_NAME])
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def rebuild_version_cached() -> bool:
+    """Whether the rebuild version is also kept in the cache: only a cache that every process
+    shares (Redis) can tell every reader that a rebuild happened."""
+    return isinstance(caches["default"], RedisCache)

@@ -1,0 +1,64 @@
+"""What absorb and rebuild share: a per-connection staging table of (day, blog, country,
+views) counts aggregated from raw, the locked watermark row, and room to sort and hash."""
+
+from datetime import date, datetime
+
+from django.db.backends.utils import CursorWrapper
+
+from core.sql import (
+    day_of,
+    postgres,
+)
+from rollups.models import (
+    AbsorbState,
+)
+from rollups.tables import RAW, STATE_NAME
+
+# Memory per sort / hash of an absorb or rebuild transaction (PostgreSQL's default is 4 MB).
+WORK_MEM = "64MB"
+
+
+def stage_create(cursor: CursorWrapper, name: str) -> None:
+    """An empty staging table of (day, blog, country, views), private to this connection.
+
+    Created once per connection and emptied for each use: creating and dropping a table per
+    run would fill PostgreSQL's lock table when many runs share one transaction.
+    """
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {name} "
+        "(day date, blog_id bigint, country_id varchar(2), views bigint)"
+    )
+    cursor.execute(f"DELETE FROM {name}")
+
+
+def stage_raw(
+    cursor: CursorWrapper, stage: str, where: str, params: list[int | str | date | datetime]
+) -> None:
+    """Aggregate the raw views matching ``where`` into the staging table."""
+    cursor.execute(
+        f"INSERT INTO {stage} (day, blog_id, country_id, views) "
+        f"SELECT {day_of('viewed_at')}, blog_id, country_id, count(*) FROM {RAW} "
+        f"WHERE {where} GROUP BY 1, 2, 3",
+        params,
+    )
+
+
+def stage_views(cursor: CursorWrapper, stage: str) -> int:
+    """The views staged; on PostgreSQL also gives the planner the staging table's statistics
+    (autovacuum never analyzes temporary tables, and the upserts' plans depend on its size)."""
+    if postgres():
+        cursor.execute(f"ANALYZE {stage}")
+    cursor.execute(f"SELECT coalesce(sum(views), 0) FROM {stage}")
+    return int(cursor.fetchone()[0])
+
+
+def work_mem_raise(cursor: CursorWrapper) -> None:
+    """Room for the GROUP BYs of a big run to hash in memory (PostgreSQL, this transaction)."""
+    if postgres():
+        cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+
+
+# The staged days as yearly presence rows (year, country, blog, days), in key order (rebuild).
+def state_locked() -> AbsorbState:
+    AbsorbState.objects.get_or_create(name=STATE_NAME)
+    return AbsorbState.objects.select_for_update().get(name=STATE_NAME)
