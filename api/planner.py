@@ -4,7 +4,8 @@ A question (a ``Spec`` plus the dimensions the endpoint groups by) is answered f
 fact table ``(day, blog_id, country_id, views)`` restricted to the filters. The planner builds it
 as ``UNION ALL`` of:
 
-- the smallest summary *level* holding the needed columns and filter columns:
+- the smallest summary *level* of the registry (``rollups.tables.level_for``) holding the needed
+  columns and filter columns:
   ``(day, country)`` when neither blogs nor authors matter, ``(day|month, blog)`` when countries
   do not, else ``(day|month, blog, country)``;
 - for the blog levels, monthly rows for the whole months inside the range and daily rows for the
@@ -34,24 +35,20 @@ from api.spec import Spec
 from core.exceptions import ApplicationError
 from core.models import Blog
 from core.sql import day_of, day_param, day_start_param, month_start, next_month, postgres
-from ingest.models import BlogView
-from rollups.models import (
-    AbsorbState,
-    DailyBlogCountryViews,
-    DailyBlogViews,
-    DailyCountryViews,
-    DailyViews,
-    MonthlyBlogCountryViews,
-    MonthlyBlogViews,
-    MonthlyCountryViews,
-    YearlyCountryBlogs,
-    YearlyPresence,
+from rollups.models import AbsorbState
+from rollups.tables import (
+    BLOG_COUNTRY_LEVEL,
+    BLOG_LEVEL,
+    COUNTRY_BLOGS,
+    NO_DAYS,
+    PRESENCE,
+    RAW,
+    STATE_NAME,
+    Level,
+    level_for,
+    year_masks,
 )
-from rollups.tables import NO_DAYS, STATE_NAME, year_masks
 
-RAW = BlogView._meta.db_table
-PRESENCE = YearlyPresence._meta.db_table
-COUNTRY_BLOGS = YearlyCountryBlogs._meta.db_table
 BLOG = Blog._meta.db_table
 USER = get_user_model()._meta.db_table
 READ_WORK_MEM = "32MB"
@@ -62,27 +59,6 @@ QUERY_CANCELED = "57014"
 PROGRESS_INSTRUCTIONS = 10_000
 
 Param = int | str | date | datetime
-
-
-@dataclass(frozen=True)
-class Level:
-    """A family of summaries: its daily table, its monthly table (if any), its columns."""
-
-    daily: str
-    monthly: str | None
-    columns: tuple[str, ...]
-
-
-DAY_LEVEL = Level(DailyViews._meta.db_table, None, ())
-COUNTRY_LEVEL = Level(
-    DailyCountryViews._meta.db_table, MonthlyCountryViews._meta.db_table, ("country_id",)
-)
-BLOG_LEVEL = Level(DailyBlogViews._meta.db_table, MonthlyBlogViews._meta.db_table, ("blog_id",))
-BLOG_COUNTRY_LEVEL = Level(
-    DailyBlogCountryViews._meta.db_table,
-    MonthlyBlogCountryViews._meta.db_table,
-    ("blog_id", "country_id"),
-)
 
 
 @dataclass(frozen=True)
@@ -253,15 +229,12 @@ class Facts:
 
     def level(self, *, blogs: bool, countries: bool) -> Level:
         """The smallest level holding the needed dimensions and the filtered columns."""
-        blogs = blogs or self.author_id is not None
-        countries = countries or self.spec.countries_filtered
-        if blogs and countries:
-            return BLOG_COUNTRY_LEVEL
-        if blogs:
-            return BLOG_LEVEL
-        if countries:
-            return COUNTRY_LEVEL
-        return DAY_LEVEL
+        needed = set()
+        if blogs or self.author_id is not None:
+            needed.add("blog_id")
+        if countries or self.spec.countries_filtered:
+            needed.add("country_id")
+        return level_for(needed)
 
     def _filters(
         self, level_columns: tuple[str, ...], *, only: tuple[str, ...] | None = None
@@ -401,7 +374,7 @@ class Facts:
             first_month, last_month = split.months
             open_from = self.snapshot.monthly_open_from
             if (
-                level is BLOG_COUNTRY_LEVEL
+                level.monthly_folded
                 and open_from is not None
                 and (last_month is None or next_month(last_month) > open_from)
             ):

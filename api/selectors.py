@@ -14,6 +14,7 @@ from api.planner import BLOG, USER, Facts, Snapshot, as_date, read_snapshot
 from api.spec import Spec
 from core.exceptions import ApplicationError
 from core.models import Blog, Country
+from core.sql import month_start, next_month
 
 COUNTRY = Country._meta.db_table
 USERNAME = get_user_model().USERNAME_FIELD
@@ -222,7 +223,7 @@ def _bucket_start(day: date, period: str) -> date:
     if period == "week":
         return day - timedelta(days=day.weekday())
     if period == "month":
-        return day.replace(day=1)
+        return month_start(day)
     return date(day.year, 1, 1)
 
 
@@ -232,7 +233,7 @@ def _next_bucket(start: date, period: str) -> date:
     if period == "week":
         return start + timedelta(days=7)
     if period == "month":
-        return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+        return next_month(start)
     return date(start.year + 1, 1, 1)
 
 

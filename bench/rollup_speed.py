@@ -191,12 +191,12 @@ def _weights() -> tuple[Weighted, Weighted]:
     from django.db import connection
 
     from core.models import Blog, Country
-    from rollups.tables import DAILY_COUNTRY, MONTHLY_BLOG
+    from rollups.tables import BLOG_LEVEL, COUNTRY_LEVEL
 
     picks: list[Weighted] = []
     for table, key, fallback in (
-        (MONTHLY_BLOG, "blog_id", Blog.objects.values_list("pk", flat=True)),
-        (DAILY_COUNTRY, "country_id", Country.objects.values_list("code", flat=True)),
+        (BLOG_LEVEL.monthly, "blog_id", Blog.objects.values_list("pk", flat=True)),
+        (COUNTRY_LEVEL.daily, "country_id", Country.objects.values_list("code", flat=True)),
     ):
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT {key}, sum(views) FROM {table} GROUP BY {key} ORDER BY {key}")
@@ -346,22 +346,23 @@ def day_end() -> None:
     """
     from rollups.absorb import rollups_absorb_pending
     from rollups.models import AbsorbState
-    from rollups.tables import DAILY_BLOG_COUNTRY, MONTHLY_BLOG_COUNTRY, STATE_NAME
+    from rollups.tables import BLOG_COUNTRY_LEVEL, STATE_NAME
 
     rollups_absorb_pending()
     today = AbsorbState.objects.get(name=STATE_NAME).monthly_open_from
     assert today is not None
     yesterday = today - timedelta(days=1)
     _execute(
-        f"UPDATE {MONTHLY_BLOG_COUNTRY} m SET views = m.views - d.views "
-        f"FROM {DAILY_BLOG_COUNTRY} d WHERE d.day = %s AND m.month = date_trunc('month', d.day) "
+        f"UPDATE {BLOG_COUNTRY_LEVEL.monthly} m SET views = m.views - d.views "
+        f"FROM {BLOG_COUNTRY_LEVEL.daily} d "
+        "WHERE d.day = %s AND m.month = date_trunc('month', d.day) "
         "AND m.blog_id = d.blog_id AND m.country_id = d.country_id",
         [yesterday],
     )
-    _execute(f"DELETE FROM {MONTHLY_BLOG_COUNTRY} WHERE views = 0")
+    _execute(f"DELETE FROM {BLOG_COUNTRY_LEVEL.monthly} WHERE views = 0")
     AbsorbState.objects.filter(name=STATE_NAME).update(monthly_open_from=yesterday)
-    _execute(f"VACUUM ANALYZE {MONTHLY_BLOG_COUNTRY}")
-    rows = _scalar(f"SELECT count(*) FROM {DAILY_BLOG_COUNTRY} WHERE day = %s", [yesterday])
+    _execute(f"VACUUM ANALYZE {BLOG_COUNTRY_LEVEL.monthly}")
+    rows = _scalar(f"SELECT count(*) FROM {BLOG_COUNTRY_LEVEL.daily} WHERE day = %s", [yesterday])
     with statements_timed() as timer:
         started = time.perf_counter()
         rollups_absorb_pending()

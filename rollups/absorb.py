@@ -30,26 +30,10 @@ from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from core.sql import (
-    day_param,
-    month_of,
-    month_start,
-    postgres,
-)
-from rollups.models import (
-    AbsorbState,
-)
+from core.sql import day_param, month_of, month_start, postgres
+from rollups.models import AbsorbState
 from rollups.staging import stage_create, stage_raw, stage_views, state_locked, work_mem_raise
-from rollups.tables import (
-    COUNTRY_BLOGS,
-    DAILY_BLOG_COUNTRY,
-    DAILY_SUMMARIES,
-    MONTHLY_BLOG_COUNTRY,
-    MONTHLY_SUMMARIES,
-    NO_DAYS,
-    PRESENCE,
-    RAW,
-)
+from rollups.tables import BLOG_COUNTRY_LEVEL, COUNTRY_BLOGS, LEVELS, NO_DAYS, PRESENCE, RAW
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +98,7 @@ def _with_presence(upsert_sql: str) -> str:
 def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -> None:
     """Add the staged (day, blog, country) counts to every summary.
 
-    The monthly (blog, country) rows get only the staged days before ``open_from`` (see
+    The monthly rows of a folded level get only the staged days before ``open_from`` (see
     ``_monthly_fold``).
 
     Each summary's increments go in key order: the upsert then walks the key index (and the
@@ -122,26 +106,28 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
     one measurement with 4 GB of shared buffers, the upserts of 1 M late views took 14.5 s
     instead of 22.1 s; at the server's default 128 MB, sorting made no difference).
     """
-    for table, keys in DAILY_SUMMARIES:
-        names = ", ".join(keys)
+    for level in LEVELS:
+        names = ", ".join(level.daily_keys)
         upsert = upsert_sql(
-            table,
-            keys,
+            level.daily,
+            level.daily_keys,
             f"SELECT {names}, sum(views) FROM {stage} WHERE true GROUP BY {names} ORDER BY {names}",
         )
-        if table == DAILY_BLOG_COUNTRY and postgres():
+        if level is BLOG_COUNTRY_LEVEL and postgres():
             cursor.execute(_with_presence(upsert), [NO_DAYS])
         else:
             cursor.execute(upsert)
-    for table, keys in MONTHLY_SUMMARIES:
-        names = f"{month_of('day')}, {', '.join(keys)}"
+    for level in LEVELS:
+        if level.monthly is None:
+            continue
+        names = ", ".join((month_of("day"), *level.columns))
         where, params = "true", []
-        if table == MONTHLY_BLOG_COUNTRY and open_from is not None:
+        if level.monthly_folded and open_from is not None:
             where, params = "day < %s", [day_param(open_from)]
         cursor.execute(
             upsert_sql(
-                table,
-                ("month", *keys),
+                level.monthly,
+                level.monthly_keys,
                 f"SELECT {names}, sum(views) FROM {stage} WHERE {where} "
                 f"GROUP BY {names} ORDER BY {names}",
             ),
@@ -150,39 +136,43 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
 
 
 def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
-    """Fold the days that have ended into the monthly (blog, country) rows (state locked).
+    """Fold the days that have ended into the monthly rows of the folded levels (state locked).
 
-    That table counts exactly the views of the days before ``state.monthly_open_from``; the
-    later ones (today, and any day ahead that a clock faster than ours sent) are only in the
-    daily rows, where readers take them from. New views are nearly all of today, so an absorb
-    skips one upsert of a row per (blog, country) group, a quarter of its time. The first run
-    of a day (by this process's clock) adds the ended days' daily rows, which under the state
-    lock count exactly the absorbed views, to their months' rows: one day's rows, a small
-    upsert. The open day only moves forward. With no open day yet (a new state row, or rows from
-    before this scheme, which count every day), the current month's rows and later ones are
-    recomputed from the days before today instead.
+    Their monthly tables (today the (blog, country) one) count exactly the views of the days
+    before ``state.monthly_open_from``; the later ones (today, and any day ahead that a clock
+    faster than ours sent) are only in the daily rows, where readers take them from. New views
+    are nearly all of today, so an absorb skips one upsert of a row per (blog, country) group, a
+    quarter of its time. The first run of a day (by this process's clock) adds the ended days'
+    daily rows, which under the state lock count exactly the absorbed views, to their months'
+    rows: one day's rows, a small upsert. The open day only moves forward. With no open day yet
+    (a new state row, or rows from before this scheme, which count every day), the current
+    month's rows and later ones are recomputed from the days before today instead.
     """
     today = timezone.now().astimezone(UTC).date()
     open_from = state.monthly_open_from
     if open_from is not None and open_from >= today:
         return
     work_mem_raise(cursor)
+    folded = [
+        (level, level.monthly)
+        for level in LEVELS
+        if level.monthly_folded and level.monthly is not None
+    ]
     if open_from is None:
         open_from = month_start(today)
+        for _, monthly in folded:
+            cursor.execute(f"DELETE FROM {monthly} WHERE month >= %s", [day_param(open_from)])
+    for level, monthly in folded:
+        names = ", ".join((month_of("day"), *level.columns))
         cursor.execute(
-            f"DELETE FROM {MONTHLY_BLOG_COUNTRY} WHERE month >= %s", [day_param(open_from)]
+            upsert_sql(
+                monthly,
+                level.monthly_keys,
+                f"SELECT {names}, sum(views) FROM {level.daily} "
+                f"WHERE day >= %s AND day < %s GROUP BY {names} ORDER BY {names}",
+            ),
+            [day_param(open_from), day_param(today)],
         )
-    month = month_of("day")
-    cursor.execute(
-        upsert_sql(
-            MONTHLY_BLOG_COUNTRY,
-            ("month", "blog_id", "country_id"),
-            f"SELECT {month}, blog_id, country_id, sum(views) FROM {DAILY_BLOG_COUNTRY} "
-            f"WHERE day >= %s AND day < %s GROUP BY {month}, blog_id, country_id "
-            f"ORDER BY {month}, blog_id, country_id",
-        ),
-        [day_param(open_from), day_param(today)],
-    )
     state.monthly_open_from = today
 
 

@@ -19,12 +19,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
-from core.sql import (
-    postgres,
-)
-from rollups.models import (
-    RebuildJob,
-)
+from core.sql import postgres
+from rollups.models import RebuildJob
 from rollups.rebuild import (
     REBUILD_FIRST_DAY,
     REBUILD_LAST_DAY,

@@ -32,9 +32,7 @@ from core.sql import (
     postgres,
 )
 from rollups.absorb import rollups_absorb_pending
-from rollups.models import (
-    AbsorbState,
-)
+from rollups.models import AbsorbState
 from rollups.selectors import (
     REBUILD_VERSION_KEY,
     REBUILD_VERSION_SECONDS,
@@ -43,14 +41,10 @@ from rollups.selectors import (
 )
 from rollups.staging import stage_create, stage_raw, stage_views, state_locked, work_mem_raise
 from rollups.tables import (
+    BLOG_COUNTRY_LEVEL,
     COUNTRY_BLOGS,
-    DAILY,
-    DAILY_BLOG,
-    DAILY_BLOG_COUNTRY,
-    DAILY_COUNTRY,
-    DAILY_SUMMARIES,
-    MONTHLY_BLOG_COUNTRY,
-    MONTHLY_SUMMARIES,
+    DAY_LEVEL,
+    LEVELS,
     NO_DAYS,
     PRESENCE,
     RAW,
@@ -103,7 +97,7 @@ def _day_bounds() -> tuple[date | None, date | None]:
                 if isinstance(value, str):
                     value = datetime.fromisoformat(value)
                 days.append(value.date())
-        cursor.execute(f"SELECT min(day), max(day) FROM {DAILY_BLOG_COUNTRY}")
+        cursor.execute(f"SELECT min(day), max(day) FROM {BLOG_COUNTRY_LEVEL.daily}")
         for value in cursor.fetchone():
             if value is not None:
                 days.append(date.fromisoformat(value) if isinstance(value, str) else value)
@@ -184,7 +178,7 @@ def _rebuild_chunks(
         # The day totals are exact through the watermark: they tell the range's share of views.
         cursor.execute(
             f"SELECT coalesce(sum(CASE WHEN day >= %s AND day <= %s THEN views END), 0), "
-            f"coalesce(sum(views), 0) FROM {DAILY}",
+            f"coalesce(sum(views), 0) FROM {DAY_LEVEL.daily}",
             [day_param(start), day_param(end)],
         )
         in_range_views, all_views = (int(value) for value in cursor.fetchone())
@@ -288,7 +282,8 @@ def _rebuild_swap(
             )
         views = stage_views(cursor, stage)
         day_range: list[int | str | date | datetime] = [day_param(start), day_param(end)]
-        for table, keys in DAILY_SUMMARIES:
+        for level in LEVELS:
+            table, keys = level.daily, level.daily_keys
             names = ", ".join(keys)
             _replace_rows(
                 cursor,
@@ -302,14 +297,15 @@ def _rebuild_swap(
                 range_params=day_range,
             )
         # Whole months from the (now exact) daily rows: a range may cover part of a month.
-        # The monthly (blog, country) rows count the days before the open day (_monthly_fold).
+        # A folded level's monthly rows count the days before the open day (_monthly_fold).
         month = month_of("day")
-        for (table, keys), daily in zip(
-            MONTHLY_SUMMARIES, (DAILY_BLOG_COUNTRY, DAILY_BLOG, DAILY_COUNTRY), strict=True
-        ):
+        for level in LEVELS:
+            if level.monthly is None:
+                continue
+            table, daily, keys = level.monthly, level.daily, level.columns
             last_day = next_month(end) - timedelta(days=1)
             open_from = state.monthly_open_from
-            if table == MONTHLY_BLOG_COUNTRY and open_from is not None:
+            if level.monthly_folded and open_from is not None:
                 last_day = min(last_day, open_from - timedelta(days=1))
             last_month = month_start(last_day)
             if last_month < month_start(start):
@@ -318,7 +314,7 @@ def _rebuild_swap(
             _replace_rows(
                 cursor,
                 table,
-                ("month", *keys),
+                level.monthly_keys,
                 source_sql=f"SELECT {month}, {names}, sum(views) FROM {daily} "
                 f"WHERE day >= %s AND day <= %s GROUP BY {month}, {names}",
                 source_params=[day_param(month_start(start)), day_param(last_day)],

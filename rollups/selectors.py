@@ -10,9 +10,7 @@ from django.utils import timezone
 
 from core.cache import RedisCache
 from ingest.models import BlogView
-from rollups.models import (
-    AbsorbState,
-)
+from rollups.models import AbsorbState
 from rollups.tables import STATE_NAME
 
 # The cache entry holding the rebuild version (see rebuild_version_publish) and its lifetime.

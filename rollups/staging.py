@@ -5,13 +5,8 @@ from datetime import date, datetime
 
 from django.db.backends.utils import CursorWrapper
 
-from core.sql import (
-    day_of,
-    postgres,
-)
-from rollups.models import (
-    AbsorbState,
-)
+from core.sql import day_of, postgres
+from rollups.models import AbsorbState
 from rollups.tables import RAW, STATE_NAME
 
 # Memory per sort / hash of an absorb or rebuild transaction (PostgreSQL's default is 4 MB).

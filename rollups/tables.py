@@ -1,6 +1,16 @@
-"""The summary tables: their names and key columns, the watermark row's name, and the
-presence bits' format. Shared by the write side (absorb, rebuild) and the read side."""
+"""The registry of summary tables: every summary level declared once, shared by both sides.
 
+A *level* counts the raw views per ``(day, *columns)`` in its daily table and, for all but the
+smallest, per ``(month, *columns)`` in its monthly one. Absorb and rebuild write every level of
+``LEVELS``; the planner reads the smallest one that holds the columns a question needs
+(``level_for``); the tests' recount checks every one. Adding a level is one declaration here
+(plus its models and migration).
+
+Beside the levels: the raw table, the yearly presence bits per (year, country, blog) with the
+per-(year, country) blog counts kept from them (PostgreSQL only), and the watermark row's name.
+"""
+
+from dataclasses import dataclass
 from datetime import date
 
 from ingest.models import BlogView
@@ -12,42 +22,80 @@ from rollups.models import (
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     MonthlyCountryViews,
+    Summary,
     YearlyCountryBlogs,
     YearlyPresence,
 )
 
+# The name of the one AbsorbState row: the watermark, the open day and the rebuild version.
 STATE_NAME = "views"
-
 RAW = BlogView._meta.db_table
-DAILY_BLOG_COUNTRY = DailyBlogCountryViews._meta.db_table
-DAILY_BLOG = DailyBlogViews._meta.db_table
-DAILY_COUNTRY = DailyCountryViews._meta.db_table
-DAILY = DailyViews._meta.db_table
-MONTHLY_BLOG_COUNTRY = MonthlyBlogCountryViews._meta.db_table
-MONTHLY_BLOG = MonthlyBlogViews._meta.db_table
-MONTHLY_COUNTRY = MonthlyCountryViews._meta.db_table
 PRESENCE = YearlyPresence._meta.db_table
 COUNTRY_BLOGS = YearlyCountryBlogs._meta.db_table
+# A presence row's days: 366 bits, bit ``day of year - 1`` set when the day has a view.
 NO_DAYS = "0" * 366
 
-# (table, key columns) of the summaries derived from daily (day, blog, country) counts.
-DAILY_SUMMARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (DAILY_BLOG_COUNTRY, ("day", "blog_id", "country_id")),
-    (DAILY_BLOG, ("day", "blog_id")),
-    (DAILY_COUNTRY, ("day", "country_id")),
-    (DAILY, ("day",)),
+
+@dataclass(frozen=True)
+class Level:
+    """One summary level: its key columns besides the day or month, and its two models.
+
+    ``monthly_folded``: the monthly rows count only the days before
+    ``AbsorbState.monthly_open_from`` (absorb folds each day in once it has ended); readers
+    take the later days from the daily rows.
+    """
+
+    columns: tuple[str, ...]
+    daily_model: type[Summary]
+    monthly_model: type[Summary] | None = None
+    monthly_folded: bool = False
+
+    @property
+    def daily(self) -> str:
+        return self.daily_model._meta.db_table
+
+    @property
+    def monthly(self) -> str | None:
+        return None if self.monthly_model is None else self.monthly_model._meta.db_table
+
+    @property
+    def daily_keys(self) -> tuple[str, ...]:
+        return ("day", *self.columns)
+
+    @property
+    def monthly_keys(self) -> tuple[str, ...]:
+        return ("month", *self.columns)
+
+    def answers(self, columns: set[str]) -> bool:
+        """Whether the level holds every one of ``columns`` (a question's dimensions and the
+        columns its filters test)."""
+        return columns <= set(self.columns)
+
+
+BLOG_COUNTRY_LEVEL = Level(
+    ("blog_id", "country_id"),
+    DailyBlogCountryViews,
+    MonthlyBlogCountryViews,
+    monthly_folded=True,
 )
-MONTHLY_SUMMARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (MONTHLY_BLOG_COUNTRY, ("blog_id", "country_id")),
-    (MONTHLY_BLOG, ("blog_id",)),
-    (MONTHLY_COUNTRY, ("country_id",)),
-)
+BLOG_LEVEL = Level(("blog_id",), DailyBlogViews, MonthlyBlogViews)
+COUNTRY_LEVEL = Level(("country_id",), DailyCountryViews, MonthlyCountryViews)
+DAY_LEVEL = Level((), DailyViews)
+# Largest first: the order absorb and rebuild write them in (the presence bits are chained to
+# the first one's upsert).
+LEVELS = (BLOG_COUNTRY_LEVEL, BLOG_LEVEL, COUNTRY_LEVEL, DAY_LEVEL)
+
 SUMMARY_TABLES = (
-    *(t for t, _ in DAILY_SUMMARIES),
-    *(t for t, _ in MONTHLY_SUMMARIES),
+    *(level.daily for level in LEVELS),
+    *(level.monthly for level in LEVELS if level.monthly is not None),
     PRESENCE,
     COUNTRY_BLOGS,
 )
+
+
+def level_for(columns: set[str]) -> Level:
+    """The smallest level that holds ``columns``."""
+    return next(level for level in reversed(LEVELS) if level.answers(columns))
 
 
 def year_masks(start: date, end: date) -> dict[int, str]:

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from api.tests import oracle
 from api.tests.conftest import AUTHORS, COUNTRIES, TODAY, analytics_data
 from core.models import Blog
+from core.sql import month_start, next_month
 from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending
 
@@ -24,8 +25,8 @@ def _random_dates(rng: random.Random) -> dict[str, Any]:
         return rng.choice(
             [
                 picked,
-                picked.replace(day=1),
-                (picked.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1),
+                month_start(picked),
+                next_month(picked) - timedelta(days=1),
             ]
         )
 

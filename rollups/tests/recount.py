@@ -6,28 +6,17 @@ from datetime import date
 from django.db import connection
 
 from ingest.models import BlogView
-from rollups.models import (
-    AbsorbState,
-    DailyBlogCountryViews,
-    DailyBlogViews,
-    DailyCountryViews,
-    DailyViews,
-    MonthlyBlogCountryViews,
-    MonthlyBlogViews,
-    MonthlyCountryViews,
-    Summary,
-    YearlyCountryBlogs,
-    YearlyPresence,
-)
-from rollups.tables import STATE_NAME
+from rollups.models import AbsorbState, Summary, YearlyCountryBlogs, YearlyPresence
+from rollups.tables import LEVELS, STATE_NAME
 
+# Every summary table's rows, by table name: ``{key: views}``.
 Tables = dict[str, Counter]
 
 
 def recount_from_raw(*, through_id: int | None = None) -> Tables:
     """What every summary must hold, counted from raw (views with ``id <= through_id``).
 
-    The monthly (blog, country) rows count only the days before the open one.
+    The monthly rows of a folded level count only the days before the open one.
     """
     rows = BlogView.objects.all()
     if through_id is not None:
@@ -37,36 +26,35 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
         .values_list("monthly_open_from", flat=True)
         .first()
     )
-    expected: Tables = {name: Counter() for name in _MODELS}
+    expected: Tables = {table: Counter() for table, _ in _tables()}
     for blog, country, viewed_at in rows.values_list("blog_id", "country_id", "viewed_at"):
         day = viewed_at.date()
         month = day.replace(day=1)
-        expected["daily_country"][(day, country)] += 1
-        expected["daily"][(day,)] += 1
-        expected["monthly_country"][(month, country)] += 1
-        expected["daily_blog"][(day, blog)] += 1
-        expected["monthly_blog"][(month, blog)] += 1
-        expected["daily_blog_country"][(day, blog, country)] += 1
-        if open_from is None or day < open_from:
-            expected["monthly_blog_country"][(month, blog, country)] += 1
+        values = {"blog_id": blog, "country_id": country}
+        for level in LEVELS:
+            key = tuple(values[column] for column in level.columns)
+            expected[level.daily][(day, *key)] += 1
+            if level.monthly is not None and (
+                not level.monthly_folded or open_from is None or day < open_from
+            ):
+                expected[level.monthly][(month, *key)] += 1
     return expected
 
 
-_MODELS: dict[str, tuple[type[Summary], tuple[str, ...]]] = {
-    "daily": (DailyViews, ("day",)),
-    "daily_country": (DailyCountryViews, ("day", "country_id")),
-    "monthly_country": (MonthlyCountryViews, ("month", "country_id")),
-    "daily_blog": (DailyBlogViews, ("day", "blog_id")),
-    "monthly_blog": (MonthlyBlogViews, ("month", "blog_id")),
-    "daily_blog_country": (DailyBlogCountryViews, ("day", "blog_id", "country_id")),
-    "monthly_blog_country": (MonthlyBlogCountryViews, ("month", "blog_id", "country_id")),
-}
+def _tables() -> list[tuple[str, tuple[type[Summary], tuple[str, ...]]]]:
+    """Each summary table's name, with its model and key columns."""
+    tables = []
+    for level in LEVELS:
+        tables.append((level.daily, (level.daily_model, level.daily_keys)))
+        if level.monthly is not None and level.monthly_model is not None:
+            tables.append((level.monthly, (level.monthly_model, level.monthly_keys)))
+    return tables
 
 
 def summaries_in_db() -> Tables:
     """Every summary's rows as ``{key: views}``; rows with 0 views would be a bug, kept visible."""
     found: Tables = {}
-    for name, (model, keys) in _MODELS.items():
+    for name, (model, keys) in _tables():
         found[name] = Counter()
         for row in model._default_manager.values_list(*keys, "views"):
             key = tuple(_as_date(value) for value in row[:-1])
@@ -98,7 +86,7 @@ def assert_summaries_exact(*, through_id: int | None = None) -> None:
     """Every summary equals the recount from raw, table by table, key by key."""
     expected = recount_from_raw(through_id=through_id)
     found = summaries_in_db()
-    for name in _MODELS:
+    for name, _ in _tables():
         assert dict(found[name]) == dict(expected[name]), name
     if connection.vendor == "postgresql":
         stored = {

@@ -24,6 +24,7 @@ from rollups.models import (
 )
 from rollups.rebuild import rollups_rebuild, summaries_clear
 from rollups.selectors import rollups_status
+from rollups.tables import BLOG_COUNTRY_LEVEL, COUNTRY_LEVEL
 from rollups.tests.conftest import COUNTRIES, DAYS, FIRST_DAY
 from rollups.tests.recount import assert_summaries_exact, recount_from_raw, summaries_in_db
 
@@ -208,7 +209,9 @@ def test_monthly_rows_from_before_the_open_day_are_recomputed(ingest_random):
         MonthlyBlogCountryViews.objects.filter(month__gte=date(2025, 6, 1)).delete()
         MonthlyBlogCountryViews.objects.bulk_create(
             MonthlyBlogCountryViews(month=month, blog_id=blog, country_id=country, views=views)
-            for (month, blog, country), views in recount_from_raw()["monthly_blog_country"].items()
+            for (month, blog, country), views in recount_from_raw()[
+                MonthlyBlogCountryViews._meta.db_table
+            ].items()
             if month >= date(2025, 6, 1)
         )
         assert_summaries_exact()
@@ -229,11 +232,11 @@ def test_rebuild_repairs_a_range_and_leaves_the_rest(ingest_random):
     result = rollups_rebuild(start_date=date(2024, 2, 10), end_date=date(2024, 2, 20))
     assert result.views == sum(
         v
-        for (day, *_), v in recount_from_raw()["daily_country"].items()
+        for (day, *_), v in recount_from_raw()[COUNTRY_LEVEL.daily].items()
         if date(2024, 2, 10) <= day <= date(2024, 2, 20)
     )
-    found = summaries_in_db()["daily_country"]
-    expected = recount_from_raw()["daily_country"]
+    found = summaries_in_db()[COUNTRY_LEVEL.daily]
+    expected = recount_from_raw()[COUNTRY_LEVEL.daily]
     in_range = {k: v for k, v in expected.items() if date(2024, 2, 10) <= k[0] <= date(2024, 2, 20)}
     assert {k: v for k, v in found.items() if k in in_range} == in_range
     # Outside the range the damage stays: a rebuild touches only what it was asked to.
@@ -303,8 +306,8 @@ def test_rebuild_scans_by_id_ranges_or_by_days(
     if start is None:
         assert_summaries_exact()
     else:
-        found = summaries_in_db()["daily_blog_country"]
-        expected = recount_from_raw()["daily_blog_country"]
+        found = summaries_in_db()[BLOG_COUNTRY_LEVEL.daily]
+        expected = recount_from_raw()[BLOG_COUNTRY_LEVEL.daily]
         inside = {key: v for key, v in expected.items() if start <= key[0] <= end}
         assert {key: v for key, v in found.items() if start <= key[0] <= end} == inside
         assert all(v == 999 for key, v in found.items() if not start <= key[0] <= end)
