@@ -297,7 +297,7 @@ def _rebuild_swap(
                 range_params=day_range,
             )
         # Whole months from the (now exact) daily rows: a range may cover part of a month.
-        # A folded level's monthly rows count the days before the open day (_monthly_fold).
+        # A folded level's monthly rows count the days before the open day (absorb._monthly_fold).
         month = month_of("day")
         for level in LEVELS:
             if level.monthly is None:

@@ -13,7 +13,8 @@ from ingest.models import BlogView
 from rollups.models import AbsorbState
 from rollups.tables import STATE_NAME
 
-# The cache entry holding the rebuild version (see rebuild_version_publish) and its lifetime.
+# The cache entry holding the rebuild version (see rollups.rebuild.rebuild_version_publish) and
+# its lifetime.
 REBUILD_VERSION_KEY = "analytics:rebuild-version"
 REBUILD_VERSION_SECONDS = 5
 
