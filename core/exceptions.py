@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -46,6 +46,16 @@ def error_body(
 ) -> dict[str, Any]:
     """The standard error body."""
     return {"error": {"status": status, "code": code, "message": message, "details": details or []}}
+
+
+def error_json(
+    *, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> JsonResponse:
+    """The standard error body as a plain Django response: for middleware and Django's error
+    pages, which answer outside DRF."""
+    return JsonResponse(
+        error_body(status=status, code=code, message=message, details=details), status=status
+    )
 
 
 def _flatten_validation(detail: Any, prefix: str | None = None) -> list[dict[str, Any]]:

@@ -18,21 +18,18 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from core.exceptions import error_body
+from core.exceptions import error_body, error_json
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 READ_CHUNK = 64 * 1024
 
 
 def _too_large(limit: int) -> JsonResponse:
-    return JsonResponse(
-        error_body(
-            status=413,
-            code="too_large",
-            message=f"The request body is larger than {limit} bytes.",
-            details=[{"field": None, "reason": f"at most {limit} bytes (REQUEST_BODY_MAX_BYTES)"}],
-        ),
+    return error_json(
         status=413,
+        code="too_large",
+        message=f"The request body is larger than {limit} bytes.",
+        details=[{"field": None, "reason": f"at most {limit} bytes (REQUEST_BODY_MAX_BYTES)"}],
     )
 
 
@@ -47,14 +44,11 @@ class RequestBodyLimitMiddleware:
         limit = settings.REQUEST_BODY_MAX_BYTES
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if not declared.isdigit():
-            return JsonResponse(
-                error_body(
-                    status=400,
-                    code="bad_request",
-                    message="Content-Length is not a number.",
-                    details=[{"field": None, "reason": "invalid Content-Length header"}],
-                ),
+            return error_json(
                 status=400,
+                code="bad_request",
+                message="Content-Length is not a number.",
+                details=[{"field": None, "reason": "invalid Content-Length header"}],
             )
         if int(declared) > limit:
             return _too_large(limit)
@@ -84,20 +78,17 @@ class QueryStringMiddleware:
                 }
             )
         if names:
-            return JsonResponse(
-                error_body(
-                    status=400,
-                    code="bad_request",
-                    message="A query parameter holds a NUL character.",
-                    details=[
-                        {
-                            "field": ascii(name) if "\x00" in name else name,
-                            "reason": "must not contain a NUL character",
-                        }
-                        for name in names
-                    ],
-                ),
+            return error_json(
                 status=400,
+                code="bad_request",
+                message="A query parameter holds a NUL character.",
+                details=[
+                    {
+                        "field": ascii(name) if "\x00" in name else name,
+                        "reason": "must not contain a NUL character",
+                    }
+                    for name in names
+                ],
             )
         return self.get_response(request)
 

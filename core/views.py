@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from core.exceptions import error_body
+from core.exceptions import error_json
 from core.serializers import ErrorResponseSerializer
 from core.services import dependencies_check
 
@@ -172,21 +172,19 @@ def admin_login(request: HttpRequest) -> HttpResponse:
 # Django-level error pages (outside DRF views) answer in the same JSON shape as the API.
 
 
-def _json_error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse(error_body(status=status, code=code, message=message), status=status)
-
-
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _json_error(400, "bad_request", "Bad request.")
+    return error_json(status=400, code="bad_request", message="Bad request.")
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _json_error(403, "permission_denied", "You do not have permission to do this.")
+    return error_json(
+        status=403, code="permission_denied", message="You do not have permission to do this."
+    )
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _json_error(404, "not_found", f"No such URL: {request.path}")
+    return error_json(status=404, code="not_found", message=f"No such URL: {request.path}")
 
 
 def server_error(request: HttpRequest) -> JsonResponse:
-    return _json_error(500, "server_error", "Internal server error.")
+    return error_json(status=500, code="server_error", message="Internal server error.")
