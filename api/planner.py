@@ -1,4 +1,4 @@
-"""The query planner shared by every analytics endpoint.
+"""The query planner shared by every analytics endpoint: it writes every query of an answer.
 
 A question (a ``Spec`` plus the dimensions the endpoint groups by) is answered from a virtual
 fact table ``(day, blog_id, country_id, views)`` restricted to the filters. The planner builds it
@@ -12,6 +12,12 @@ as ``UNION ALL`` of:
   edge days (monthly rows are skipped when the caller needs days, e.g. weekly buckets);
 - the *tail*: raw views not absorbed yet (``id > watermark``), grouped the same way.
 
+Around it, one function per answer shape (``country_groups``, ``author_groups``,
+``blog_groups``, ``views_per_day``, ``blogs_created``) writes the whole query, chooses how the
+database at hand counts distinct blogs, and keeps the groups whose views are positive; the
+selectors (``api.selectors``) only give the answer its form. SQL is built from ``core.sql``
+fragments, each carrying its own parameters.
+
 All of one answer's queries run in one snapshot (``read_snapshot``) that also reads the
 watermark, so summaries and tail never overlap or leave a gap while a rollup run commits. Each of
 them gets at most ``ANALYTICS_STATEMENT_TIMEOUT_MS``; one that takes longer is stopped and the
@@ -21,8 +27,8 @@ answer is a 503 ``query_timeout``, so a costly question cannot hold a web worker
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -33,9 +39,24 @@ from rest_framework import status
 
 from api.spec import Spec
 from core.exceptions import ApplicationError
-from core.models import Blog
-from core.sql import day_of, day_param, day_start_param, month_start, next_month, postgres
-from rollups.models import AbsorbState
+from core.models import Blog, Country
+from core.sql import (
+    SQL,
+    all_of,
+    binary_order,
+    day_of,
+    day_param,
+    day_start_param,
+    fetch_all,
+    fetch_one,
+    month_start,
+    name,
+    next_month,
+    postgres,
+    sql,
+    values,
+)
+from rollups.selectors import read_position
 from rollups.tables import (
     BLOG_COUNTRY_LEVEL,
     BLOG_LEVEL,
@@ -43,22 +64,21 @@ from rollups.tables import (
     NO_DAYS,
     PRESENCE,
     RAW,
-    STATE_NAME,
     Level,
     level_for,
     year_masks,
 )
 
 BLOG = Blog._meta.db_table
+COUNTRY = Country._meta.db_table
 USER = get_user_model()._meta.db_table
+USERNAME = get_user_model().USERNAME_FIELD
 READ_WORK_MEM = "32MB"
 # PostgreSQL's SQLSTATE for a statement cancelled (here: by statement_timeout).
 QUERY_CANCELED = "57014"
 # SQLite calls the progress handler every this many virtual-machine instructions: often enough
 # to stop within a fraction of a millisecond, rarely enough to cost nothing measurable.
 PROGRESS_INSTRUCTIONS = 10_000
-
-Param = int | str | date | datetime
 
 
 @dataclass(frozen=True)
@@ -162,14 +182,12 @@ def _sqlite_statement_timeout(timeout_ms: int) -> Iterator[None]:
 
 
 def _snapshot_read(as_of: datetime) -> Snapshot:
-    row = (
-        AbsorbState.objects.filter(name=STATE_NAME)
-        .values_list("absorbed_through_id", "rebuild_version", "monthly_open_from")
-        .first()
-    )
-    watermark, version, open_from = row if row else (0, 0, None)
+    position = read_position()
     return Snapshot(
-        as_of=as_of, watermark=watermark, rebuild_version=version, monthly_open_from=open_from
+        as_of=as_of,
+        watermark=position.watermark,
+        rebuild_version=position.rebuild_version,
+        monthly_open_from=position.monthly_open_from,
     )
 
 
@@ -219,6 +237,11 @@ def split_range(start: date | None, end: date | None) -> DaySplit:
 # --- The virtual fact table ----------------------------------------------------------------------
 
 
+def _columns(columns: tuple[str, ...], *first: SQL, last: SQL | None = None) -> SQL:
+    """A select list: ``first``, the named ``columns``, then ``last``."""
+    return SQL(", ").join([*first, *(name(column) for column in columns), *filter(None, [last])])
+
+
 class Facts:
     """Builds the ``(day, [blog_id], [country_id], views)`` subquery for one question."""
 
@@ -238,32 +261,28 @@ class Facts:
 
     def _filters(
         self, level_columns: tuple[str, ...], *, only: tuple[str, ...] | None = None
-    ) -> tuple[list[str], list[Param]]:
+    ) -> list[SQL]:
         """WHERE conditions for the spec's filters on a table with ``level_columns``.
 
         ``only`` replaces the spec's country filters by "country in ``only``".
         """
-        where: list[str] = []
-        params: list[Param] = []
-
-        def country_in(codes: tuple[str, ...], negate: bool = False) -> None:
-            where.append(
-                f"country_id {'NOT IN' if negate else 'IN'} ({', '.join(['%s'] * len(codes))})"
-            )
-            params.extend(codes)
-
+        where: list[SQL] = []
         if "country_id" in level_columns:
-            if only is not None:
-                country_in(only)
-            else:
-                if self.spec.country_codes is not None:
-                    country_in(self.spec.country_codes)
-                if self.spec.exclude_country_codes is not None:
-                    country_in(self.spec.exclude_country_codes, negate=True)
+            include = only if only is not None else self.spec.country_codes
+            exclude = None if only is not None else self.spec.exclude_country_codes
+            if include is not None:
+                where.append(sql("country_id IN ({codes})", codes=values(include)))
+            if exclude is not None:
+                where.append(sql("country_id NOT IN ({codes})", codes=values(exclude)))
         if self.author_id is not None:
-            where.append(f"blog_id IN (SELECT id FROM {BLOG} WHERE author_id = %s)")
-            params.append(self.author_id)
-        return where, params
+            where.append(
+                sql(
+                    "blog_id IN (SELECT id FROM {blog} WHERE author_id = {author})",
+                    blog=name(BLOG),
+                    author=self.author_id,
+                )
+            )
+        return where
 
     def sql(
         self,
@@ -273,20 +292,19 @@ class Facts:
         monthly: bool = True,
         start: date | None = None,
         end: date | None = None,
-    ) -> tuple[str, list[Param]]:
+    ) -> SQL:
         """The fact subquery over ``start..end`` (default: the spec's range).
 
         A question about blogs (not countries) with a country filter reads only the rows of the
         countries it keeps, or, when it only excludes some, the blog level *minus* the excluded
         countries' rows (negative ``views``): both touch few rows through the country-first
-        index. Callers keep groups whose ``sum(views)`` is positive.
+        index. The answer shapes below keep only groups whose ``sum(views)`` is positive.
         """
         if start is None and end is None:
             start, end = self.spec.first_day, self.spec.last_day
         level = self.level(blogs=blogs, countries=countries)
         columns = level.columns
-        parts: list[str] = []
-        params: list[Param] = []
+        parts: list[SQL] = []
         if level is BLOG_COUNTRY_LEVEL and not countries and self.spec.countries_filtered:
             columns = ("blog_id",)
             include = self.spec.country_codes
@@ -294,48 +312,31 @@ class Facts:
             if include is not None:
                 kept = tuple(code for code in include if code not in exclude)
                 if kept:
-                    self._summary_parts(
-                        level, columns, start, end, monthly, parts, params, only=kept
-                    )
+                    parts += self._summary_parts(level, columns, start, end, monthly, only=kept)
             else:
-                self._summary_parts(BLOG_LEVEL, columns, start, end, monthly, parts, params)
-                self._summary_parts(
-                    level,
-                    columns,
-                    start,
-                    end,
-                    monthly,
-                    parts,
-                    params,
-                    only=tuple(sorted(exclude)),
-                    sign="-",
+                parts += self._summary_parts(BLOG_LEVEL, columns, start, end, monthly)
+                parts += self._summary_parts(
+                    level, columns, start, end, monthly, only=tuple(sorted(exclude)), negate=True
                 )
         else:
-            self._summary_parts(level, columns, start, end, monthly, parts, params)
+            parts += self._summary_parts(level, columns, start, end, monthly)
+        parts.append(self._tail(columns=columns, start=start, end=end))
+        return SQL(" UNION ALL ").join(parts)
 
-        tail_sql, tail_params = self._tail(columns=columns, start=start, end=end)
-        parts.append(tail_sql)
-        params.extend(tail_params)
-        return " UNION ALL ".join(parts), params
-
-    def _tail(
-        self, *, columns: tuple[str, ...], start: date | None, end: date | None
-    ) -> tuple[str, list[Param]]:
+    def _tail(self, *, columns: tuple[str, ...], start: date | None, end: date | None) -> SQL:
         """The raw views the summaries do not hold yet (``id > watermark``), grouped by day."""
-        filters, filter_params = self._filters(("blog_id", "country_id"))
-        where = ["id > %s"]
-        params: list[Param] = [self.snapshot.watermark]
+        where = [sql("id > {watermark}", watermark=self.snapshot.watermark)]
         if start is not None:
-            where.append("viewed_at >= %s")
-            params.append(day_start_param(start))
+            where.append(sql("viewed_at >= {low}", low=day_start_param(start)))
         if end is not None:
-            where.append("viewed_at < %s")
-            params.append(day_start_param(end + timedelta(days=1)))
-        day = day_of("viewed_at")
-        return (
-            f"SELECT {', '.join([f'{day} AS day', *columns, 'count(*) AS views'])} FROM {RAW} "
-            f"WHERE {' AND '.join([*where, *filters])} GROUP BY {', '.join([day, *columns])}",
-            [*params, *filter_params],
+            where.append(sql("viewed_at < {high}", high=day_start_param(end + timedelta(days=1))))
+        day = day_of(SQL("viewed_at"))
+        return sql(
+            "SELECT {selected} FROM {raw} WHERE {where} GROUP BY {keys}",
+            selected=_columns(columns, day + SQL(" AS day"), last=SQL("count(*) AS views")),
+            raw=name(RAW),
+            where=all_of([*where, *self._filters(("blog_id", "country_id"))]),
+            keys=_columns(columns, day),
         )
 
     def _summary_parts(
@@ -345,56 +346,56 @@ class Facts:
         start: date | None,
         end: date | None,
         monthly: bool,
-        parts: list[str],
-        params: list[Param],
         *,
         only: tuple[str, ...] | None = None,
-        sign: str = "",
-    ) -> None:
-        """Append the SELECTs of ``level``'s rows over ``start..end`` (monthly where it can)."""
-        filters, filter_params = self._filters(level.columns, only=only)
+        negate: bool = False,
+    ) -> list[SQL]:
+        """The SELECTs of ``level``'s rows over ``start..end`` (monthly where it can)."""
+        filters = self._filters(level.columns, only=only)
+        views = SQL("-views AS views" if negate else "views AS views")
 
-        def add(table: str, day_column: str, low: date | None, high: date | None) -> None:
-            where: list[str] = []
-            bounds: list[Param] = []
+        def part(table: str, day_column: str, low: date | None, high: date | None) -> SQL:
+            day = name(day_column)
+            where = []
             if low is not None:
-                where.append(f"{day_column} >= %s")
-                bounds.append(day_param(low))
+                where.append(sql("{day} >= {low}", day=day, low=day_param(low)))
             if high is not None:
-                where.append(f"{day_column} <= %s")
-                bounds.append(day_param(high))
-            where.extend(filters)
-            condition = f" WHERE {' AND '.join(where)}" if where else ""
-            selected = ", ".join([f"{day_column} AS day", *columns, f"{sign}views AS views"])
-            parts.append(f"SELECT {selected} FROM {table}{condition}")
-            params.extend([*bounds, *filter_params])
+                where.append(sql("{day} <= {high}", day=day, high=day_param(high)))
+            return sql(
+                "SELECT {selected} FROM {table} WHERE {where}",
+                selected=_columns(columns, day + SQL(" AS day"), last=views),
+                table=name(table),
+                where=all_of([*where, *filters]),
+            )
 
         split = split_range(start, end) if monthly and level.monthly else None
-        if split is not None and split.months is not None and level.monthly is not None:
-            first_month, last_month = split.months
-            open_from = self.snapshot.monthly_open_from
-            if (
-                level.monthly_folded
-                and open_from is not None
-                and (last_month is None or next_month(last_month) > open_from)
-            ):
-                # The monthly rows count the days before the open day; the later days of the
-                # whole months come from the daily rows.
-                add(
+        if split is None or split.months is None or level.monthly is None:
+            return [part(level.daily, "day", start, end)]
+        parts = []
+        first_month, last_month = split.months
+        open_from = self.snapshot.monthly_open_from
+        if (
+            level.monthly_folded
+            and open_from is not None
+            and (last_month is None or next_month(last_month) > open_from)
+        ):
+            # The monthly rows count the days before the open day; the later days of the whole
+            # months come from the daily rows.
+            parts.append(
+                part(
                     level.daily,
                     "day",
                     open_from if first_month is None else max(first_month, open_from),
                     None if last_month is None else next_month(last_month) - timedelta(days=1),
                 )
-                last_month = month_start(open_from)
-            if first_month is None or last_month is None or first_month <= last_month:
-                add(level.monthly, "month", first_month, last_month)
-            for low, high in split.edges:
-                add(level.daily, "day", low, high)
-        else:
-            add(level.daily, "day", start, end)
+            )
+            last_month = month_start(open_from)
+        if first_month is None or last_month is None or first_month <= last_month:
+            parts.append(part(level.monthly, "month", first_month, last_month))
+        parts += [part(level.daily, "day", low, high) for low, high in split.edges]
+        return parts
 
-    def _presence_range(self, prefix: str = "") -> tuple[str, list[Param]]:
+    def _presence_range(self, prefix: str = "") -> SQL:
         """The condition on yearly presence rows for the spec's days (``prefix``: an alias)."""
         start, end = self.spec.first_day, self.spec.last_day
         # Years the range covers partly test their days' bits; whole years need no test.
@@ -407,86 +408,266 @@ class Facts:
             partial[end.year] = (max(start, year_start) if start else year_start, end)
         full_low = None if start is None else start.year + (start.year in partial)
         full_high = None if end is None else end.year - (end.year in partial)
-        ranges: list[str] = []
-        params: list[Param] = []
+        year, days = name(f"{prefix}year"), name(f"{prefix}days")
+        ranges: list[SQL] = []
         if full_low is None or full_high is None or full_low <= full_high:
             bounds = []
             if full_low is not None:
-                bounds.append(f"{prefix}year >= %s")
-                params.append(full_low)
+                bounds.append(sql("{year} >= {low}", year=year, low=full_low))
             if full_high is not None:
-                bounds.append(f"{prefix}year <= %s")
-                params.append(full_high)
-            ranges.append(" AND ".join(bounds) or "true")
-        for year, (low, high) in partial.items():
-            ranges.append(f"({prefix}year = %s AND {prefix}days & %s::bit(366) <> %s::bit(366))")
-            params.extend([year, year_masks(low, high)[year], NO_DAYS])
-        return f"({' OR '.join(ranges)})", params
-
-    def presence_blogs(self) -> tuple[str, list[Param]]:
-        """SQL for (country_id, distinct blogs with a matching view in the range), from the
-        yearly presence bits (PostgreSQL) plus the tail."""
-        start, end = self.spec.first_day, self.spec.last_day
-        in_range, range_params = self._presence_range()
-        filters, filter_params = self._filters(("blog_id", "country_id"))
-        where = " AND ".join([in_range, *filters])
-        params = [*range_params, *filter_params]
-        tail_sql, tail_params = self._tail(columns=("country_id", "blog_id"), start=start, end=end)
-        if start is None or end is None or start.year != end.year:
-            return (
-                f"SELECT country_id, count(DISTINCT blog_id) FROM ("
-                f"SELECT country_id, blog_id FROM {PRESENCE} WHERE {where} "
-                f"UNION ALL SELECT country_id, blog_id FROM ({tail_sql}) tail) pairs "
-                f"GROUP BY country_id",
-                [*params, *tail_params],
+                bounds.append(sql("{year} <= {high}", year=year, high=full_high))
+            ranges.append(all_of(bounds))
+        for one_year, (low, high) in partial.items():
+            ranges.append(
+                sql(
+                    "({year} = {one_year} AND {days} & {mask}::bit(366) <> {none}::bit(366))",
+                    year=year,
+                    one_year=one_year,
+                    days=days,
+                    mask=year_masks(low, high)[one_year],
+                    none=NO_DAYS,
+                )
             )
-        p_range, p_params = self._presence_range(prefix="p.")
-        new_in_tail = (
-            f"SELECT country_id, count(DISTINCT blog_id) FROM ({tail_sql}) tail "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {PRESENCE} p WHERE {p_range} "
-            f"AND p.country_id = tail.country_id AND p.blog_id = tail.blog_id) "
-            f"GROUP BY country_id"
+        return sql("({ranges})", ranges=SQL(" OR ").join(ranges))
+
+    def presence_blogs(self) -> SQL:
+        """(country_id, distinct blogs with a matching view in the range), from the yearly
+        presence bits (PostgreSQL only) plus the tail."""
+        start, end = self.spec.first_day, self.spec.last_day
+        presence = name(PRESENCE)
+        in_range = all_of([self._presence_range(), *self._filters(("blog_id", "country_id"))])
+        tail = self._tail(columns=("country_id", "blog_id"), start=start, end=end)
+        if start is None or end is None or start.year != end.year:
+            return sql(
+                "SELECT country_id, count(DISTINCT blog_id) FROM ("
+                "SELECT country_id, blog_id FROM {presence} WHERE {in_range} "
+                "UNION ALL SELECT country_id, blog_id FROM ({tail}) tail) pairs "
+                "GROUP BY country_id",
+                presence=presence,
+                in_range=in_range,
+                tail=tail,
+            )
+        new_in_tail = sql(
+            "SELECT country_id, count(DISTINCT blog_id) FROM ({tail}) tail "
+            "WHERE NOT EXISTS (SELECT 1 FROM {presence} p WHERE {p_range} "
+            "AND p.country_id = tail.country_id AND p.blog_id = tail.blog_id) "
+            "GROUP BY country_id",
+            tail=tail,
+            presence=presence,
+            p_range=self._presence_range(prefix="p."),
         )
         if (start, end) == (date(start.year, 1, 1), date(start.year, 12, 31)) and not (
             self.author_id
         ):
             # A whole year without an author: the per-country counts kept with the presence
             # rows, plus the tail's pairs that have no presence row yet.
-            country_filters, country_params = self._filters(("country_id",))
-            where_year = " AND ".join(["year = %s", *country_filters])
-            return (
-                f"SELECT country_id, sum(blogs) FROM ("
-                f"SELECT country_id, blogs FROM {COUNTRY_BLOGS} WHERE {where_year} "
-                f"UNION ALL {new_in_tail}) counts GROUP BY country_id",
-                [start.year, *country_params, *tail_params, *p_params],
+            return sql(
+                "SELECT country_id, sum(blogs) FROM ("
+                "SELECT country_id, blogs FROM {country_blogs} WHERE {in_year} "
+                "UNION ALL {new_in_tail}) counts GROUP BY country_id",
+                country_blogs=name(COUNTRY_BLOGS),
+                in_year=all_of(
+                    [sql("year = {year}", year=start.year), *self._filters(("country_id",))]
+                ),
+                new_in_tail=new_in_tail,
             )
         # Within one year a (country, blog) has one presence row: count rows, and add the
         # tail's pairs that have none (no DISTINCT over every pair: about 3x faster).
-        return (
-            f"SELECT country_id, sum(blogs) FROM ("
-            f"SELECT country_id, count(*) AS blogs FROM {PRESENCE} WHERE {where} "
-            f"GROUP BY country_id UNION ALL {new_in_tail}) counts GROUP BY country_id",
-            [*params, *tail_params, *p_params],
+        return sql(
+            "SELECT country_id, sum(blogs) FROM ("
+            "SELECT country_id, count(*) AS blogs FROM {presence} WHERE {in_range} "
+            "GROUP BY country_id UNION ALL {new_in_tail}) counts GROUP BY country_id",
+            presence=presence,
+            in_range=in_range,
+            new_in_tail=new_in_tail,
         )
 
     def first_day(self) -> date | None:
         """The earliest day with a matching view (before ``end``), or ``None``."""
         level = self.level(blogs=False, countries=False)
-        filters, filter_params = self._filters(level.columns)
-        daily_where = " AND ".join(filters) or "true"
-        tail_where = " AND ".join(["id > %s", *filters])
+        filters = self._filters(level.columns)
+        daily_where = list(filters)
+        tail_where = [sql("id > {watermark}", watermark=self.snapshot.watermark), *filters]
         end = self.spec.last_day
-        daily_params: list[Param] = list(filter_params)
-        tail_params: list[Param] = [self.snapshot.watermark, *filter_params]
         if end is not None:
-            daily_where += " AND day <= %s"
-            daily_params.append(day_param(end))
-            tail_where += " AND viewed_at < %s"
-            tail_params.append(day_start_param(end + timedelta(days=1)))
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT min(day) FROM {level.daily} WHERE {daily_where}", daily_params)
-            found = [cursor.fetchone()[0]]
-            cursor.execute(f"SELECT min(viewed_at) FROM {RAW} WHERE {tail_where}", tail_params)
-            found.append(cursor.fetchone()[0])
+            daily_where.append(sql("day <= {end}", end=day_param(end)))
+            tail_where.append(
+                sql("viewed_at < {after}", after=day_start_param(end + timedelta(days=1)))
+            )
+        first = "SELECT min({column}) FROM {table} WHERE {where}"
+        found = [
+            fetch_one(
+                sql(first, column=SQL("day"), table=name(level.daily), where=all_of(daily_where))
+            )[0],
+            fetch_one(
+                sql(first, column=SQL("viewed_at"), table=name(RAW), where=all_of(tail_where))
+            )[0],
+        ]
         days = [as_date(value) for value in found if value is not None]
         return min(days) if days else None
+
+
+# --- The answers' shapes ---------------------------------------------------------------------
+#
+# Each takes the facts of one question and returns the rows of its answer: the whole query,
+# including which database counts distinct blogs how, and the rule that a group counts when
+# its (possibly net, see Facts.sql) views are positive.
+
+NO_SUCH_AUTHOR = -1
+
+
+def facts_for(spec: Spec, snapshot: Snapshot) -> Facts | None:
+    """The facts of ``spec`` at ``snapshot``; ``None`` when it names an unknown author (whose
+    answers are empty, API.md)."""
+    if spec.author_username is None:
+        return Facts(spec, snapshot, author_id=None)
+    found = (
+        get_user_model()
+        ._default_manager.filter(**{USERNAME: spec.author_username})
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return None if found is None else Facts(spec, snapshot, author_id=int(found))
+
+
+@dataclass
+class Groups:
+    """One page of an answer's rows, how many there are in all, and what ``meta`` adds."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def country_groups(facts: Facts, limit: int, offset: int) -> Groups:
+    """Views and distinct viewed blogs per country, most viewed first, one page of them."""
+    # Views from the smallest level with countries (at most 250 groups: these are fetched and
+    # paged here); then distinct blogs, for the page's countries only, from the yearly presence
+    # bits on PostgreSQL, else from the (day|month, blog, country) rows.
+    views = fetch_all(
+        sql(
+            "SELECT f.country_id, c.name, sum(f.views) AS views FROM ({facts}) f "
+            "JOIN {country} c ON c.code = f.country_id GROUP BY f.country_id, c.name "
+            "ORDER BY views DESC, {code}",
+            facts=facts.sql(countries=True),
+            country=name(COUNTRY),
+            code=binary_order(SQL("f.country_id")),
+        )
+    )
+    page = views[offset : offset + limit]
+    if not page:
+        return Groups([], len(views))
+    if len(page) < len(views):
+        # Counting distinct blogs is the costly part: only for the countries shown.
+        shown = replace(
+            facts.spec,
+            country_codes=tuple(sorted(code for code, _, _ in page)),
+            exclude_country_codes=None,
+        )
+        facts = Facts(shown, facts.snapshot, author_id=facts.author_id)
+    if postgres():
+        counts = facts.presence_blogs()
+    else:
+        counts = sql(
+            "SELECT country_id, count(DISTINCT blog_id) FROM ({pairs}) p GROUP BY country_id",
+            pairs=facts.sql(blogs=True, countries=True),
+        )
+    blogs = dict(fetch_all(counts))
+    rows = [
+        {
+            "country_code": code,
+            "country_name": country,
+            "blogs": int(blogs.get(code, 0)),
+            "views": int(count),
+        }
+        for code, country, count in page
+    ]
+    return Groups(rows, len(views))
+
+
+def author_groups(facts: Facts, limit: int, offset: int) -> Groups:
+    """Views and distinct viewed blogs per author, most viewed first, one page of them."""
+    username = name(f"u.{USERNAME}")
+    # Per blog first. Only the page's rows leave the database; the count of all groups comes
+    # with them (also when the page is empty: the LEFT JOIN keeps the total's row).
+    rows = fetch_all(
+        sql(
+            "WITH authors AS ("
+            "SELECT {username} AS username, count(*) AS blogs, sum(t.views) AS views FROM ("
+            "SELECT f.blog_id, sum(f.views) AS views FROM ({facts}) f GROUP BY f.blog_id "
+            "HAVING sum(f.views) > 0) t "
+            "JOIN {blog} b ON b.id = t.blog_id JOIN {user} u ON u.id = b.author_id "
+            "GROUP BY u.id, {username}) "
+            "SELECT total.n, page.username, page.blogs, page.views "
+            "FROM (SELECT count(*) AS n FROM authors) total LEFT JOIN ("
+            "SELECT username, blogs, views FROM authors "
+            "ORDER BY views DESC, {by_name} LIMIT {limit} OFFSET {offset}) page ON true "
+            "ORDER BY page.views DESC, {page_by_name}",
+            username=username,
+            facts=facts.sql(blogs=True),
+            blog=name(BLOG),
+            user=name(USER),
+            by_name=binary_order(SQL("username")),
+            limit=limit,
+            offset=offset,
+            page_by_name=binary_order(SQL("page.username")),
+        )
+    )
+    found = [
+        {"username": author, "blogs": int(blogs), "views": int(views)}
+        for _, author, blogs, views in rows
+        if author is not None
+    ]
+    return Groups(found, int(rows[0][0]))
+
+
+def blog_groups(facts: Facts, limit: int) -> Groups:
+    """The ``limit`` most viewed blogs; ties by blog id."""
+    rows = fetch_all(
+        sql(
+            "SELECT t.blog_id, b.title, {username}, t.views, t.total FROM ("
+            "SELECT f.blog_id, sum(f.views) AS views, count(*) OVER () AS total "
+            "FROM ({facts}) f GROUP BY f.blog_id HAVING sum(f.views) > 0 "
+            "ORDER BY views DESC, f.blog_id LIMIT {limit}) t "
+            "JOIN {blog} b ON b.id = t.blog_id JOIN {user} u ON u.id = b.author_id "
+            "ORDER BY t.views DESC, t.blog_id",
+            username=name(f"u.{USERNAME}"),
+            facts=facts.sql(blogs=True),
+            limit=limit,
+            blog=name(BLOG),
+            user=name(USER),
+        )
+    )
+    results = [
+        {"blog_id": blog_id, "title": title, "username": username, "views": int(views)}
+        for blog_id, title, username, views, _ in rows
+    ]
+    return Groups(results, int(rows[0][4]) if rows else 0)
+
+
+def views_per_day(facts: Facts, start: date, end: date, *, monthly: bool) -> list[tuple[date, int]]:
+    """``(day, views)`` of the days ``start..end`` with views. With ``monthly``, a whole month
+    may come as one row dated its first day (for callers that sum by month or year)."""
+    rows = fetch_all(
+        sql(
+            "SELECT day, sum(views) FROM ({facts}) f GROUP BY day",
+            facts=facts.sql(monthly=monthly, start=start, end=end),
+        )
+    )
+    return [(as_date(day), int(views)) for day, views in rows]
+
+
+def blogs_created(facts: Facts, start: date, end: date) -> dict[date, int]:
+    """Blogs created per day in ``start..end``, by the filtered author if any (countries do
+    not apply)."""
+    blogs = Blog.objects.filter(
+        created_at__gte=datetime(start.year, start.month, start.day, tzinfo=UTC),
+        created_at__lt=datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1),
+    )
+    if facts.author_id is not None:
+        blogs = blogs.filter(author_id=facts.author_id)
+    counts: dict[date, int] = {}
+    for created_at in blogs.values_list("created_at", flat=True):
+        day = created_at.astimezone(UTC).date()
+        counts[day] = counts.get(day, 0) + 1
+    return counts

@@ -1,23 +1,32 @@
-"""The read side: every analytics answer, exact at its ``as_of``, through the shared planner."""
+"""The read side: every analytics answer, exact at its ``as_of``.
+
+A selector is a spec in and rows out: the planner (``api.planner``) owns every query; what is
+here is the answer's form (paging, ``meta``, the series' buckets and growth).
+"""
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.db import connection
-
-from api.planner import BLOG, USER, Facts, Snapshot, as_date, read_snapshot
+from api.planner import (
+    Facts,
+    Groups,
+    Snapshot,
+    author_groups,
+    blog_groups,
+    blogs_created,
+    country_groups,
+    facts_for,
+    read_snapshot,
+    views_per_day,
+)
 from api.spec import Spec
 from core.exceptions import ApplicationError
-from core.models import Blog, Country
 from core.sql import month_start, next_month
 
-COUNTRY = Country._meta.db_table
-USERNAME = get_user_model().USERNAME_FIELD
 MAX_BUCKETS = 1000
 # Automatic granularity: ranges of at most this many days get this period.
 AUTO_PERIODS = ((31, "day"), (180, "week"))
@@ -36,35 +45,25 @@ class Answer:
         return {"results": self.results, "meta": self.meta}
 
 
-def _meta(spec: Spec, snapshot: Snapshot, total: int, **more: Any) -> dict[str, Any]:
-    return {
-        "filters": spec.normalized(),
-        "total": total,
-        "as_of": snapshot.as_of.isoformat().replace("+00:00", "Z"),
-        **more,
-    }
-
-
-NO_SUCH_AUTHOR = -1
-
-
-def _author_id(spec: Spec) -> int | None:
-    """The filtered author's id; ``None`` without an author filter; ``NO_SUCH_AUTHOR``."""
-    if spec.author_username is None:
-        return None
-    found = (
-        get_user_model()
-        ._default_manager.filter(**{USERNAME: spec.author_username})
-        .values_list("pk", flat=True)
-        .first()
+def _answer(
+    spec: Spec,
+    shape: Callable[[Facts], Groups],
+    unknown_author: Callable[[Snapshot], Groups] = lambda _: Groups([], 0),
+) -> Answer:
+    """``shape``'s rows for ``spec``, in one snapshot; an unknown author's are empty."""
+    with read_snapshot() as snapshot:
+        facts = facts_for(spec, snapshot)
+        groups = unknown_author(snapshot) if facts is None else shape(facts)
+    return Answer(
+        groups.rows,
+        {
+            "filters": spec.normalized(),
+            "total": groups.total,
+            "as_of": snapshot.as_of.isoformat().replace("+00:00", "Z"),
+            **groups.meta,
+        },
+        snapshot.rebuild_version,
     )
-    return NO_SUCH_AUTHOR if found is None else int(found)
-
-
-def _fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 def _page(spec: Spec) -> tuple[int, int]:
@@ -73,145 +72,21 @@ def _page(spec: Spec) -> tuple[int, int]:
     return (sys.maxsize if spec.limit is None else spec.limit), spec.offset or 0
 
 
-def _binary(column: str) -> str:
-    """``column`` compared by code point, as API.md orders ties (PostgreSQL's default collation
-    would put "ana" before "Zed"; SQLite compares code points already)."""
-    return f'{column} COLLATE "C"' if connection.vendor == "postgresql" else column
-
-
-# --- Grouped by country / by author --------------------------------------------------------------
-
-
-@dataclass
-class Groups:
-    """One page of groups, and how many groups there are in all."""
-
-    rows: list[dict[str, Any]]
-    total: int
-
-
-def _country_rows(facts: Facts, limit: int, offset: int) -> Groups:
-    # Views from the smallest level with countries (at most 250 groups: these are fetched and
-    # paged here); then distinct blogs, for the page's countries only, from the yearly presence
-    # bits on PostgreSQL, else from the (day|month, blog, country) rows.
-    sql, params = facts.sql(countries=True)
-    views = _fetch(
-        f"SELECT f.country_id, c.name, sum(f.views) AS views FROM ({sql}) f "
-        f"JOIN {COUNTRY} c ON c.code = f.country_id GROUP BY f.country_id, c.name "
-        f"ORDER BY views DESC, {_binary('f.country_id')}",
-        params,
-    )
-    page = views[offset : offset + limit]
-    if not page:
-        return Groups([], len(views))
-    if len(page) < len(views):
-        # Counting distinct blogs is the costly part: only for the countries shown.
-        shown = replace(
-            facts.spec,
-            country_codes=tuple(sorted(code for code, _, _ in page)),
-            exclude_country_codes=None,
-        )
-        facts = Facts(shown, facts.snapshot, author_id=facts.author_id)
-    if connection.vendor == "postgresql":
-        counts, params = facts.presence_blogs()
-    else:
-        pairs, params = facts.sql(blogs=True, countries=True)
-        counts = f"SELECT country_id, count(DISTINCT blog_id) FROM ({pairs}) p GROUP BY country_id"
-    blogs = dict(_fetch(counts, params))
-    rows = [
-        {
-            "country_code": code,
-            "country_name": name,
-            "blogs": int(blogs.get(code, 0)),
-            "views": int(count),
-        }
-        for code, name, count in page
-    ]
-    return Groups(rows, len(views))
-
-
-def _author_rows(facts: Facts, limit: int, offset: int) -> Groups:
-    sql, params = facts.sql(blogs=True)
-    username = f"u.{USERNAME}"
-    # Per blog first: a blog counts when its (possibly net, see Facts.sql) views are positive.
-    # Only the page's rows leave the database; the count of all groups comes with them (also
-    # when the page is empty: the LEFT JOIN keeps the total's row).
-    rows = _fetch(
-        f"WITH authors AS ("
-        f"SELECT {username} AS username, count(*) AS blogs, sum(t.views) AS views FROM ("
-        f"SELECT f.blog_id, sum(f.views) AS views FROM ({sql}) f GROUP BY f.blog_id "
-        f"HAVING sum(f.views) > 0) t "
-        f"JOIN {BLOG} b ON b.id = t.blog_id JOIN {USER} u ON u.id = b.author_id "
-        f"GROUP BY u.id, {username}) "
-        f"SELECT total.n, page.username, page.blogs, page.views "
-        f"FROM (SELECT count(*) AS n FROM authors) total LEFT JOIN ("
-        f"SELECT username, blogs, views FROM authors "
-        f"ORDER BY views DESC, {_binary('username')} LIMIT %s OFFSET %s) page ON true "
-        f"ORDER BY page.views DESC, {_binary('page.username')}",
-        [*params, limit, offset],
-    )
-    found = [
-        {"username": name, "blogs": int(blogs), "views": int(views)}
-        for _, name, blogs, views in rows
-        if name is not None
-    ]
-    return Groups(found, int(rows[0][0]))
-
-
-def _grouped(spec: Spec, rows_of: Callable[[Facts, int, int], Groups]) -> Answer:
-    limit, offset = _page(spec)
-    with read_snapshot() as snapshot:
-        author = _author_id(spec)
-        groups = (
-            Groups([], 0)
-            if author == NO_SUCH_AUTHOR
-            else rows_of(Facts(spec, snapshot, author_id=author), limit, offset)
-        )
-    return Answer(groups.rows, _meta(spec, snapshot, groups.total), snapshot.rebuild_version)
-
-
 def country_breakdown(*, spec: Spec) -> Answer:
-    """Views and distinct viewed blogs per country, most viewed first (paged)."""
-    return _grouped(spec, _country_rows)
+    """Views and distinct viewed blogs per country, most viewed first: a page of them (the
+    breakdown) or the ``limit`` first (the top list)."""
+    return _answer(spec, lambda facts: country_groups(facts, *_page(spec)))
 
 
 def author_breakdown(*, spec: Spec) -> Answer:
-    """Views and distinct viewed blogs per author, most viewed first (paged)."""
-    return _grouped(spec, _author_rows)
-
-
-def top_countries(*, spec: Spec) -> Answer:
-    """The ``limit`` most viewed countries."""
-    return _grouped(spec, _country_rows)
-
-
-def top_authors(*, spec: Spec) -> Answer:
-    """The ``limit`` most viewed authors."""
-    return _grouped(spec, _author_rows)
+    """Views and distinct viewed blogs per author, most viewed first: a page of them (the
+    breakdown) or the ``limit`` first (the top list)."""
+    return _answer(spec, lambda facts: author_groups(facts, *_page(spec)))
 
 
 def top_blogs(*, spec: Spec) -> Answer:
     """The ``limit`` most viewed blogs; ties by blog id."""
-    with read_snapshot() as snapshot:
-        author = _author_id(spec)
-        if author == NO_SUCH_AUTHOR:
-            return Answer([], _meta(spec, snapshot, 0), snapshot.rebuild_version)
-        sql, params = Facts(spec, snapshot, author_id=author).sql(blogs=True)
-        rows = _fetch(
-            f"SELECT t.blog_id, b.title, u.{USERNAME}, t.views, t.total FROM ("
-            f"SELECT f.blog_id, sum(f.views) AS views, count(*) OVER () AS total "
-            f"FROM ({sql}) f GROUP BY f.blog_id HAVING sum(f.views) > 0 "
-            f"ORDER BY views DESC, f.blog_id LIMIT %s) t "
-            f"JOIN {BLOG} b ON b.id = t.blog_id JOIN {USER} u ON u.id = b.author_id "
-            f"ORDER BY t.views DESC, t.blog_id",
-            [*params, spec.limit],
-        )
-    results = [
-        {"blog_id": blog_id, "title": title, "username": username, "views": int(views)}
-        for blog_id, title, username, views, _ in rows
-    ]
-    total = int(rows[0][4]) if rows else 0
-    return Answer(results, _meta(spec, snapshot, total), snapshot.rebuild_version)
+    return _answer(spec, lambda facts: blog_groups(facts, _page(spec)[0]))
 
 
 # --- Time series ---------------------------------------------------------------------------------
@@ -265,21 +140,6 @@ def _growth(views: int, previous: int | None) -> float | None:
     return float(change.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
-def _blogs_created(author: int | None, start: date, end: date) -> dict[date, int]:
-    """Blogs created per day in ``start..end``, by the author if given (countries do not apply)."""
-    blogs = Blog.objects.filter(
-        created_at__gte=datetime(start.year, start.month, start.day, tzinfo=UTC),
-        created_at__lt=datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1),
-    )
-    if author is not None:
-        blogs = blogs.filter(author_id=author)
-    counts: dict[date, int] = {}
-    for created_at in blogs.values_list("created_at", flat=True):
-        day = created_at.astimezone(UTC).date()
-        counts[day] = counts.get(day, 0) + 1
-    return counts
-
-
 def _period(spec: Spec, start: date, end: date) -> str:
     if spec.compare_period:
         return spec.compare_period
@@ -292,32 +152,32 @@ def _period(spec: Spec, start: date, end: date) -> str:
     return period
 
 
+def _no_series(spec: Spec, start: date | None, end: date) -> Groups:
+    """The empty series: its granularity is the range's when it has one."""
+    period = _period(spec, start, end) if start and start <= end else spec.compare_period
+    return Groups([], 0, _series_meta(spec, period))
+
+
+def _series_meta(spec: Spec, period: str | None) -> dict[str, Any]:
+    return {"granularity": period, "granularity_auto": spec.compare_period is None}
+
+
+def _today(snapshot: Snapshot) -> date:
+    return snapshot.as_of.astimezone(UTC).date()
+
+
 def views_performance(*, spec: Spec) -> Answer:
     """Views and blogs created per calendar bucket, with growth against the previous bucket.
 
     The range is the filter's; an open start is the day of the earliest matching view (none:
     no rows), an open end is today (UTC).
     """
-    with read_snapshot() as snapshot:
-        author = _author_id(spec)
-        facts = Facts(spec, snapshot, author_id=author)
-        end = spec.last_day or snapshot.as_of.astimezone(UTC).date()
-        start = spec.first_day
-        if start is None and author != NO_SUCH_AUTHOR:
-            start = facts.first_day()
-        if start is None or author == NO_SUCH_AUTHOR or start > end:
-            period = _period(spec, start, end) if start and start <= end else spec.compare_period
-            return Answer(
-                [],
-                _meta(
-                    spec,
-                    snapshot,
-                    0,
-                    granularity=period,
-                    granularity_auto=spec.compare_period is None,
-                ),
-                snapshot.rebuild_version,
-            )
+
+    def series(facts: Facts) -> Groups:
+        end = spec.last_day or _today(facts.snapshot)
+        start = spec.first_day or facts.first_day()
+        if start is None or start > end:
+            return _no_series(spec, start, end)
         period = _period(spec, start, end)
         buckets = _bucket_count(start, end, period)
         if buckets > MAX_BUCKETS:
@@ -326,14 +186,31 @@ def views_performance(*, spec: Spec) -> Answer:
                 "compare_period or a shorter range.",
                 details=[{"field": "compare_period", "reason": f"{buckets} buckets"}],
             )
-        sql, params = facts.sql(monthly=period in ("month", "year"), start=start, end=end)
-        per_day = _fetch(f"SELECT day, sum(views) FROM ({sql}) f GROUP BY day", params)
-        created = _blogs_created(author, start, end)
+        per_day = views_per_day(facts, start, end, monthly=period in ("month", "year"))
+        rows = _buckets(start, end, period, per_day, blogs_created(facts, start, end))
+        return Groups(rows, len(rows), _series_meta(spec, period))
 
+    return _answer(
+        spec,
+        series,
+        unknown_author=lambda snapshot: _no_series(
+            spec, spec.first_day, spec.last_day or _today(snapshot)
+        ),
+    )
+
+
+def _buckets(
+    start: date,
+    end: date,
+    period: str,
+    per_day: list[tuple[date, int]],
+    created: dict[date, int],
+) -> list[dict[str, Any]]:
+    """Every bucket of ``start..end``: views, blogs created and growth against the previous."""
     views_by_bucket: dict[date, int] = {}
     for day, views in per_day:
-        bucket = _bucket_start(max(as_date(day), start), period)
-        views_by_bucket[bucket] = views_by_bucket.get(bucket, 0) + int(views)
+        bucket = _bucket_start(max(day, start), period)
+        views_by_bucket[bucket] = views_by_bucket.get(bucket, 0) + views
     created_by_bucket: dict[date, int] = {}
     for day, count in created.items():
         bucket = _bucket_start(day, period)
@@ -357,14 +234,4 @@ def views_performance(*, spec: Spec) -> Answer:
         )
         previous = views
         bucket = following
-    return Answer(
-        results,
-        _meta(
-            spec,
-            snapshot,
-            len(results),
-            granularity=period,
-            granularity_auto=spec.compare_period is None,
-        ),
-        snapshot.rebuild_version,
-    )
+    return results

@@ -163,7 +163,7 @@ class TopBlogsView(AnalyticsView):
 class TopAuthorsView(AnalyticsView):
     endpoint = "top/user"
     extras = TOP
-    selector = staticmethod(selectors.top_authors)
+    selector = staticmethod(selectors.author_breakdown)
 
 
 @_schema(
@@ -177,7 +177,7 @@ class TopAuthorsView(AnalyticsView):
 class TopCountriesView(AnalyticsView):
     endpoint = "top/country"
     extras = TOP
-    selector = staticmethod(selectors.top_countries)
+    selector = staticmethod(selectors.country_breakdown)
 
 
 @_schema(

@@ -1,35 +1,159 @@
-"""The few SQL pieces that differ between PostgreSQL and the embedded SQLite, shared by the
-rollups (write) and analytics (read) sides so that both compute days and months alike."""
+"""SQL as values: a fragment carries its text and the parameters it binds, so that pieces
+compose without a list of parameters kept in order by hand; and the few pieces that differ
+between PostgreSQL and the embedded SQLite, shared by the rollups (write) and analytics (read)
+sides so that both compute days and months alike.
 
+    >>> country = sql("country_id IN ({codes})", codes=values(["DE", "FR"]))
+    >>> since = sql("day >= {low}", low="2025-01-01")
+    >>> query = sql("SELECT * FROM {t} WHERE {where}", t=name("t"), where=all_of([since, country]))
+    >>> query.text
+    'SELECT * FROM t WHERE day >= %s AND country_id IN (%s, %s)'
+    >>> query.params
+    ('2025-01-01', 'DE', 'FR')
+
+A value is written where it is used (``{low}``), and binds as ``%s`` there: it is never pasted
+into the text. Only fragments (``SQL``) and checked identifiers (``name``) become text. This is
+``psycopg2.sql``'s idea, kept small so that it works on SQLite too.
+"""
+
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
+
+Param = int | str | date | datetime | None
+
+_FORMATTER = string.Formatter()
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class SQL:
+    """A piece of SQL text and the parameters its ``%s`` placeholders take, in their order."""
+
+    text: str
+    params: tuple[Param, ...] = ()
+
+    def __add__(self, other: "SQL") -> "SQL":
+        return SQL(self.text + other.text, self.params + other.params)
+
+    def join(self, parts: Iterable["SQL"]) -> "SQL":
+        """The parts with this fragment between them (``SQL(", ").join(...)``)."""
+        pieces = list(parts)
+        return SQL(
+            self.text.join(piece.text for piece in pieces),
+            tuple(value for piece in pieces for value in piece.params),
+        )
+
+
+def sql(template: str, **pieces: "SQL | Param") -> SQL:
+    """``template`` with each ``{name}`` filled: a ``SQL`` piece goes in as its text (with its
+    parameters), any other value is bound as ``%s``. The parameters come out in the order the
+    placeholders appear, however the pieces were built."""
+    text: list[str] = []
+    params: list[Param] = []
+    for literal, field, spec, conversion in _FORMATTER.parse(template):
+        if "%" in literal:
+            # A placeholder written by hand would take a parameter out of its piece's order.
+            raise ValueError(f"SQL template text holds '%': {template!r}")
+        text.append(literal)
+        if field is None:
+            continue
+        if spec or conversion or field not in pieces:
+            raise KeyError(f"SQL template field {{{field}}} has no plain piece")
+        piece = pieces[field]
+        if isinstance(piece, SQL):
+            text.append(piece.text)
+            params.extend(piece.params)
+        else:
+            text.append("%s")
+            params.append(piece)
+    return SQL("".join(text), tuple(params))
+
+
+def name(identifier: str) -> SQL:
+    """A table or column name (``table`` or ``alias.column``), checked to be one."""
+    if not _IDENTIFIER.fullmatch(identifier):
+        raise ValueError(f"not an SQL identifier: {identifier!r}")
+    return SQL(identifier)
+
+
+def names(identifiers: Iterable[str], prefix: str = "") -> SQL:
+    """A comma-separated list of names, each with ``prefix`` (e.g. ``"t."``) if given."""
+    return SQL(", ").join(name(prefix + identifier) for identifier in identifiers)
+
+
+def values(items: Sequence[Param]) -> SQL:
+    """``%s, %s, ...`` binding ``items`` (for ``IN (...)``; ``items`` must not be empty)."""
+    if not items:
+        raise ValueError("an SQL value list needs at least one value")
+    return SQL(", ".join(["%s"] * len(items)), tuple(items))
+
+
+def all_of(conditions: Iterable[SQL]) -> SQL:
+    """The conditions joined by ``AND``; ``true`` when there are none."""
+    found = list(conditions)
+    return SQL(" AND ").join(found) if found else SQL("true")
+
+
+def execute(cursor: CursorWrapper, query: SQL) -> None:
+    cursor.execute(query.text, query.params)
+
+
+def fetch_all(query: SQL) -> list[tuple[Any, ...]]:
+    """Run ``query`` on the default connection and return every row."""
+    with connection.cursor() as cursor:
+        cursor.execute(query.text, query.params)
+        return cursor.fetchall()
+
+
+def fetch_one(query: SQL) -> tuple[Any, ...]:
+    """Run ``query`` (which returns one row) and return that row."""
+    with connection.cursor() as cursor:
+        cursor.execute(query.text, query.params)
+        row = cursor.fetchone()
+        assert row is not None, "the query returned no row"
+        return tuple(row)
+
+
+# --- What differs between PostgreSQL and SQLite ---------------------------------------------------
 
 
 def postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def day_of(column: str) -> str:
-    """SQL for the UTC calendar day of a timestamp column."""
+def binary_order(column: SQL) -> SQL:
+    """``column`` compared by code point, as API.md orders ties (PostgreSQL's default collation
+    would put "ana" before "Zed"; SQLite compares code points already)."""
+    return column + SQL(' COLLATE "C"') if postgres() else column
+
+
+def day_of(column: SQL) -> SQL:
+    """The UTC calendar day of a timestamp column."""
     if postgres():
-        return f"({column} AT TIME ZONE 'UTC')::date"
+        return sql("({column} AT TIME ZONE 'UTC')::date", column=column)
     # Django keeps SQLite datetimes as naive UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]'.
-    return f"substr({column}, 1, 10)"
+    return sql("substr({column}, 1, 10)", column=column)
 
 
-def month_of(day_column: str) -> str:
-    """SQL for the first day of the month of a date column."""
+def month_of(day_column: SQL) -> SQL:
+    """The first day of the month of a date column."""
     if postgres():
-        return f"date_trunc('month', {day_column})::date"
-    return f"substr({day_column}, 1, 8) || '01'"
+        return sql("date_trunc('month', {day})::date", day=day_column)
+    return sql("substr({day}, 1, 8) || '01'", day=day_column)
 
 
-def next_month_of(column: str) -> str:
-    """SQL for the first day of the month after a month-start date column."""
+def next_month_of(column: SQL) -> SQL:
+    """The first day of the month after a month-start date column."""
     if postgres():
-        return f"({column} + interval '1 month')::date"
-    return f"date({column}, '+1 month')"
+        return sql("({month} + interval '1 month')::date", month=column)
+    return sql("date({month}, '+1 month')", month=column)
 
 
 def day_param(day: date) -> date | str:

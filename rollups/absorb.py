@@ -30,10 +30,24 @@ from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from core.sql import day_param, month_of, month_start, postgres
+from core.sql import SQL, day_param, execute, month_start, name, names, postgres, sql
 from rollups.models import AbsorbState
-from rollups.staging import stage_create, stage_raw, stage_views, state_locked, work_mem_raise
-from rollups.tables import BLOG_COUNTRY_LEVEL, COUNTRY_BLOGS, LEVELS, NO_DAYS, PRESENCE, RAW
+from rollups.staging import (
+    month_keys,
+    stage_create,
+    stage_raw,
+    stage_views,
+    state_locked,
+    work_mem_raise,
+)
+from rollups.tables import (
+    BLOG_COUNTRY_LEVEL,
+    COUNTRY_BLOGS,
+    LEVELS,
+    NO_DAYS,
+    PRESENCE,
+    RAW,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +77,19 @@ class AbsorbResult:
     duration_ms: int
 
 
-def upsert_sql(table: str, keys: tuple[str, ...], select_sql: str) -> str:
+def upsert_sql(table: str, keys: tuple[str, ...], select: SQL) -> SQL:
     """``INSERT ... SELECT ... ON CONFLICT (keys) DO UPDATE`` adding the selected views."""
-    columns = ", ".join((*keys, "views"))
-    return (
-        f"INSERT INTO {table} ({columns}) {select_sql} "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET views = {table}.views + excluded.views"
+    return sql(
+        "INSERT INTO {table} ({columns}) {select} "
+        "ON CONFLICT ({keys}) DO UPDATE SET views = {table}.views + excluded.views",
+        table=name(table),
+        columns=names((*keys, "views")),
+        select=select,
+        keys=names(keys),
     )
 
 
-def _with_presence(upsert_sql: str) -> str:
+def _with_presence(upsert: SQL) -> SQL:
     """PostgreSQL: the (day, blog, country) upsert, chained to the presence bits of the rows it
     inserted, chained to the yearly per-country counts of the presence rows those created.
 
@@ -80,18 +97,32 @@ def _with_presence(upsert_sql: str) -> str:
     adds views: a row the upsert updated had its bit already, so only inserted rows need one.
     ``xmax = 0`` marks a row an upsert inserted rather than updated.
     """
-    return (
-        f"WITH added AS ({upsert_sql} RETURNING day, blog_id, country_id, xmax = 0 AS inserted), "
-        f"present AS (INSERT INTO {PRESENCE} (year, country_id, blog_id, days) "
+    return sql(
+        "WITH added AS ({upsert} RETURNING day, blog_id, country_id, xmax = 0 AS inserted), "
+        "present AS (INSERT INTO {presence} (year, country_id, blog_id, days) "
         "SELECT extract(year FROM day)::int, country_id, blog_id, "
-        "bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) FROM added "
+        "bit_or(set_bit({no_days}::bit(366), extract(doy FROM day)::int - 1, 1)) FROM added "
         "WHERE inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
-        f"ON CONFLICT (year, country_id, blog_id) DO UPDATE SET days = {PRESENCE}.days | "
+        "ON CONFLICT (year, country_id, blog_id) DO UPDATE SET days = {presence}.days | "
         "excluded.days RETURNING year, country_id, xmax = 0 AS inserted) "
-        f"INSERT INTO {COUNTRY_BLOGS} (year, country_id, blogs) "
+        "INSERT INTO {country_blogs} (year, country_id, blogs) "
         "SELECT year, country_id, count(*) FROM present WHERE inserted GROUP BY 1, 2 "
-        f"ON CONFLICT (year, country_id) DO UPDATE SET blogs = {COUNTRY_BLOGS}.blogs + "
-        "excluded.blogs"
+        "ON CONFLICT (year, country_id) DO UPDATE SET blogs = {country_blogs}.blogs + "
+        "excluded.blogs",
+        upsert=upsert,
+        presence=name(PRESENCE),
+        no_days=NO_DAYS,
+        country_blogs=name(COUNTRY_BLOGS),
+    )
+
+
+def _sums(source: str, keys: SQL, where: SQL) -> SQL:
+    """The views of ``source`` summed per ``keys``, in key order (see ``_stage_apply``)."""
+    return sql(
+        "SELECT {keys}, sum(views) FROM {source} WHERE {where} GROUP BY {keys} ORDER BY {keys}",
+        keys=keys,
+        source=name(source),
+        where=where,
     )
 
 
@@ -107,32 +138,20 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
     instead of 22.1 s; at the server's default 128 MB, sorting made no difference).
     """
     for level in LEVELS:
-        names = ", ".join(level.daily_keys)
         upsert = upsert_sql(
-            level.daily,
-            level.daily_keys,
-            f"SELECT {names}, sum(views) FROM {stage} WHERE true GROUP BY {names} ORDER BY {names}",
+            level.daily, level.daily_keys, _sums(stage, names(level.daily_keys), SQL("true"))
         )
-        if level is BLOG_COUNTRY_LEVEL and postgres():
-            cursor.execute(_with_presence(upsert), [NO_DAYS])
-        else:
-            cursor.execute(upsert)
+        execute(
+            cursor, _with_presence(upsert) if level is BLOG_COUNTRY_LEVEL and postgres() else upsert
+        )
     for level in LEVELS:
         if level.monthly is None:
             continue
-        names = ", ".join((month_of("day"), *level.columns))
-        where, params = "true", []
+        where = SQL("true")
         if level.monthly_folded and open_from is not None:
-            where, params = "day < %s", [day_param(open_from)]
-        cursor.execute(
-            upsert_sql(
-                level.monthly,
-                level.monthly_keys,
-                f"SELECT {names}, sum(views) FROM {stage} WHERE {where} "
-                f"GROUP BY {names} ORDER BY {names}",
-            ),
-            params,
-        )
+            where = sql("day < {open_from}", open_from=day_param(open_from))
+        keys = month_keys(level)
+        execute(cursor, upsert_sql(level.monthly, level.monthly_keys, _sums(stage, keys, where)))
 
 
 def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
@@ -161,18 +180,20 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
     if open_from is None:
         open_from = month_start(today)
         for _, monthly in folded:
-            cursor.execute(f"DELETE FROM {monthly} WHERE month >= %s", [day_param(open_from)])
+            execute(
+                cursor,
+                sql(
+                    "DELETE FROM {monthly} WHERE month >= {open_from}",
+                    monthly=name(monthly),
+                    open_from=day_param(open_from),
+                ),
+            )
     for level, monthly in folded:
-        names = ", ".join((month_of("day"), *level.columns))
-        cursor.execute(
-            upsert_sql(
-                monthly,
-                level.monthly_keys,
-                f"SELECT {names}, sum(views) FROM {level.daily} "
-                f"WHERE day >= %s AND day < %s GROUP BY {names} ORDER BY {names}",
-            ),
-            [day_param(open_from), day_param(today)],
+        keys = month_keys(level)
+        ended = sql(
+            "day >= {low} AND day < {today}", low=day_param(open_from), today=day_param(today)
         )
+        execute(cursor, upsert_sql(monthly, level.monthly_keys, _sums(level.daily, keys, ended)))
     state.monthly_open_from = today
 
 
@@ -249,7 +270,10 @@ def rollups_absorb_pending(
                 _monthly_fold(cursor, state)
                 low = state.absorbed_through_id
                 # Skip gaps in the ids (rolled-back writes, wiped views) in one step.
-                cursor.execute(f"SELECT min(id) FROM {RAW} WHERE id > %s", [low])
+                execute(
+                    cursor,
+                    sql("SELECT min(id) FROM {raw} WHERE id > {low}", raw=name(RAW), low=low),
+                )
                 following = cursor.fetchone()[0]
                 step = min(chunk_ids, ABSORB_FIRST_STEP_IDS) if first_step else chunk_ids
                 first_step = False
@@ -257,7 +281,11 @@ def rollups_absorb_pending(
                 if high > low:
                     work_mem_raise(cursor)
                     stage_create(cursor, "absorb_stage")
-                    stage_raw(cursor, "absorb_stage", "id > %s AND id <= %s", [low, high])
+                    stage_raw(
+                        cursor,
+                        "absorb_stage",
+                        sql("id > {low} AND id <= {high}", low=low, high=high),
+                    )
                     pass_views += stage_views(cursor, "absorb_stage")
                     _stage_apply(cursor, "absorb_stage", open_from=state.monthly_open_from)
                     cursor.execute("DELETE FROM absorb_stage")

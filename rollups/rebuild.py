@@ -23,13 +23,19 @@ from django.utils import timezone
 
 from core.dates import FIRST_DAY, LAST_DAY
 from core.sql import (
+    SQL,
+    all_of,
     day_param,
     day_start_param,
-    month_of,
+    execute,
+    fetch_one,
     month_start,
+    name,
+    names,
     next_month,
     next_month_of,
     postgres,
+    sql,
 )
 from rollups.absorb import rollups_absorb_pending
 from rollups.models import AbsorbState
@@ -39,7 +45,14 @@ from rollups.selectors import (
     rebuild_version,
     rebuild_version_cached,
 )
-from rollups.staging import stage_create, stage_raw, stage_views, state_locked, work_mem_raise
+from rollups.staging import (
+    month_keys,
+    stage_create,
+    stage_raw,
+    stage_views,
+    state_locked,
+    work_mem_raise,
+)
 from rollups.tables import (
     BLOG_COUNTRY_LEVEL,
     COUNTRY_BLOGS,
@@ -77,13 +90,6 @@ class RebuildResult:
     end_date: date | None
     views: int
     duration_ms: int
-
-
-_PRESENCE_SELECT = (
-    "SELECT extract(year FROM day)::int AS year, country_id, blog_id, "
-    "bit_or(set_bit(%s::bit(366), extract(doy FROM day)::int - 1, 1)) AS days FROM {stage} "
-    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-)
 
 
 def _day_bounds() -> tuple[date | None, date | None]:
@@ -147,10 +153,10 @@ def rollups_rebuild(
                 f"CREATE INDEX IF NOT EXISTS {stage}_key ON {stage} (day, blog_id, country_id)"
             )
         try:
-            for done, (where, params) in enumerate(chunks, start=1):
+            for done, chunk in enumerate(chunks, start=1):
                 with transaction.atomic():
                     work_mem_raise(cursor)
-                    stage_raw(cursor, stage, where, params)
+                    stage_raw(cursor, stage, chunk)
                 if progress:
                     progress(0.9 * done / len(chunks))
             views = _rebuild_swap(cursor, stage, start=start, end=end, watermark=watermark)
@@ -163,49 +169,59 @@ def rollups_rebuild(
     return RebuildResult(start, end, views, duration_ms)
 
 
-def _rebuild_chunks(
-    start: date, end: date, watermark: int
-) -> list[tuple[str, list[int | str | date | datetime]]]:
-    """The steps of a rebuild's raw scan: ``(where, params)`` each, together covering the views
+def _views_between(start: date, end: date) -> SQL:
+    """Raw views whose UTC day is in ``start..end``."""
+    return sql(
+        "viewed_at >= {low} AND viewed_at < {high}",
+        low=day_start_param(start),
+        high=day_start_param(end + timedelta(days=1)),
+    )
+
+
+def _rebuild_chunks(start: date, end: date, watermark: int) -> list[SQL]:
+    """The steps of a rebuild's raw scan: a condition on raw each, together covering the views
     of ``start..end`` with ``id <= watermark``."""
-    in_range = "viewed_at >= %s AND viewed_at < %s AND id <= %s"
-    range_params: list[int | str | date | datetime] = [
-        day_start_param(start),
-        day_start_param(end + timedelta(days=1)),
-        watermark,
-    ]
-    with connection.cursor() as cursor:
-        # The day totals are exact through the watermark: they tell the range's share of views.
-        cursor.execute(
-            f"SELECT coalesce(sum(CASE WHEN day >= %s AND day <= %s THEN views END), 0), "
-            f"coalesce(sum(views), 0) FROM {DAY_LEVEL.daily}",
-            [day_param(start), day_param(end)],
+    counted = sql("id <= {watermark}", watermark=watermark)
+    # The day totals are exact through the watermark: they tell the range's share of views.
+    in_range_views, all_views = (
+        int(value)
+        for value in fetch_one(
+            sql(
+                "SELECT coalesce(sum(CASE WHEN day >= {start} AND day <= {end} THEN views END), "
+                "0), coalesce(sum(views), 0) FROM {days}",
+                start=day_param(start),
+                end=day_param(end),
+                days=name(DAY_LEVEL.daily),
+            )
         )
-        in_range_views, all_views = (int(value) for value in cursor.fetchone())
-        cursor.execute(f"SELECT coalesce(min(id), 1) FROM {RAW}")
-        first_id = int(cursor.fetchone()[0])
-    chunks: list[tuple[str, list[int | str | date | datetime]]] = []
+    )
     if all_views and in_range_views >= REBUILD_SCAN_SHARE * all_views:
+        first_id = int(fetch_one(sql("SELECT coalesce(min(id), 1) FROM {raw}", raw=name(RAW)))[0])
+        in_range = all_of([_views_between(start, end), counted])
         step = settings.REBUILD_CHUNK_IDS
-        for low in range(first_id - 1, watermark, step):
-            high = min(low + step, watermark)
-            chunks.append((f"{in_range} AND id > %s AND id <= %s", [*range_params, low, high]))
-        return chunks
+        return [
+            all_of(
+                [
+                    in_range,
+                    sql("id > {low} AND id <= {high}", low=low, high=min(low + step, watermark)),
+                ]
+            )
+            for low in range(first_id - 1, watermark, step)
+        ]
+    chunks = []
     chunk_start = start
     while chunk_start <= end:
         chunk_end = min(chunk_start + timedelta(days=REBUILD_CHUNK_DAYS - 1), end)
-        chunks.append(
-            (
-                in_range,
-                [
-                    day_start_param(chunk_start),
-                    day_start_param(chunk_end + timedelta(days=1)),
-                    watermark,
-                ],
-            )
-        )
+        chunks.append(all_of([_views_between(chunk_start, chunk_end), counted]))
         chunk_start = chunk_end + timedelta(days=1)
     return chunks
+
+
+def _matching(keys: tuple[str, ...], left: str, right: str) -> SQL:
+    """``left.key = right.key AND ...`` for every key."""
+    return all_of(
+        sql("{a} = {b}", a=name(f"{left}.{key}"), b=name(f"{right}.{key}")) for key in keys
+    )
 
 
 def _replace_rows(
@@ -213,51 +229,95 @@ def _replace_rows(
     table: str,
     keys: tuple[str, ...],
     *,
-    source_sql: str,
-    source_params: list[int | str | date | datetime],
-    missing_sql: str,
-    missing_params: list[int | str | date | datetime] | None = None,
-    range_sql: str,
-    range_params: list[int | str | date | datetime],
+    source: SQL,
+    in_range: SQL,
+    missing: SQL | None,
     value: str = "views",
 ) -> None:
-    """Make ``table``'s rows in a range equal to ``source_sql``'s, writing only what differs.
+    """Make ``table``'s rows in a range equal to ``source``'s, writing only what differs.
 
-    ``source_sql`` selects the keys and the value; ``range_sql`` (with ``range_params``) is the
-    condition on ``table`` that bounds the range. Rewriting every row instead would cost a full
-    copy of the range in dead rows and index entries; a rebuild usually changes few rows.
+    ``source`` selects the keys and the value; ``in_range`` is the condition on ``table`` that
+    bounds the range. Rewriting every row instead would cost a full copy of the range in dead
+    rows and index entries; a rebuild usually changes few rows.
 
     On PostgreSQL one statement full-joins the source to the range's rows and updates, inserts
     and deletes only the keys whose value differs: comparing reads, where an ``INSERT ... ON
     CONFLICT DO UPDATE ... WHERE`` would lock (write) every existing row it compares. Elsewhere
-    an upsert writes the changed and new rows, and a delete drops the keys that ``missing_sql``
-    (a condition on ``table``, with ``missing_params``) finds absent from the source.
+    an upsert writes the changed and new rows, and a delete drops the range's rows for which
+    ``missing`` (a query correlated to ``table``'s row) finds no source row.
     """
-    names = ", ".join(keys)
+    pieces = {"table": name(table), "keys": names(keys), "value": name(value), "source": source}
     if postgres():
-        match = " AND ".join(f"t.{key} = d.{key}" for key in keys)
-        cursor.execute(
-            f"WITH fresh ({names}, fresh_value) AS ({source_sql}), "
-            f"old AS (SELECT {names}, {value} AS old_value FROM {table} WHERE {range_sql}), "
-            f"diff AS MATERIALIZED (SELECT {names}, fresh_value, old_value FROM fresh "
-            f"FULL JOIN old USING ({names}) WHERE fresh_value IS DISTINCT FROM old_value), "
-            f"updated AS (UPDATE {table} t SET {value} = d.fresh_value FROM diff d "
-            f"WHERE {match} AND d.fresh_value IS NOT NULL AND d.old_value IS NOT NULL), "
-            f"deleted AS (DELETE FROM {table} t USING diff d "
-            f"WHERE {match} AND d.fresh_value IS NULL) "
-            f"INSERT INTO {table} ({names}, {value}) SELECT {names}, fresh_value FROM diff "
-            f"WHERE old_value IS NULL",
-            [*source_params, *range_params],
+        execute(
+            cursor,
+            sql(
+                "WITH fresh ({keys}, fresh_value) AS ({source}), "
+                "old AS (SELECT {keys}, {value} AS old_value FROM {table} WHERE {in_range}), "
+                "diff AS MATERIALIZED (SELECT {keys}, fresh_value, old_value FROM fresh "
+                "FULL JOIN old USING ({keys}) WHERE fresh_value IS DISTINCT FROM old_value), "
+                "updated AS (UPDATE {table} t SET {value} = d.fresh_value FROM diff d "
+                "WHERE {match} AND d.fresh_value IS NOT NULL AND d.old_value IS NOT NULL), "
+                "deleted AS (DELETE FROM {table} t USING diff d "
+                "WHERE {match} AND d.fresh_value IS NULL) "
+                "INSERT INTO {table} ({keys}, {value}) SELECT {keys}, fresh_value FROM diff "
+                "WHERE old_value IS NULL",
+                **pieces,
+                in_range=in_range,
+                match=_matching(keys, "t", "d"),
+            ),
         )
         return
-    cursor.execute(
-        f"INSERT INTO {table} ({names}, {value}) {source_sql} ON CONFLICT ({names}) "
-        f"DO UPDATE SET {value} = excluded.{value} WHERE {table}.{value} <> excluded.{value}",
-        source_params,
+    assert missing is not None, "SQLite needs the query that finds a row missing from the source"
+    execute(
+        cursor,
+        sql(
+            "INSERT INTO {table} ({keys}, {value}) {source} ON CONFLICT ({keys}) "
+            "DO UPDATE SET {value} = excluded.{value} WHERE {table}.{value} <> excluded.{value}",
+            **pieces,
+        ),
     )
-    cursor.execute(
-        f"DELETE FROM {table} WHERE {range_sql} AND NOT EXISTS ({missing_sql})",
-        [*range_params, *(missing_params or [])],
+    execute(
+        cursor,
+        sql(
+            "DELETE FROM {table} WHERE {in_range} AND NOT EXISTS ({missing})",
+            table=name(table),
+            in_range=in_range,
+            missing=missing,
+        ),
+    )
+
+
+def _presence_source(stage: str, start: date, end: date) -> SQL:
+    """The presence rows of the range's years as they must be: each row's days outside the
+    range as they were, its days inside from the stage; a row left with no day goes."""
+    masks = SQL(", ").join(
+        sql("({year}, {mask}::bit(366))", year=year, mask=mask)
+        for year, mask in year_masks(start, end).items()
+    )
+    staged = sql(
+        "SELECT extract(year FROM day)::int AS year, country_id, blog_id, "
+        "bit_or(set_bit({no_days}::bit(366), extract(doy FROM day)::int - 1, 1)) AS days "
+        "FROM {stage} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        no_days=NO_DAYS,
+        stage=name(stage),
+    )
+    return sql(
+        "SELECT year, country_id, blog_id, days FROM ("
+        "SELECT year, country_id, blog_id, "
+        "coalesce(kept.days & ~masks.mask, {no_days}::bit(366)) "
+        "| coalesce(staged.days, {no_days}::bit(366)) AS days "
+        "FROM ({staged}) AS staged "
+        "FULL JOIN (SELECT year, country_id, blog_id, days FROM {presence} "
+        "WHERE year >= {first_year} AND year <= {last_year}) AS kept "
+        "USING (year, country_id, blog_id) "
+        "JOIN (VALUES {masks}) AS masks (year, mask) USING (year)"
+        ") AS merged WHERE days <> {no_days}::bit(366)",
+        no_days=NO_DAYS,
+        staged=staged,
+        presence=name(PRESENCE),
+        first_year=start.year,
+        last_year=end.year,
+        masks=masks,
     )
 
 
@@ -265,10 +325,6 @@ def _rebuild_swap(
     cursor: CursorWrapper, stage: str, *, start: date, end: date, watermark: int
 ) -> int:
     """Make the range's summary rows equal to the staged counts, in one transaction."""
-    range_params: list[int | str | date | datetime] = [
-        day_start_param(start),
-        day_start_param(end + timedelta(days=1)),
-    ]
     with transaction.atomic():
         state = state_locked()
         work_mem_raise(cursor)
@@ -277,32 +333,47 @@ def _rebuild_swap(
             stage_raw(
                 cursor,
                 stage,
-                "viewed_at >= %s AND viewed_at < %s AND id > %s AND id <= %s",
-                [*range_params, watermark, state.absorbed_through_id],
+                all_of(
+                    [
+                        _views_between(start, end),
+                        sql(
+                            "id > {low} AND id <= {high}",
+                            low=watermark,
+                            high=state.absorbed_through_id,
+                        ),
+                    ]
+                ),
             )
         views = stage_views(cursor, stage)
-        day_range: list[int | str | date | datetime] = [day_param(start), day_param(end)]
         for level in LEVELS:
             table, keys = level.daily, level.daily_keys
-            names = ", ".join(keys)
             _replace_rows(
                 cursor,
                 table,
                 keys,
-                source_sql=f"SELECT {names}, sum(views) FROM {stage} WHERE true GROUP BY {names}",
-                source_params=[],
-                missing_sql=f"SELECT 1 FROM {stage} WHERE "
-                + " AND ".join(f"{stage}.{key} = {table}.{key}" for key in keys),
-                range_sql=f"{table}.day >= %s AND {table}.day <= %s",
-                range_params=day_range,
+                source=sql(
+                    "SELECT {keys}, sum(views) FROM {stage} GROUP BY {keys}",
+                    keys=names(keys),
+                    stage=name(stage),
+                ),
+                in_range=sql(
+                    "{day} >= {start} AND {day} <= {end}",
+                    day=name(f"{table}.day"),
+                    start=day_param(start),
+                    end=day_param(end),
+                ),
+                missing=sql(
+                    "SELECT 1 FROM {stage} WHERE {match}",
+                    stage=name(stage),
+                    match=_matching(keys, stage, table),
+                ),
             )
         # Whole months from the (now exact) daily rows: a range may cover part of a month.
         # A folded level's monthly rows count the days before the open day (absorb._monthly_fold).
-        month = month_of("day")
         for level in LEVELS:
             if level.monthly is None:
                 continue
-            table, daily, keys = level.monthly, level.daily, level.columns
+            table, daily = level.monthly, level.daily
             last_day = next_month(end) - timedelta(days=1)
             open_from = state.monthly_open_from
             if level.monthly_folded and open_from is not None:
@@ -310,63 +381,61 @@ def _rebuild_swap(
             last_month = month_start(last_day)
             if last_month < month_start(start):
                 continue
-            names = ", ".join(keys)
+            month = name(f"{table}.month")
             _replace_rows(
                 cursor,
                 table,
                 level.monthly_keys,
-                source_sql=f"SELECT {month}, {names}, sum(views) FROM {daily} "
-                f"WHERE day >= %s AND day <= %s GROUP BY {month}, {names}",
-                source_params=[day_param(month_start(start)), day_param(last_day)],
-                missing_sql=f"SELECT 1 FROM {daily} WHERE {daily}.day >= {table}.month "
-                f"AND {daily}.day < {next_month_of(f'{table}.month')} AND {daily}.day <= %s AND "
-                + " AND ".join(f"{daily}.{key} = {table}.{key}" for key in keys),
-                missing_params=[day_param(last_day)],
-                range_sql=f"{table}.month >= %s AND {table}.month <= %s",
-                range_params=[day_param(month_start(start)), day_param(last_month)],
+                source=sql(
+                    "SELECT {keys}, sum(views) FROM {daily} "
+                    "WHERE day >= {first} AND day <= {last} GROUP BY {keys}",
+                    keys=month_keys(level),
+                    daily=name(daily),
+                    first=day_param(month_start(start)),
+                    last=day_param(last_day),
+                ),
+                in_range=sql(
+                    "{month} >= {first} AND {month} <= {last}",
+                    month=month,
+                    first=day_param(month_start(start)),
+                    last=day_param(last_month),
+                ),
+                missing=sql(
+                    "SELECT 1 FROM {daily} WHERE {day} >= {month} AND {day} < {next_month} "
+                    "AND {day} <= {last} AND {match}",
+                    daily=name(daily),
+                    day=name(f"{daily}.day"),
+                    month=month,
+                    next_month=next_month_of(month),
+                    last=day_param(last_day),
+                    match=_matching(level.columns, daily, table),
+                ),
             )
         if postgres():
-            # Each presence row of the range's years: its days outside the range as they were,
-            # its days inside from the stage; a row left with no day goes.
-            masks = year_masks(start, end)
-            years = ", ".join(["(%s, %s::bit(366))"] * len(masks))
-            keys = ("year", "country_id", "blog_id")
+            years = sql("year >= {first} AND year <= {last}", first=start.year, last=end.year)
             _replace_rows(
                 cursor,
                 PRESENCE,
-                keys,
-                source_sql=f"SELECT year, country_id, blog_id, days FROM ("
-                f"SELECT year, country_id, blog_id, "
-                f"coalesce(kept.days & ~masks.mask, %s::bit(366)) "
-                f"| coalesce(staged.days, %s::bit(366)) AS days "
-                f"FROM ({_PRESENCE_SELECT.format(stage=stage)}) AS staged "
-                f"FULL JOIN (SELECT year, country_id, blog_id, days FROM {PRESENCE} "
-                f"WHERE year >= %s AND year <= %s) AS kept USING (year, country_id, blog_id) "
-                f"JOIN (VALUES {years}) AS masks (year, mask) USING (year)"
-                f") AS merged WHERE days <> %s::bit(366)",
-                source_params=[
-                    NO_DAYS,
-                    NO_DAYS,
-                    NO_DAYS,
-                    start.year,
-                    end.year,
-                    *(value for year, mask in masks.items() for value in (year, mask)),
-                    NO_DAYS,
-                ],
-                missing_sql="",
-                range_sql="year >= %s AND year <= %s",
-                range_params=[start.year, end.year],
+                ("year", "country_id", "blog_id"),
+                source=_presence_source(stage, start, end),
+                in_range=years,
+                missing=None,
                 value="days",
             )
-            cursor.execute(
-                f"DELETE FROM {COUNTRY_BLOGS} WHERE year >= %s AND year <= %s",
-                [start.year, end.year],
+            execute(
+                cursor,
+                sql("DELETE FROM {counts} WHERE {years}", counts=name(COUNTRY_BLOGS), years=years),
             )
-            cursor.execute(
-                f"INSERT INTO {COUNTRY_BLOGS} (year, country_id, blogs) "
-                f"SELECT year, country_id, count(*) FROM {PRESENCE} "
-                f"WHERE year >= %s AND year <= %s GROUP BY year, country_id",
-                [start.year, end.year],
+            execute(
+                cursor,
+                sql(
+                    "INSERT INTO {counts} (year, country_id, blogs) "
+                    "SELECT year, country_id, count(*) FROM {presence} "
+                    "WHERE {years} GROUP BY year, country_id",
+                    counts=name(COUNTRY_BLOGS),
+                    presence=name(PRESENCE),
+                    years=years,
+                ),
             )
         # Cached answers from before the rebuild carry the old version and are never served.
         state.rebuild_version += 1

@@ -2,7 +2,7 @@
 the analytics cache checks its answers against)."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from django.core.cache import caches
 from django.db import connection
@@ -53,6 +53,26 @@ def rollups_status() -> RollupStatus:
         last_run_duration_ms=state.last_run_duration_ms if state else None,
         lag_seconds=round(max(lag, 0.0), 3),
     )
+
+
+@dataclass(frozen=True)
+class ReadPosition:
+    """What a reader needs of the state row: the watermark (views above it are only in raw),
+    the rebuild version, and the day the folded monthly rows stop before (None: none)."""
+
+    watermark: int
+    rebuild_version: int
+    monthly_open_from: date | None
+
+
+def read_position() -> ReadPosition:
+    """The state row as the current transaction sees it (one query)."""
+    row = (
+        AbsorbState.objects.filter(name=STATE_NAME)
+        .values_list("absorbed_through_id", "rebuild_version", "monthly_open_from")
+        .first()
+    )
+    return ReadPosition(*row) if row else ReadPosition(0, 0, None)
 
 
 _VERSION_SQL = f"SELECT rebuild_version FROM {AbsorbState._meta.db_table} WHERE name = %s"

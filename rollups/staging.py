@@ -1,13 +1,11 @@
 """What absorb and rebuild share: a per-connection staging table of (day, blog, country,
 views) counts aggregated from raw, the locked watermark row, and room to sort and hash."""
 
-from datetime import date, datetime
-
 from django.db.backends.utils import CursorWrapper
 
-from core.sql import day_of, postgres
+from core.sql import SQL, day_of, execute, month_of, name, postgres, sql
 from rollups.models import AbsorbState
-from rollups.tables import RAW, STATE_NAME
+from rollups.tables import RAW, STATE_NAME, Level
 
 # Memory per sort / hash of an absorb or rebuild transaction (PostgreSQL's default is 4 MB).
 WORK_MEM = "64MB"
@@ -26,16 +24,24 @@ def stage_create(cursor: CursorWrapper, name: str) -> None:
     cursor.execute(f"DELETE FROM {name}")
 
 
-def stage_raw(
-    cursor: CursorWrapper, stage: str, where: str, params: list[int | str | date | datetime]
-) -> None:
+def stage_raw(cursor: CursorWrapper, stage: str, where: SQL) -> None:
     """Aggregate the raw views matching ``where`` into the staging table."""
-    cursor.execute(
-        f"INSERT INTO {stage} (day, blog_id, country_id, views) "
-        f"SELECT {day_of('viewed_at')}, blog_id, country_id, count(*) FROM {RAW} "
-        f"WHERE {where} GROUP BY 1, 2, 3",
-        params,
+    execute(
+        cursor,
+        sql(
+            "INSERT INTO {stage} (day, blog_id, country_id, views) "
+            "SELECT {day}, blog_id, country_id, count(*) FROM {raw} WHERE {where} GROUP BY 1, 2, 3",
+            stage=name(stage),
+            day=day_of(SQL("viewed_at")),
+            raw=name(RAW),
+            where=where,
+        ),
     )
+
+
+def month_keys(level: Level) -> SQL:
+    """A monthly row's key computed from daily rows: the day's month, then the level's columns."""
+    return SQL(", ").join([month_of(SQL("day")), *(name(column) for column in level.columns)])
 
 
 def stage_views(cursor: CursorWrapper, stage: str) -> int:

@@ -300,7 +300,7 @@ def test_rebuild_scans_by_id_ranges_or_by_days(
     first, last = rebuild._day_bounds()
     assert first and last
     chunks = rebuild._rebuild_chunks(start or first, end or last, watermark)
-    assert all(("id > %s" in where) == (scan == "ids") for where, _ in chunks)
+    assert all(("id > %s" in chunk.text) == (scan == "ids") for chunk in chunks)
     assert len(chunks) >= 3
     rollups_rebuild(start_date=start, end_date=end)
     if start is None:
