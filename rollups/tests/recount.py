@@ -105,3 +105,9 @@ def assert_summaries_exact(*, through_id: int | None = None) -> None:
             )
         }
         assert counted == dict(per_country), "yearly country blogs"
+
+
+def watermark() -> int:
+    """The absorb watermark now (0 before the first run)."""
+    state = AbsorbState.objects.filter(name=STATE_NAME).first()
+    return state.absorbed_through_id if state else 0

@@ -1,0 +1,255 @@
+"""Absorb (rollups.absorb): exactly once, in any order, in steps, across a day's end."""
+
+import random
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import time_machine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.models import BlogView
+from ingest.services import views_record
+from rollups import absorb
+from rollups.absorb import rollups_absorb_pending
+from rollups.models import (
+    AbsorbState,
+    MonthlyBlogCountryViews,
+)
+from rollups.rebuild import rollups_rebuild, summaries_clear
+from rollups.selectors import rollups_status
+from rollups.tests.conftest import COUNTRIES, DAYS, FIRST_DAY
+from rollups.tests.recount import (
+    assert_summaries_exact,
+    recount_from_raw,
+    summaries_in_db,
+    watermark,
+)
+
+
+def test_absorb_with_nothing_pending(db):
+    result = rollups_absorb_pending()
+    assert result.views == 0
+    assert rollups_status().pending_views == 0
+    assert_summaries_exact()
+    assert AbsorbState.objects.get().last_run_at is not None
+
+
+def test_absorb_counts_new_and_late_views_once(ingest_random):
+    ingest_random(500)
+    assert rollups_absorb_pending().views == 500
+    assert_summaries_exact()
+    # Late views for days already summarized, and views for new days.
+    ingest_random(200, rng=random.Random(1), days=(0, 30))
+    ingest_random(100, rng=random.Random(2), days=(700, 730))
+    assert rollups_absorb_pending().views == 300
+    assert rollups_absorb_pending().views == 0
+    assert_summaries_exact()
+    assert watermark() == BlogView.objects.order_by("-id").values_list("id", flat=True)[0]
+
+
+def test_absorb_in_small_chunks_is_the_same(ingest_random):
+    ingest_random(300)
+    assert rollups_absorb_pending(chunk_ids=7).views == 300
+    assert_summaries_exact()
+
+
+def test_absorb_failing_mid_transaction_changes_nothing(ingest_random, monkeypatch):
+    ingest_random(100)
+    watermark_before = rollups_absorb_pending().absorbed_through_id
+    before = summaries_in_db()
+    ingest_random(50, rng=random.Random(9))
+    real_apply = absorb._stage_apply
+
+    def apply_then_fail(*args, **kwargs):
+        real_apply(*args, **kwargs)  # the increments are written...
+        raise RuntimeError("worker died")  # ...and the transaction never commits
+
+    monkeypatch.setattr(absorb, "_stage_apply", apply_then_fail)
+    with pytest.raises(RuntimeError):
+        rollups_absorb_pending()
+    assert summaries_in_db() == before
+    assert watermark() == watermark_before
+    monkeypatch.undo()
+    assert rollups_absorb_pending().views == 50
+    assert_summaries_exact()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("ingest"),
+                st.lists(
+                    st.tuples(
+                        st.integers(0, 5),
+                        st.sampled_from(COUNTRIES),
+                        st.integers(0, DAYS - 1),
+                        st.integers(0, 86_399),
+                    ),
+                    min_size=1,
+                    max_size=40,
+                ),
+            ),
+            st.tuples(st.just("absorb"), st.integers(1, 50)),
+            st.tuples(st.just("rebuild"), st.tuples(st.integers(0, DAYS), st.integers(0, 60))),
+            st.tuples(st.just("clock"), st.integers(0, 120)),
+        ),
+        max_size=12,
+    ),
+    today=st.integers(0, DAYS),
+)
+def test_any_writes_absorbed_in_any_order_sum_right(blog_ids, steps, today):
+    """The clock starts inside the views' days and moves on: views arrive for the open month,
+    for closed ones and for days ahead of the clock, and months end between runs."""
+    BlogView.objects.all().delete()
+    AbsorbState.objects.all().delete()
+    summaries_clear()
+    with time_machine.travel(FIRST_DAY + timedelta(days=today, hours=12), tick=False) as clock:
+        for kind, arg in steps:
+            if kind == "ingest":
+                services_rows = [
+                    (blog_ids[b], c, FIRST_DAY + timedelta(days=d, seconds=s)) for b, c, d, s in arg
+                ]
+                views_record(views=services_rows)
+            elif kind == "absorb":
+                rollups_absorb_pending(chunk_ids=arg)
+                assert_summaries_exact(through_id=watermark())
+            elif kind == "clock":
+                clock.shift(timedelta(days=arg))
+            else:
+                first, length = arg
+                start = FIRST_DAY.date() + timedelta(days=first)
+                rollups_rebuild(start_date=start, end_date=start + timedelta(days=length))
+                assert_summaries_exact(through_id=watermark())
+        rollups_absorb_pending()
+        assert_summaries_exact()
+
+
+def test_open_day_is_kept_out_of_monthly_blog_country_rows_then_folded(blog_ids):
+    """Views of the current day reach the daily rows only; once the day has ended, the next run
+    adds it to its month's rows, and late views for it go to both from then on."""
+    january, february = date(2024, 1, 1), date(2024, 2, 1)
+    monthly = MonthlyBlogCountryViews.objects
+
+    def monthly_views(month: date) -> dict[int, int]:
+        return dict(monthly.filter(month=month).values_list("blog_id", "views"))
+
+    with time_machine.travel(datetime(2024, 1, 30, 23, 59, tzinfo=UTC), tick=False) as clock:
+        views_record(
+            views=[
+                (blog_ids[0], "US", datetime(2024, 1, 4, tzinfo=UTC)),
+                (blog_ids[1], "US", datetime(2024, 1, 30, 8, tzinfo=UTC)),  # today
+                (blog_ids[1], "US", datetime(2024, 1, 31, 1, tzinfo=UTC)),  # ahead of the clock
+                (blog_ids[1], "US", datetime(2024, 2, 14, tzinfo=UTC)),  # further ahead
+                (blog_ids[2], "US", datetime(2023, 12, 31, tzinfo=UTC)),  # a closed month
+            ]
+        )
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().monthly_open_from == date(2024, 1, 30)
+        assert monthly_views(january) == {blog_ids[0]: 1}
+        assert monthly_views(date(2023, 12, 1)) == {blog_ids[2]: 1}
+        assert_summaries_exact()
+
+        clock.move_to(datetime(2024, 1, 31, 0, 1, tzinfo=UTC))
+        views_record(views=[(blog_ids[0], "US", datetime(2024, 1, 29, tzinfo=UTC))])  # late
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().monthly_open_from == date(2024, 1, 31)
+        assert monthly_views(january) == {blog_ids[0]: 2, blog_ids[1]: 1}
+        assert_summaries_exact()
+
+        # Days with no run while they were open (the clock jumps) fold all the same.
+        clock.move_to(datetime(2024, 3, 10, tzinfo=UTC))
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().monthly_open_from == date(2024, 3, 10)
+        assert monthly_views(january) == {blog_ids[0]: 2, blog_ids[1]: 2}
+        assert monthly_views(february) == {blog_ids[1]: 1}
+        assert_summaries_exact()
+
+
+def test_monthly_rows_from_before_the_open_day_are_recomputed(ingest_random):
+    """A state row without an open day (as the migration leaves it) means the monthly rows
+    count every day; the first run recomputes the current month's rows and drops later ones."""
+    ingest_random(400)
+    with time_machine.travel(datetime(2025, 6, 15, 12, tzinfo=UTC), tick=False):
+        rollups_absorb_pending()
+        # What a run before the scheme would have left: every day in the monthly rows.
+        AbsorbState.objects.update(monthly_open_from=None)
+        MonthlyBlogCountryViews.objects.filter(month__gte=date(2025, 6, 1)).delete()
+        MonthlyBlogCountryViews.objects.bulk_create(
+            MonthlyBlogCountryViews(month=month, blog_id=blog, country_id=country, views=views)
+            for (month, blog, country), views in recount_from_raw()[
+                MonthlyBlogCountryViews._meta.db_table
+            ].items()
+            if month >= date(2025, 6, 1)
+        )
+        assert_summaries_exact()
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().monthly_open_from == date(2025, 6, 15)
+        assert not MonthlyBlogCountryViews.objects.filter(month__gte=date(2025, 7, 1)).exists()
+        assert_summaries_exact()
+
+
+def test_a_run_absorbs_its_oldest_views_first_in_a_small_step(ingest_random, monkeypatch):
+    ingest_random(100)
+    monkeypatch.setattr(absorb, "ABSORB_FIRST_STEP_IDS", 30)
+    staged = absorb.stage_views
+    steps: list[int] = []
+
+    def record(cursor, stage):
+        steps.append(staged(cursor, stage))
+        return steps[-1]
+
+    monkeypatch.setattr(absorb, "stage_views", record)
+    assert rollups_absorb_pending().views == 100
+    assert steps == [30, 70]
+    assert_summaries_exact()
+
+
+@pytest.mark.parametrize("catch_up_views", [1, 10_000])
+def test_a_run_catches_up_with_views_committed_while_it_ran(
+    ingest_random, monkeypatch, catch_up_views
+):
+    ingest_random(40)
+    bound = absorb._safe_upper_bound
+    bounds_taken: list[int] = []
+
+    def bound_then_more_views() -> int:
+        upper = bound()
+        if not bounds_taken:
+            ingest_random(30, rng=random.Random(5))  # committed after the first bound
+        bounds_taken.append(upper)
+        return upper
+
+    monkeypatch.setattr(absorb, "_safe_upper_bound", bound_then_more_views)
+    result = rollups_absorb_pending(catch_up_views=catch_up_views)
+    if catch_up_views == 1:
+        # The first pass absorbed 40 >= 1 views: a second bound takes the 30; the third pass
+        # finds nothing new and ends the run.
+        assert (result.views, len(bounds_taken)) == (70, 3)
+        assert rollups_status().pending_views == 0
+    else:
+        assert (result.views, len(bounds_taken)) == (40, 1)
+        assert rollups_status().pending_views == 30
+        assert rollups_absorb_pending().views == 30
+    assert_summaries_exact()
+
+
+def test_a_run_that_caught_up_early_takes_one_more_bound_later(ingest_random, trailing_sleeps):
+    ingest_random(40)
+    result = rollups_absorb_pending(trail_seconds=30)
+    assert result.views == 45
+    assert len(trailing_sleeps) == 1
+    assert 25 < trailing_sleeps[0] <= 30
+    assert rollups_status().pending_views == 0
+    assert_summaries_exact()
+    # A run with nothing to absorb does not wait, nor does one that is already late.
+    assert rollups_absorb_pending(trail_seconds=30).views == 0
+    ingest_random(10, rng=random.Random(9))
+    assert rollups_absorb_pending(trail_seconds=0).views == 10
+    assert len(trailing_sleeps) == 1
