@@ -1,13 +1,24 @@
 """Schemas of the analytics endpoints, for the OpenAPI document.
 
 The endpoints validate with ``api.spec.spec_parse`` (strict: unknown fields, wrong types and
-unknown codes are 400s); these serializers describe the same contract.
+unknown codes are 400s); these serializers describe the same contract. Each endpoint's own
+fields are derived from its ``Extra`` declarations; the filters' bounds come from the same
+constants as the parser's, and ``api/tests/test_schema_rules.py`` checks that the two agree
+field by field.
 """
 
 from rest_framework import serializers
 
-from api.spec import MAX_COUNTRY_CODES, MAX_OFFSET, MAX_USERNAME_LENGTH, PERIODS
-from core.dates import RANGE_TEXT
+from api.spec import (
+    GROUPED,
+    MAX_COUNTRY_CODES,
+    MAX_USERNAME_LENGTH,
+    PERFORMANCE,
+    PERIODS,
+    TOP,
+    Extra,
+)
+from core.dates import FIRST_DAY, LAST_DAY, RANGE_TEXT
 
 
 class FiltersSerializer(serializers.Serializer):
@@ -22,8 +33,8 @@ class FiltersSerializer(serializers.Serializer):
     year = serializers.IntegerField(
         required=False,
         allow_null=True,
-        min_value=1900,
-        max_value=2100,
+        min_value=FIRST_DAY.year,
+        max_value=LAST_DAY.year,
         help_text="Jan 1 to Dec 31 of that year; not together with start_date/end_date.",
     )
     country_codes = serializers.ListField(
@@ -51,32 +62,30 @@ class FiltersSerializer(serializers.Serializer):
     )
 
 
-class GroupedRequestSerializer(FiltersSerializer):
-    limit = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=1000, default=100
-    )
-    offset = serializers.IntegerField(
-        required=False, allow_null=True, min_value=0, max_value=MAX_OFFSET, default=0
-    )
-
-
-class TopRequestSerializer(FiltersSerializer):
-    limit = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=100, default=10
-    )
-
-
-class PerformanceRequestSerializer(FiltersSerializer):
-    compare_period = serializers.ChoiceField(
-        choices=PERIODS,
+def _extra_field(extra: Extra) -> serializers.Field:
+    if extra.choices:
+        return serializers.ChoiceField(
+            choices=extra.choices, required=False, allow_null=True, help_text=extra.help_text
+        )
+    return serializers.IntegerField(
         required=False,
         allow_null=True,
-        help_text=(
-            "Bucket size; omitted = automatic (<= 31 days: day, <= 180: week, else month, or "
-            "year where month would give more than 1,000 buckets). More than 1,000 buckets of "
-            "an explicit size is a 400."
-        ),
+        min_value=extra.minimum,
+        max_value=extra.maximum,
+        default=extra.default,
+        help_text=extra.help_text,
     )
+
+
+def _request(name: str, extras: tuple[Extra, ...]) -> type[FiltersSerializer]:
+    """The filters plus ``extras``, as a serializer class named ``name``."""
+    fields = {extra.name: _extra_field(extra) for extra in extras}
+    return type(name, (FiltersSerializer,), {"__module__": __name__, **fields})
+
+
+GroupedRequestSerializer = _request("GroupedRequestSerializer", GROUPED)
+TopRequestSerializer = _request("TopRequestSerializer", TOP)
+PerformanceRequestSerializer = _request("PerformanceRequestSerializer", PERFORMANCE)
 
 
 class MetaSerializer(serializers.Serializer):

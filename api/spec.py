@@ -74,13 +74,38 @@ class Spec:
 
 @dataclass(frozen=True)
 class Extra:
-    """An endpoint's own body field: an integer in a range, or one of some choices."""
+    """An endpoint's own body field: an integer in a range, or one of some choices.
+
+    Declared once: ``spec_parse`` validates with it and ``api.serializers`` derives the
+    request schema's field from it.
+    """
 
     name: str
     default: Any = None
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] = ()
+    help_text: str = ""
+
+
+# Each endpoint family's own fields.
+GROUPED = (
+    Extra("limit", 100, 1, 1000, help_text="Groups per page."),
+    Extra("offset", 0, 0, MAX_OFFSET, help_text="Groups to skip (paging)."),
+)
+TOP = (Extra("limit", 10, 1, 100, help_text="How many of the most viewed."),)
+PERFORMANCE = (
+    Extra(
+        "compare_period",
+        None,
+        choices=PERIODS,
+        help_text=(
+            "Bucket size; omitted = automatic (<= 31 days: day, <= 180: week, else month, or "
+            "year where month would give more than 1,000 buckets). More than 1,000 buckets of "
+            "an explicit size is a 400."
+        ),
+    ),
+)
 
 
 def _error(name: str | None, reason: str) -> dict[str, Any]:

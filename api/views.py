@@ -22,14 +22,10 @@ from api.serializers import (
     PerformanceResponseSerializer,
     TopRequestSerializer,
 )
-from api.spec import FILTER_FIELDS, MAX_OFFSET, PERIODS, Extra, spec_parse
+from api.spec import FILTER_FIELDS, GROUPED, PERFORMANCE, TOP, Extra, spec_parse
 from core.auth import ReadTokenAuthentication
 from core.exceptions import ApplicationError
 from core.serializers import ErrorResponseSerializer
-
-GROUPED = (Extra("limit", 100, 1, 1000), Extra("offset", 0, 0, MAX_OFFSET))
-TOP = (Extra("limit", 10, 1, 100),)
-PERFORMANCE = (Extra("compare_period", None, choices=PERIODS),)
 
 ERRORS: dict[int, Any] = {
     400: ErrorResponseSerializer,
@@ -70,6 +66,7 @@ class AnalyticsView(APIView):
 
 
 def _schema(
+    *,
     summary: str,
     description: str,
     request: Any,
@@ -110,13 +107,15 @@ AUTHOR_ROW = {"username": "ada", "blogs": 6, "views": 3486}
 
 
 @_schema(
-    "Views and blogs per country",
-    "One row per country with matching views: `views`, and `blogs` = distinct blogs with a "
-    "matching view. Ordered by views desc, then country_code. Paged with limit/offset.",
-    GroupedRequestSerializer,
-    CountryResponseSerializer,
-    {"year": 2024, "exclude_country_codes": ["US"]},
-    COUNTRY_ROW,
+    summary="Views and blogs per country",
+    description=(
+        "One row per country with matching views: `views`, and `blogs` = distinct blogs with a "
+        "matching view. Ordered by views desc, then country_code. Paged with limit/offset."
+    ),
+    request=GroupedRequestSerializer,
+    response=CountryResponseSerializer,
+    example={"year": 2024, "exclude_country_codes": ["US"]},
+    row=COUNTRY_ROW,
 )
 class CountryBreakdownView(AnalyticsView):
     endpoint = "blog-views/country"
@@ -125,12 +124,14 @@ class CountryBreakdownView(AnalyticsView):
 
 
 @_schema(
-    "Views and blogs per author",
-    "One row per author with matching views. Ordered by views desc, then username. Paged.",
-    GroupedRequestSerializer,
-    AuthorResponseSerializer,
-    {"start_date": "2025-01-01", "end_date": "2025-03-31", "country_codes": ["us", "ET"]},
-    AUTHOR_ROW,
+    summary="Views and blogs per author",
+    description=(
+        "One row per author with matching views. Ordered by views desc, then username. Paged."
+    ),
+    request=GroupedRequestSerializer,
+    response=AuthorResponseSerializer,
+    example={"start_date": "2025-01-01", "end_date": "2025-03-31", "country_codes": ["us", "ET"]},
+    row=AUTHOR_ROW,
 )
 class AuthorBreakdownView(AnalyticsView):
     endpoint = "blog-views/user"
@@ -139,12 +140,12 @@ class AuthorBreakdownView(AnalyticsView):
 
 
 @_schema(
-    "Top blogs",
-    "The `limit` (default 10) most viewed blogs; ties broken by blog_id.",
-    TopRequestSerializer,
-    BlogResponseSerializer,
-    {},
-    {"blog_id": 4, "title": "Notes on caching", "username": "ada", "views": 3416},
+    summary="Top blogs",
+    description="The `limit` (default 10) most viewed blogs; ties broken by blog_id.",
+    request=TopRequestSerializer,
+    response=BlogResponseSerializer,
+    example={},
+    row={"blog_id": 4, "title": "Notes on caching", "username": "ada", "views": 3416},
 )
 class TopBlogsView(AnalyticsView):
     endpoint = "top/blog"
@@ -153,12 +154,12 @@ class TopBlogsView(AnalyticsView):
 
 
 @_schema(
-    "Top authors",
-    "The `limit` (default 10) most viewed authors; ties broken by username.",
-    TopRequestSerializer,
-    AuthorResponseSerializer,
-    {"year": 2025, "limit": 5},
-    AUTHOR_ROW,
+    summary="Top authors",
+    description="The `limit` (default 10) most viewed authors; ties broken by username.",
+    request=TopRequestSerializer,
+    response=AuthorResponseSerializer,
+    example={"year": 2025, "limit": 5},
+    row=AUTHOR_ROW,
 )
 class TopAuthorsView(AnalyticsView):
     endpoint = "top/user"
@@ -167,12 +168,12 @@ class TopAuthorsView(AnalyticsView):
 
 
 @_schema(
-    "Top countries",
-    "The `limit` (default 10) most viewed countries; ties broken by country_code.",
-    TopRequestSerializer,
-    CountryResponseSerializer,
-    {"author_username": "ada"},
-    COUNTRY_ROW,
+    summary="Top countries",
+    description="The `limit` (default 10) most viewed countries; ties broken by country_code.",
+    request=TopRequestSerializer,
+    response=CountryResponseSerializer,
+    example={"author_username": "ada"},
+    row=COUNTRY_ROW,
 )
 class TopCountriesView(AnalyticsView):
     endpoint = "top/country"
@@ -181,19 +182,21 @@ class TopCountriesView(AnalyticsView):
 
 
 @_schema(
-    "Views over time, with period-over-period growth",
-    "Calendar buckets (ISO weeks start on Monday) over the filter's range, the first and last "
-    "clipped to it; every bucket appears, zero-view ones included. An open start is the day of "
-    "the earliest matching view, an open end is today. `compare_period` sets the bucket size, "
-    "else it is automatic (<= 31 days: day, <= 180 days: week, else month, or year where "
-    "month would give more than 1,000 buckets). An explicit `compare_period` giving more than "
-    "1,000 buckets is a 400. `growth_pct` compares with the previous row (null first and after a "
-    "0-view row); `blogs_created` counts blogs created in the bucket (by the author, if given; "
-    "country filters do not apply to it).",
-    PerformanceRequestSerializer,
-    PerformanceResponseSerializer,
-    {"year": 2023, "compare_period": "week"},
-    {
+    summary="Views over time, with period-over-period growth",
+    description=(
+        "Calendar buckets (ISO weeks start on Monday) over the filter's range, the first and last "
+        "clipped to it; every bucket appears, zero-view ones included. An open start is the day of "
+        "the earliest matching view, an open end is today. `compare_period` sets the bucket size, "
+        "else it is automatic (<= 31 days: day, <= 180 days: week, else month, or year where "
+        "month would give more than 1,000 buckets). An explicit `compare_period` giving more than "
+        "1,000 buckets is a 400. `growth_pct` compares with the previous row (null first and "
+        "after a 0-view row); `blogs_created` counts blogs created in the bucket (by the author, "
+        "if given; country filters do not apply to it)."
+    ),
+    request=PerformanceRequestSerializer,
+    response=PerformanceResponseSerializer,
+    example={"year": 2023, "compare_period": "week"},
+    row={
         "period_start": "2023-03-06",
         "period_end": "2023-03-12",
         "label": "2023-W10",

@@ -12,9 +12,8 @@ from rest_framework.test import APIClient
 from api import selectors
 from api.caching import answer_cached
 from api.selectors import country_breakdown
-from api.spec import Spec, spec_parse
+from api.spec import TOP, Spec, spec_parse
 from api.tests.conftest import ENDPOINTS, TODAY, analytics_data
-from api.views import TOP
 from ingest.models import BlogView
 from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending
