@@ -9,8 +9,8 @@ class BlogView(models.Model):
 
     The foreign keys carry no database constraint: ingest validates a whole batch's blog ids and
     country codes with one query each, and per-row constraint triggers would cost the write path
-    about 3x (measured in DESIGN.md). Django's automatic single-column indexes are off for the same
-    reason; ``(blog, viewed_at)`` serves lookups by blog.
+    about 3.4x (the README's "Design" section). Django's automatic single-column indexes are off
+    for the same reason; ``(blog, viewed_at)`` serves lookups by blog.
     """
 
     blog = models.ForeignKey(

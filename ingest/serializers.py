@@ -6,11 +6,13 @@ per-item serializer in the hot loop); these serializers describe the same contra
 
 from rest_framework import serializers
 
-from ingest.services import MAX_BATCH
+from ingest.services import MAX_BATCH, MAX_BLOG_ID
 
 
 class IngestViewItemSerializer(serializers.Serializer):
-    blog_id = serializers.IntegerField(min_value=1, help_text="Id of an existing blog.")
+    blog_id = serializers.IntegerField(
+        min_value=1, max_value=MAX_BLOG_ID, help_text="Id of an existing blog."
+    )
     country_code = serializers.RegexField(
         r"^[A-Za-z]{2}$",
         help_text="ISO 3166-1 alpha-2 code, case-insensitive; `ZZ` = unknown.",

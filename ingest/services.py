@@ -19,6 +19,8 @@ from core.models import Blog, Country
 from ingest.models import BlogView, IdempotencyKey
 
 MAX_BATCH = 10_000
+# Blog ids are bigint: a larger number cannot be one.
+MAX_BLOG_ID = 2**63 - 1
 FUTURE_TOLERANCE = timedelta(minutes=5)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
@@ -106,7 +108,7 @@ def views_parse(*, payload: object, now: datetime) -> list[ViewRow]:
         blog_id = item.get("blog_id")
         if blog_id is None:
             errors.append(_item_error(index, "blog_id", "this field is required"))
-        elif type(blog_id) is not int or not 0 < blog_id < 2**63:
+        elif type(blog_id) is not int or not 0 < blog_id <= MAX_BLOG_ID:
             errors.append(_item_error(index, "blog_id", "must be a positive integer"))
             blog_id = None
 

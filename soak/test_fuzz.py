@@ -72,7 +72,7 @@ def fuzz_run(stack: Stack) -> FuzzRun:
             *("--report", "junit", "--report-junit-path", str(reports / "junit.xml")),
         ],
         cwd=settings.BASE_DIR,
-        env=stack.env,
+        env={**stack.env, "SCHEMATHESIS_HOOKS": "soak.fuzz_checks"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         timeout=RUN_SECONDS,

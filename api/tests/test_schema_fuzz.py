@@ -7,15 +7,14 @@ with the documented content type and headers and a body that fits the schema of 
 and never a 5xx. Signed-in reads (a real token; public read off), throttles that never trip, and
 data to answer from.
 
-Checks left out:
+A schema-valid body must be accepted (``positive_data_acceptance``), or refused with a 400 that
+names only rules a JSON schema cannot express (an unknown country code, ``start_date`` after
+``end_date``, ``year`` together with dates, more than 1,000 performance buckets):
+``soak.fuzz_checks.refusals_name_only_unstated_rules``, which the soak's CLI run uses too.
 
-- ``positive_data_acceptance``: a schema-valid body may rightly be a 400 (an unknown country
-  code, ``start_date`` after ``end_date``, ``year`` together with dates, more than 1,000
-  performance buckets), which a JSON schema cannot express; 400 is documented for every
-  operation, so ``status_code_conformance`` and ``response_schema_conformance`` cover it.
-- the stateful and probing checks (``use_after_free``, ``ensure_resource_availability``,
-  ``unsupported_method``, ``missing_required_header``...): reads create no resources, and the
-  schema declares no headers or other methods for these paths.
+Checks left out: the stateful and probing ones (``use_after_free``,
+``ensure_resource_availability``, ``unsupported_method``, ``missing_required_header``...): reads
+create no resources, and the schema declares no headers or other methods for these paths.
 """
 
 from collections import Counter
@@ -37,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
     negative_data_rejection,
+    positive_data_acceptance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -44,6 +44,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api.tests.conftest import ENDPOINTS, analytics_data
 from core.wsgi import application
+from soak.fuzz_checks import refusals_name_only_unstated_rules
 
 EXAMPLES = {GenerationMode.POSITIVE: 40, GenerationMode.NEGATIVE: 30}
 CONFORMANCE: list[CheckFunction] = [
@@ -55,8 +56,13 @@ CONFORMANCE: list[CheckFunction] = [
 ]
 CHECKS: dict[GenerationMode, list[CheckFunction]] = {
     # A 2xx must need the token the schema asks for (a request without it, or with a bad one,
-    # is sent to see that it is refused).
-    GenerationMode.POSITIVE: [*CONFORMANCE, ignored_auth],
+    # is sent to see that it is refused); what the schema calls valid is accepted.
+    GenerationMode.POSITIVE: [
+        *CONFORMANCE,
+        ignored_auth,
+        positive_data_acceptance,
+        refusals_name_only_unstated_rules,
+    ],
     # What the schema forbids (a wrong type, an unknown field, a missing token...) is a 4xx.
     GenerationMode.NEGATIVE: [*CONFORMANCE, negative_data_rejection],
 }
