@@ -21,6 +21,17 @@ from api.spec import (
 from core.dates import FIRST_DAY, LAST_DAY, RANGE_TEXT
 
 
+def _country_codes(help_text: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.RegexField(r"^[A-Za-z]{2}$"),
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=MAX_COUNTRY_CODES,
+        help_text=help_text,
+    )
+
+
 class FiltersSerializer(serializers.Serializer):
     start_date = serializers.DateField(
         required=False,
@@ -37,22 +48,10 @@ class FiltersSerializer(serializers.Serializer):
         max_value=LAST_DAY.year,
         help_text="Jan 1 to Dec 31 of that year; not together with start_date/end_date.",
     )
-    country_codes = serializers.ListField(
-        child=serializers.RegexField(r"^[A-Za-z]{2}$"),
-        required=False,
-        allow_null=True,
-        min_length=1,
-        max_length=MAX_COUNTRY_CODES,
-        help_text="Only views from these countries (case-insensitive ISO 3166-1 alpha-2; ZZ).",
+    country_codes = _country_codes(
+        "Only views from these countries (case-insensitive ISO 3166-1 alpha-2; ZZ)."
     )
-    exclude_country_codes = serializers.ListField(
-        child=serializers.RegexField(r"^[A-Za-z]{2}$"),
-        required=False,
-        allow_null=True,
-        min_length=1,
-        max_length=MAX_COUNTRY_CODES,
-        help_text="Drop views from these countries.",
-    )
+    exclude_country_codes = _country_codes("Drop views from these countries.")
     author_username = serializers.CharField(
         required=False,
         allow_null=True,

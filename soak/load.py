@@ -22,17 +22,11 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 
+from api.tests.conftest import ENDPOINTS
 from soak.stack import Stack
 
 COUNTRIES = ["US", "DE", "ET", "IN", "ZZ", "BR", "JP", "FR", "us", "gb"]
-READS = [
-    "/api/analytics/blog-views/country/",
-    "/api/analytics/blog-views/user/",
-    "/api/analytics/top/blog/",
-    "/api/analytics/top/user/",
-    "/api/analytics/top/country/",
-    "/api/analytics/performance/",
-]
+READS = ENDPOINTS
 INGEST = "/api/ingest/views/"
 ATTEMPTS = 8
 
