@@ -16,6 +16,7 @@ import schemathesis
 UNSTATED_RULES = {
     # A date's range (JSON Schema bounds numbers, not dates): core.dates.
     "is outside": "dates lie in 1900-01-01..2100-12-31",
+    "must lie in": "a rebuild's dates lie in 1900-01-01..2100-12-31",
     # One field compared with another.
     "is after end_date": "start_date <= end_date",
     "give either year or start_date/end_date": "year or start_date/end_date, not both",
