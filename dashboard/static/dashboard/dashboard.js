@@ -361,9 +361,13 @@
       el,
       /** Start loading for ``f``; resolves with the first page's answer (or rejects). */
       load(f) {
+        this.use(f);
+        return analytics(top, { ...f, limit: PAGE });
+      },
+      /** Show ``f``'s list from an answer fetched elsewhere (``render``); "show more" pages on. */
+      use(f) {
         generation += 1;
         filters = f;
-        return analytics(top, { ...f, limit: PAGE });
       },
       render(answer) {
         shown = fillTable(el, answer.results, columns);
@@ -396,12 +400,17 @@
   // --- World map (world-atlas TopoJSON, drawn as SVG in an equirectangular projection) -----
 
   let mapShapes = null;
+  // Fetched at once, beside the first API calls, not after the countries' answer.
+  const mapTopology = fetch(config.urls.map, { credentials: "same-origin" }).then((response) => {
+    if (!response.ok) throw new Error(`map: HTTP ${response.status}`);
+    return response.json();
+  });
+  mapTopology.catch(() => null); // reported by the countries panel
 
   async function mapLoad() {
     if (mapShapes) return mapShapes;
-    const response = await fetch(config.urls.map, { credentials: "same-origin" });
-    if (!response.ok) throw new Error(`map: HTTP ${response.status}`);
-    const topology = await response.json();
+    const topology = await mapTopology;
+    performance.mark("dash:map:start");
     const world = topojson.feature(topology, topology.objects.countries);
     const W = 960;
     const H = 440;
@@ -425,12 +434,14 @@
         const d = polygons.map((polygon) => polygon.map(ring).join("")).join("");
         return { code: config.numeric[f.id] || null, name: f.properties.name, d };
       });
+    performance.measure("dash:map:shapes", "dash:map:start");
     return mapShapes;
   }
 
   const MAP_COLOURS = ["#dbeafe", "#93c5fd", "#60a5fa", "#2563eb", "#1e3a8a"];
 
   function renderMap(host, shapes, rows) {
+    const started = performance.now();
     const views = new Map(rows.map((row) => [row.country_code, row]));
     const max = Math.max(1, ...rows.map((row) => row.views));
     const svgNS = "http://www.w3.org/2000/svg";
@@ -458,6 +469,7 @@
     legend.className = "muted small";
     legend.textContent = `Darker = more views (log scale; the darkest ≈ ${nf.format(max)}). Hover a country for its figure.`;
     host.appendChild(legend);
+    performance.measure("dash:map:draw", { start: started });
   }
 
   // --- Loading every panel ----------------------------------------------------------------
@@ -527,8 +539,12 @@
         return mine === generation ? topAuthors.render(answer) : 0;
       }, mine),
       panelRun(topCountries.el, "top-countries", async () => {
-        const answer = await topCountries.load(f);
-        return mine === generation ? topCountries.render(answer) : 0;
+        // The breakdown's first rows are the top countries (same order: views, then code), so
+        // the countries' one answer fills both panels.
+        topCountries.use(f);
+        const answer = await countries;
+        const first = { results: answer.results.slice(0, PAGE), meta: answer.meta };
+        return mine === generation ? topCountries.render(first) : 0;
       }, mine),
       panelRun(panel("panel-countries"), "countries", async () => {
         const el = panel("panel-countries");
