@@ -300,8 +300,7 @@
 
   const countryLabel = (row) => `${row.country_name} (${row.country_code})`;
 
-  /** Rows into a panel's table; ``columns`` turn a row (and its rank) into cells. A CSV link
-   * goes in ``options.csvHref`` once the API offers CSV. */
+  /** Rows into a panel's table; ``columns`` turn a row (and its rank) into cells. */
   function fillTable(el, rows, columns, { append = false, startRank = 1 } = {}) {
     const body = el.querySelector("tbody");
     if (!append) body.textContent = "";
