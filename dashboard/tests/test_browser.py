@@ -15,7 +15,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +27,7 @@ from rest_framework.test import APIClient
 
 from ingest.seeding import demo_data_seed
 from rollups.jobs import rebuild_job_run
+from rollups.models import RebuildJob
 from rollups.tests.conftest import broker_at, filesystem_broker_options
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -324,3 +325,31 @@ def test_with_public_read_the_dashboard_opens_without_signing_in(
     chips = browser.find_elements(By.CSS_SELECTOR, "#f-country-chips .chip")
     assert [chip.get_attribute("data-code") for chip in chips] == ["US"]
     assert _console_errors(browser) == []
+
+
+def test_the_admin_job_page_moves_its_bar_until_the_job_ends(
+    browser: WebDriver, live_server: Any, staff: Any, password: str
+) -> None:
+    job = RebuildJob.objects.create(
+        start_date=date(2024, 1, 1), end_date=date(2024, 1, 31), state="running", progress=0.25
+    )
+    staff.is_superuser = True
+    staff.save()
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/admin/login/")
+    browser.find_element(By.ID, "id_username").send_keys("editor")
+    browser.find_element(By.ID, "id_password").send_keys(password + Keys.ENTER)
+    browser.get(f"{live_server.url}/admin/rollups/rebuildjob/{job.pk}/change/")
+
+    def bar(d: WebDriver) -> str | None:
+        return d.find_element(By.CSS_SELECTOR, "progress.rebuild-progress").get_attribute("value")
+
+    assert bar(browser) == "25"
+    RebuildJob.objects.filter(pk=job.pk).update(progress=0.6)
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: bar(d) == "60")
+    RebuildJob.objects.filter(pk=job.pk).update(state="done", progress=1.0)
+    # Once ended, the page reloads and shows the outcome.
+    WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda d: "Done" in d.find_element(By.CSS_SELECTOR, ".field-state").text
+    )
+    assert bar(browser) == "100"
