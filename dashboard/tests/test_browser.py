@@ -326,6 +326,22 @@ def test_with_public_read_the_dashboard_opens_without_signing_in(
     assert [chip.get_attribute("data-code") for chip in chips] == ["US"]
     assert _console_errors(browser) == []
 
+    # No matching view: each panel says so. A refused question: each says why.
+    browser.get(f"{live_server.url}/?author=nobody-writes-this")
+    _wait_ready(browser)
+    for panel in ("panel-series", "panel-top-blogs", "panel-top-authors", "panel-countries"):
+        element = browser.find_element(By.ID, panel)
+        assert element.get_attribute("data-state") == "empty", panel
+        assert element.find_element(By.CSS_SELECTOR, ".status").text == (
+            "No views match these filters."
+        )
+    browser.get(f"{live_server.url}/?range=custom&start=2025-02-01&end=2025-01-01")
+    _wait_ready(browser)
+    element = browser.find_element(By.ID, "panel-top-blogs")
+    assert element.get_attribute("data-state") == "error"
+    assert element.find_element(By.CSS_SELECTOR, ".status").text.startswith("Could not load: ")
+    assert "start_date" in element.find_element(By.CSS_SELECTOR, ".status").text
+
 
 def test_the_admin_job_page_moves_its_bar_until_the_job_ends(
     browser: WebDriver, live_server: Any, staff: Any, password: str
