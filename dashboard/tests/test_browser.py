@@ -223,6 +223,8 @@ def test_the_panels_show_the_apis_numbers_and_follow_every_filter(
     )
     assert _query(browser) == {"range": ["90d"], "period": ["week"]}
     _assert_panels_match_the_api(browser, client)
+    timings = browser.execute_script("return window.dashboard.timings()")
+    assert [t["name"] for t in timings].count("dash:filter") == 2
 
     # Countries: picked by name, and typed as a code, from the keyboard.
     country = browser.find_element(By.ID, "f-country")
@@ -280,6 +282,11 @@ def test_the_panels_show_the_apis_numbers_and_follow_every_filter(
     assert _text(browser, "#panel-top-countries .count").startswith(
         f"Showing 20 of {page['meta']['total']:,} countries"
     )
+    # The page's own timing measures, which bench/dashboard_speed.py reports (no goal here:
+    # tests are not timed).
+    timings = browser.execute_script("return window.dashboard.timings()")
+    assert [t["name"] for t in timings].count("dash:load") == 1
+    assert all(t["ms"] > 0 for t in timings)
 
     assert _console_errors(browser) == []
 
