@@ -4,6 +4,7 @@ from typing import Any, ClassVar
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -48,7 +49,9 @@ TIMEOUT = (
 class AnalyticsView(APIView):
     """Parse the filters, answer from the cache or the planner, return results and meta."""
 
-    authentication_classes = [ReadTokenAuthentication]
+    # The token first: its 401 (with WWW-Authenticate) answers a request without credentials.
+    # The session is the dashboard's (same origin; DRF enforces CSRF for it).
+    authentication_classes = [ReadTokenAuthentication, SessionAuthentication]
     permission_classes = [AnalyticsReadPermission]
     throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle]
     endpoint: ClassVar[str]

@@ -15,6 +15,8 @@ BENCHMARKS = [
     # Seeds 10 M views on its own database the first time (a few minutes); --reuse keeps them.
     ["rollup_speed.py", "--reuse"],
     ["analytics_http.py", "--requests", "60"],
+    # On the same 10 M views; needs chromium and chromium-driver (else it says so and skips).
+    ["dashboard_speed.py", "--runs", "5"],
 ]
 
 

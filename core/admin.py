@@ -1,36 +1,12 @@
-import math
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
+from core.forms import LoginThrottledAdminForm
 from core.models import Blog, Country
-from core.throttling import LOGIN_THROTTLED_MESSAGE, login_throttle_wait
-
-
-class LoginThrottledAdminForm(AdminAuthenticationForm):
-    """The admin's login form, refusing before the password is checked (and hashed) while the
-    username or the client's address is throttled (``core.throttling``)."""
-
-    throttle_wait: float | None = None
-
-    def clean(self) -> dict[str, Any]:
-        username = self.cleaned_data.get("username")
-        if self.request is not None:
-            self.throttle_wait = login_throttle_wait(
-                request=self.request, username=username if isinstance(username, str) else None
-            )
-        if self.throttle_wait is not None:
-            raise ValidationError(
-                f"{LOGIN_THROTTLED_MESSAGE} Try again in {math.ceil(self.throttle_wait)} seconds.",
-                code="throttled",
-            )
-        return super().clean()
-
 
 admin.site.login_form = LoginThrottledAdminForm
 

@@ -8,6 +8,7 @@ from core.auth import TokenObtainView, TokenRefreshView
 
 urlpatterns = [
     # Before admin.site.urls, whose own login/ it answers (the throttled sign-in's 429).
+    path("", include("dashboard.urls")),
     path("admin/login/", views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("healthz", views.HealthView.as_view(), name="healthz"),

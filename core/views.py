@@ -157,16 +157,20 @@ class ReadyView(APIView):
         return Response({"status": "ready", "checks": checks})
 
 
-def admin_login(request: HttpRequest) -> HttpResponse:
-    """The admin's login page, answering 429 with ``Retry-After`` when its form refused a
-    throttled sign-in (``core.admin.LoginThrottledAdminForm``)."""
-    response = admin.site.login(request)
+def login_throttled_status(response: HttpResponse) -> HttpResponse:
+    """A login page's answer as 429 with ``Retry-After`` when its form refused a throttled
+    sign-in (``core.forms.LoginThrottledMixin``)."""
     context = getattr(response, "context_data", None) or {}
     wait = getattr(context.get("form"), "throttle_wait", None)
     if wait is not None:
         response.status_code = 429
         response["Retry-After"] = str(math.ceil(wait))
     return response
+
+
+def admin_login(request: HttpRequest) -> HttpResponse:
+    """The admin's login page (429 when throttled: ``login_throttled_status``)."""
+    return login_throttled_status(admin.site.login(request))
 
 
 # Django-level error pages (outside DRF views) answer in the same JSON shape as the API.

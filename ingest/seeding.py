@@ -6,7 +6,10 @@ rank sets its views *per day* from the day it was created, so the daily total gr
 platform instead of spiking when a popular blog happens to be new.
 
 Everything is drawn from one ``random.Random(seed)`` and every time window is anchored to today's
-UTC midnight, so the same seed on the same UTC day gives the same authors, blogs and views.
+UTC midnight, so the same seed on the same UTC day gives the same authors, blogs and views per
+day, blog and country. The views reach today, so that a dashboard's latest bucket is real: today
+gets a whole day's share of the draws, squeezed into the hours from midnight to the moment of
+seeding (the only thing the time of day changes; nothing is dated in the future).
 
 Views are generated in time order, one slice of the year per chunk, and written chunk by chunk
 through ``views_record`` (the single write path into the raw table), each chunk in its own
@@ -171,8 +174,9 @@ def demo_data_seed(
 ) -> SeedSummary:
     """Create ``authors`` users, ``blogs`` blogs and ``views`` views of them; return a summary.
 
-    Blogs are created over the two years and views over the 365 days before today's UTC
-    midnight; no view precedes its blog's ``created_at``. ``seed=None`` picks a random seed,
+    Blogs are created over the two years before today's UTC midnight and views over the 365 days
+    ending today (the 364 days before it, and today up to now: ``_today_squeeze``); no view
+    precedes its blog's ``created_at``. ``seed=None`` picks a random seed,
     reported in the summary so that the run can be repeated. ``reset`` first wipes what
     ``demo_data_reset`` wipes. ``progress`` is called with the number of views written after
     each chunk. Raises ``SeedOptionsError`` for impossible options, before touching the database.
@@ -183,7 +187,8 @@ def demo_data_seed(
     if seed is None:
         seed = secrets.randbelow(2**32)
     rng = random.Random(seed)
-    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    now = timezone.now()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     end = int(midnight.timestamp())
 
     if reset:
@@ -203,8 +208,9 @@ def demo_data_seed(
             count=views,
             blog_ids=blog_ids,
             blog_created=blog_created,
-            start=end - VIEW_DAYS * 86_400,
-            end=end,
+            start=end - (VIEW_DAYS - 1) * 86_400,
+            end=end + 86_400,
+            today_until=int(now.timestamp()),
             chunk_size=chunk_size,
             progress=progress,
         )
@@ -339,6 +345,22 @@ def _apportion(total: int, weights: Sequence[float]) -> list[int]:
     return counts
 
 
+def _today_squeeze(*, today_start: int, today_until: int) -> Callable[[int], int]:
+    """Map a second of today's whole day onto ``[today_start, today_until]``, keeping order.
+
+    Today's views are drawn over the whole day, like every other day's (so the draws do not
+    depend on the time of day), and then dated between midnight and now: never in the future.
+    """
+    elapsed = max(0, today_until - today_start)
+
+    def squeeze(stamp: int) -> int:
+        if stamp < today_start:
+            return stamp
+        return today_start + (stamp - today_start) * elapsed // 86_400
+
+    return squeeze
+
+
 def _views_write(
     *,
     rng: random.Random,
@@ -347,6 +369,7 @@ def _views_write(
     blog_created: Sequence[int],
     start: int,
     end: int,
+    today_until: int,
     chunk_size: int,
     progress: Callable[[int], object] | None,
 ) -> None:
@@ -354,8 +377,10 @@ def _views_write(
 
     A blog's view rate is its Zipf weight by popularity rank, from ``max(created, start)`` on.
     The year is cut into one time slice per chunk; each slice gets its share of the views by the
-    weight of the blogs alive in it, then blogs, countries and seconds are drawn in bulk.
+    weight of the blogs alive in it, then blogs, countries and seconds are drawn in bulk. The
+    last day (today) is drawn whole, then squeezed into ``[end - 1 day, today_until]``.
     """
+    squeeze = _today_squeeze(today_start=end - 86_400, today_until=today_until)
     codes, country_cum = _country_cum_weights(rng)
     # Popularity follows age, loosely: sort by creation time blurred by some months of noise.
     ranked = sorted(
@@ -395,7 +420,7 @@ def _views_write(
             size = min(chunk_size, remaining)
             picks = rng.choices(positions, cum_weights=cum, k=size)
             countries = rng.choices(codes, cum_weights=country_cum, k=size)
-            stamps = [firsts[j] + int(random_unit() * spans[j]) for j in picks]
+            stamps = [squeeze(firsts[j] + int(random_unit() * spans[j])) for j in picks]
             views_record(
                 views=zip(
                     [ids[j] for j in picks],

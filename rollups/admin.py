@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html
 
 from core.exceptions import ApplicationError
 from rollups.jobs import RebuildJobConflict, RebuildJobNotQueued, rebuild_job_create
@@ -41,12 +42,19 @@ class RebuildJobAdmin(admin.ModelAdmin):
     """Rebuilds from the admin: "Add rebuild job" picks a date range and queues the job."""
 
     form = RebuildJobForm
-    list_display = ["created_at", "start_date", "end_date", "state", "progress", "views_rebuilt"]
+    list_display = [
+        "created_at",
+        "start_date",
+        "end_date",
+        "state",
+        "progress_bar",
+        "views_rebuilt",
+    ]
     list_filter = ["state"]
     fields = ["start_date", "end_date"]
     readonly_fields = [
         "state",
-        "progress",
+        "progress_bar",
         "views_rebuilt",
         "error",
         "requested_by",
@@ -55,6 +63,24 @@ class RebuildJobAdmin(admin.ModelAdmin):
         "heartbeat_at",
         "finished_at",
     ]
+
+    class Media:
+        # Moves the bar of a queued or running job on its own page (the job API, with the
+        # admin's session), and reloads the page once the job has ended.
+        js = ["rollups/job_progress.js"]
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: RebuildJob) -> str:
+        percent = round(obj.progress * 100)
+        return format_html(
+            '<progress class="rebuild-progress" max="100" value="{}" data-job-url="{}" '
+            'data-state="{}">{} %</progress> <span class="rebuild-progress-text">{} %</span>',
+            percent,
+            reverse("rollups-job", args=[obj.pk]),
+            obj.state,
+            percent,
+            percent,
+        )
 
     def get_fields(self, request: HttpRequest, obj: RebuildJob | None = None) -> Any:
         return self.fields if obj is None else ["start_date", "end_date", *self.readonly_fields]

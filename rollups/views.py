@@ -3,10 +3,12 @@ from typing import Any
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from core.serializers import ErrorResponseSerializer
 from rollups.jobs import rebuild_job_create
@@ -20,9 +22,13 @@ from rollups.serializers import (
 )
 
 ERRORS: dict[int, Any] = {401: ErrorResponseSerializer, 403: ErrorResponseSerializer}
+# A token, or the dashboard's session (same origin; DRF enforces CSRF for it). The token first:
+# its 401 (with WWW-Authenticate) answers a request without credentials.
+AUTHENTICATION = [JWTAuthentication, SessionAuthentication]
 
 
 class RebuildView(APIView):
+    authentication_classes = AUTHENTICATION
     permission_classes = [IsAdminUser]
 
     @extend_schema(
@@ -137,6 +143,7 @@ class RebuildView(APIView):
 
 
 class RebuildJobView(APIView):
+    authentication_classes = AUTHENTICATION
     permission_classes = [IsAdminUser]
 
     @extend_schema(
@@ -169,6 +176,7 @@ class RebuildJobView(APIView):
 
 
 class RollupStatusView(APIView):
+    authentication_classes = AUTHENTICATION
     permission_classes = [IsAdminUser]
 
     @extend_schema(

@@ -85,12 +85,17 @@ def test_views_come_in_chunks_that_add_up():
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("frozen_clock")
-def test_views_fall_in_the_last_365_days_and_after_their_blog():
+def test_views_fall_in_the_365_days_ending_now_and_after_their_blog():
     _seed("--views", "4000", "--authors", "10", "--blogs", "60", "--seed", "2")
 
     views = BlogView.objects.all()
-    assert not views.filter(viewed_at__lt=MIDNIGHT - timedelta(days=365)).exists()
-    assert not views.filter(viewed_at__gte=MIDNIGHT).exists()
+    assert not views.filter(viewed_at__lt=MIDNIGHT - timedelta(days=364)).exists()
+    assert not views.filter(viewed_at__gt=NOW).exists()
+    # Today has views (a dashboard's latest bucket is real), spread over the hours so far.
+    today = views.filter(viewed_at__gte=MIDNIGHT)
+    assert today.count() > 0
+    assert today.filter(viewed_at__gte=NOW - timedelta(hours=4)).exists()
+    assert today.filter(viewed_at__lt=MIDNIGHT + timedelta(hours=4)).exists()
     assert not views.filter(viewed_at__lt=F("blog__created_at")).exists()
     blogs = Blog.objects.all()
     assert not blogs.filter(created_at__lt=MIDNIGHT - timedelta(days=730)).exists()
@@ -100,7 +105,7 @@ def test_views_fall_in_the_last_365_days_and_after_their_blog():
     months = {
         viewed_at.strftime("%Y-%m") for viewed_at in views.values_list("viewed_at", flat=True)
     }
-    assert len(months) == 12
+    assert len(months) == 13  # June to June: the 364 days before today, and today
 
 
 @pytest.mark.django_db
@@ -124,7 +129,15 @@ def test_the_day_moves_the_windows_but_keeps_the_draws():
         first = _snapshot()
     with time_machine.travel(NOW + timedelta(hours=8), tick=False):  # still the same UTC day
         _seed("--views", "500", "--authors", "3", "--blogs", "8", "--seed", "9", "--reset")
-        assert _snapshot() == first
+        later_today = _snapshot()
+    # The same data, but for today's views: the same draws, spread over a longer morning.
+    assert later_today[:2] == first[:2]
+    assert [v for v in later_today[2] if v[2] < MIDNIGHT] == [
+        v for v in first[2] if v[2] < MIDNIGHT
+    ]
+    today_first = sorted((n, c) for n, c, t in first[2] if t >= MIDNIGHT)
+    today_later = sorted((n, c) for n, c, t in later_today[2] if t >= MIDNIGHT)
+    assert today_first == today_later and today_first
     with time_machine.travel(NOW + timedelta(days=1), tick=False):
         _seed("--views", "500", "--authors", "3", "--blogs", "8", "--seed", "9", "--reset")
         later = _snapshot()

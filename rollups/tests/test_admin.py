@@ -122,3 +122,22 @@ def test_admin_action_rebuilds_the_same_range_again(django_user_model, ingest_ra
     )
     assert rebuild_job_run(job_id=str(again.pk)).state == "done"
     assert_summaries_exact()
+
+
+@pytest.mark.django_db
+def test_admin_shows_a_jobs_progress_as_a_bar_that_follows_the_job(django_user_model):
+    client = _admin_client(django_user_model)
+    job = RebuildJob.objects.create(
+        start_date=date(2024, 1, 1), end_date=date(2024, 1, 31), state="running", progress=0.45
+    )
+
+    page = client.get(_job_page(job)).content.decode()
+    assert (
+        f'<progress class="rebuild-progress" max="100" value="45" '
+        f'data-job-url="/api/rollups/jobs/{job.pk}/" data-state="running">45 %</progress>'
+    ) in page
+    assert "rollups/job_progress.js" in page
+    listing = client.get("/admin/rollups/rebuildjob/").content.decode()
+    assert 'value="45"' in listing
+    # The bar's source: the job API answers the admin's session.
+    assert client.get(f"/api/rollups/jobs/{job.pk}/").json()["progress"] == 0.45
