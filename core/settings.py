@@ -281,12 +281,14 @@ REST_FRAMEWORK = {
     },
 }
 
-# Failed sign-ins (POST /api/token/, the admin's login page) allowed per username and per client
-# address in each fixed window (DRF rate syntax); past either, 429 until the window ends, without
-# checking the password. Successful sign-ins do not count. Empty = no limit.
 # The dashboard's sign-in page (dashboard/), and where a sign-in without ?next= lands.
 LOGIN_URL = "dashboard-login"
 LOGIN_REDIRECT_URL = "dashboard"
+
+# Failed sign-ins (POST /api/token/, the admin's and the dashboard's login pages) allowed per
+# username and per client address in each fixed window (DRF rate syntax); past either, 429 until
+# the window ends, without checking the password. Successful sign-ins do not count. Empty = no
+# limit.
 LOGIN_THROTTLE_USERNAME = env.str("LOGIN_THROTTLE_USERNAME", default="10/hour")
 LOGIN_THROTTLE_ADDRESS = env.str("LOGIN_THROTTLE_ADDRESS", default="50/hour")
 
