@@ -55,6 +55,7 @@ from core.sql import (
     postgres,
     sql,
     values,
+    where_clause,
 )
 from rollups.selectors import read_position
 from rollups.tables import (
@@ -356,16 +357,16 @@ class Facts:
 
         def part(table: str, day_column: str, low: date | None, high: date | None) -> SQL:
             day = name(day_column)
-            where = []
+            conditions = []
             if low is not None:
-                where.append(sql("{day} >= {low}", day=day, low=day_param(low)))
+                conditions.append(sql("{day} >= {low}", day=day, low=day_param(low)))
             if high is not None:
-                where.append(sql("{day} <= {high}", day=day, high=day_param(high)))
+                conditions.append(sql("{day} <= {high}", day=day, high=day_param(high)))
             return sql(
-                "SELECT {selected} FROM {table} WHERE {where}",
+                "SELECT {selected} FROM {table}{where}",
                 selected=_columns(columns, day + SQL(" AS day"), last=views),
                 table=name(table),
-                where=all_of([*where, *filters]),
+                where=where_clause([*conditions, *filters]),
             )
 
         split = split_range(start, end) if monthly and level.monthly else None

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from core.sql import SQL, all_of, name, names, sql, values
+from core.sql import SQL, all_of, name, names, sql, values, where_clause
 
 
 def test_parameters_follow_their_placeholders_not_the_order_pieces_were_built_in():
@@ -70,3 +70,9 @@ def test_names_must_be_identifiers(bad):
 def test_an_empty_value_list_is_refused():
     with pytest.raises(ValueError):
         values([])
+
+
+def test_a_where_clause_with_no_conditions_is_left_out():
+    """Not ``WHERE true``: PostgreSQL plans a UNION ALL branch with any WHERE as a subquery."""
+    assert where_clause([]) == SQL("")
+    assert where_clause([sql("a = {a}", a=1)]) == SQL(" WHERE a = %s", (1,))
