@@ -92,11 +92,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    # djangorestframework-api-key: apikeys' model builds on its abstract one, which needs its app
+    # installed (its own concrete model and table stay unused).
+    "rest_framework_api_key",
     "core",
     "ingest",
     "rollups",
     "api",
     "dashboard",
+    "apikeys",
 ]
 
 MIDDLEWARE = [
@@ -278,6 +282,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "analytics_user": env.str("ANALYTICS_THROTTLE_USER", default="6000/min"),
         "analytics_anon": env.str("ANALYTICS_THROTTLE_ANON", default="600/min"),
+        # Requests with an API key, per key, reads and ingest together (apikeys).
+        "api_key": env.str("API_KEY_THROTTLE", default="6000/min"),
     },
 }
 
@@ -344,6 +350,11 @@ if ANALYTICS_STATEMENT_TIMEOUT_MS < 1:
 # Largest answer the cache stores, in bytes (the biggest real ones, 1,000 rows, are ~150 kB).
 ANALYTICS_CACHE_MAX_BYTES = env.int("ANALYTICS_CACHE_MAX_BYTES", default=1024 * 1024)
 ROLLUP_INTERVAL_SECONDS = env.int("ROLLUP_INTERVAL_SECONDS", default=30)
+
+# How long a checked API key is remembered in the cache (apikeys.services). Saving, revoking or
+# deleting a key forgets it at once in Redis; a cache per process (the embedded default) forgets
+# it in the other processes within this time.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=10)
 
 # --- Static files, i18n, logging ------------------------------------------------------------
 
