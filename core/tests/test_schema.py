@@ -82,7 +82,10 @@ def test_ingest_documents_its_error_answers_in_the_standard_shape(schema: dict[s
 
 def test_ingest_requires_a_bearer_token_and_health_does_not(schema: dict[str, Any]) -> None:
     assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
-    assert schema["paths"]["/api/ingest/views/"]["post"]["security"] == [{"jwtAuth": []}]
+    assert schema["paths"]["/api/ingest/views/"]["post"]["security"] == [
+        {"jwtAuth": []},
+        {"apiKeyAuth": []},
+    ]
     assert schema["paths"]["/healthz"]["get"]["security"] == [{}]
     # Anyone may probe readiness; staff may sign in to see the errors.
     assert {} in schema["paths"]["/readyz"]["get"]["security"]
@@ -115,7 +118,31 @@ def test_analytics_reads_need_a_token_in_the_schema_unless_public(
     security = document["paths"]["/api/analytics/top/blog/"]["post"]["security"]
     assert ({} in security) is public
     assert {"jwtReadAuth": []} in security
+    assert {"apiKeyAuth": []} in security
     assert {} not in document["paths"]["/api/ingest/views/"]["post"]["security"]
+
+
+def test_api_keys_are_a_security_scheme_of_reads_and_ingest_only(schema: dict[str, Any]) -> None:
+    scheme = schema["components"]["securitySchemes"]["apiKeyAuth"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
+    assert "Api-Key <secret>" in scheme["description"]
+    with_key = sorted(
+        path
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if method in HTTP_METHODS and {"apiKeyAuth": []} in operation.get("security", [])
+    )
+    assert with_key == sorted(
+        [
+            "/api/analytics/blog-views/country/",
+            "/api/analytics/blog-views/user/",
+            "/api/analytics/performance/",
+            "/api/analytics/top/blog/",
+            "/api/analytics/top/country/",
+            "/api/analytics/top/user/",
+            "/api/ingest/views/",
+        ]
+    )
 
 
 @pytest.mark.parametrize("version", ["\x01", "\n", '"; x="y'])
