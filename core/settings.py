@@ -315,7 +315,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Blog-views analytics API",
     "DESCRIPTION": (
         "Ingest raw blog page views; read exact analytics served from precomputed rollups. "
-        "Authenticate with `POST /api/token/` and send `Authorization: Bearer <access>`."
+        "Authenticate with `POST /api/token/` and send `Authorization: Bearer <access>`, or, "
+        "from a server, with an API key created in the admin: `Authorization: Api-Key "
+        "<secret>` (scoped to reads and/or ingest, see the apiKeyAuth scheme)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
