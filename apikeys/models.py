@@ -64,14 +64,6 @@ class ApiKey(AbstractAPIKey):
             ),
         ]
 
-    @property
-    def can_read(self) -> bool:
-        return self.scope in (self.Scope.READ, self.Scope.INGEST_READ)
-
-    @property
-    def can_ingest(self) -> bool:
-        return self.scope in (self.Scope.INGEST, self.Scope.INGEST_READ)
-
     def clean(self) -> None:
         super().clean()
         if self.author_id is not None and self.scope != self.Scope.READ:

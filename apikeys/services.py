@@ -3,7 +3,8 @@ the key or its user changes.
 
 A key is ``<prefix>.<secret>`` (djangorestframework-api-key's format: 8 + 32 random letters and
 digits). What a request needs to know about a key (its SHA-512 hash, scope, user, author
-restriction, expiry) is kept in Django's cache under its public prefix for
+restriction, expiry; a plain dict, so that an entry another version of the code wrote is
+read again rather than misread) is kept in Django's cache under its public prefix for
 ``API_KEY_CACHE_SECONDS``; each request hashes the key it was sent (SHA-512: about a
 microsecond, unlike a password hasher) and compares in constant time. Saving or deleting a key,
 or saving its user, deletes that entry, so a revoke applies to the next request (with Redis; a
@@ -107,15 +108,18 @@ def _grant_lookup(prefix: str) -> tuple[ApiKeyGrant | None, bool]:
     except Exception:
         logger.warning("API key cache unavailable; key read from the database", exc_info=True)
         return _grant_load(prefix), False
-    if isinstance(found, ApiKeyGrant):
-        return found, True
     if found == _MISSING:
         return None, True
+    if isinstance(found, dict):
+        try:
+            return ApiKeyGrant(**found), True
+        except TypeError:
+            pass  # an entry written by another version of this code: read the key again
     grant = _grant_load(prefix)
     try:
         cache.set(
             _cache_key(prefix),
-            grant if grant is not None else _MISSING,
+            dataclasses.asdict(grant) if grant is not None else _MISSING,
             timeout=settings.API_KEY_CACHE_SECONDS,
         )
     except Exception:
@@ -149,7 +153,7 @@ def _last_used_record(grant: ApiKeyGrant, *, now: datetime, cache_ok: bool) -> N
         try:
             cache.set(
                 _cache_key(grant.prefix),
-                dataclasses.replace(grant, last_used_at=now),
+                dataclasses.asdict(dataclasses.replace(grant, last_used_at=now)),
                 timeout=settings.API_KEY_CACHE_SECONDS,
             )
         except Exception:

@@ -8,6 +8,7 @@ import pytest
 import time_machine
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -316,3 +317,29 @@ def test_public_read_still_refuses_a_bad_or_out_of_scope_key(
     assert APIClient().post(READ, {}, format="json").status_code == 200
     assert key_client(ingest).post(READ, {}, format="json").status_code == 403
     assert key_client("abcdefgh.nope").post(READ, {}, format="json").status_code == 401
+
+
+@override_settings(
+    CACHES={
+        "default": {
+            "BACKEND": "core.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+)
+def test_keys_work_while_the_cache_is_down(reads: list[int], user: Any, caplog: Any) -> None:
+    # Each request then reads its key from the database, so a revoke still applies at once.
+    key, secret = api_key_create(name="r", user=user)
+    client = key_client(secret)
+    with time_machine.travel(TODAY, tick=False):
+        assert client.post(READ, {}, format="json").status_code == 200
+        key.refresh_from_db()
+        assert key.last_used_at == TODAY
+    with time_machine.travel(TODAY + timedelta(seconds=30), tick=False):
+        assert client.post(READ, {}, format="json").status_code == 200
+        key.refresh_from_db()
+        assert key.last_used_at == TODAY
+    assert "API key cache unavailable" in caplog.text
+    ApiKey.objects.filter(pk=key.pk).update(revoked=True)
+    assert client.post(READ, {}, format="json").status_code == 401
