@@ -42,7 +42,8 @@ class CanIngestViews(BasePermission):
         if not grant.can_ingest:
             self.message = "This API key's scope is 'read': ingest needs the 'ingest' scope."
             return False
-        if not _may_ingest(get_user_model().objects.filter(pk=grant.user_id).first()):
+        owner = get_user_model().objects.filter(pk=grant.user_id, is_active=True).first()
+        if not _may_ingest(owner):
             self.message = (
                 f"This API key's user '{grant.username}' may not ingest: it needs the "
                 "'ingest.add_blogview' permission or a staff account."
