@@ -331,6 +331,7 @@ SPECTACULAR_SETTINGS = {
         "core.schema.strict_request_bodies",
         "core.schema.public_read_security",
         "core.schema.explicit_security",
+        "core.schema.strings_without_nul",
     ],
 }
 

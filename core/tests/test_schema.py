@@ -205,3 +205,18 @@ def test_every_response_component_requires_its_fields(schema: dict[str, Any]) ->
     assert {name: fields for name, fields in optional.items() if fields} == {
         "ErrorDetail": ["index"]
     }
+
+
+def test_free_form_request_strings_state_that_they_hold_no_nul(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    for name, field in [
+        ("TopRequest", "author_username"),
+        ("TokenObtainPairRequest", "username"),
+        ("TokenRefreshRequest", "refresh"),
+    ]:
+        pattern = components[name]["properties"][field]["pattern"]
+        assert re.fullmatch(pattern, "ada") and not re.fullmatch(pattern, "a\x00da"), name
+    # Strings with a pattern or a format of their own keep it.
+    assert components["IngestViewItemRequest"]["properties"]["country_code"]["pattern"] == (
+        "^[A-Za-z]{2}$"
+    )
