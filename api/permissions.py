@@ -1,26 +1,65 @@
+import dataclasses
 import logging
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
+from rest_framework import status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from api.spec import Spec
+from apikeys.services import api_key_grant
 from core.cache import counter_incr
+from core.exceptions import ApplicationError
 from core.throttling import client_address, rate_parse, window_current
 
 logger = logging.getLogger(__name__)
 
 
 class AnalyticsReadPermission(BasePermission):
-    """Any signed-in user; anyone when ``ANALYTICS_PUBLIC_READ`` is on."""
+    """Any signed-in user; anyone when ``ANALYTICS_PUBLIC_READ`` is on. An API key needs the
+    ``read`` scope (even with public read: a key is refused where its scope does not reach)."""
+
+    message = "This API key's scope is 'ingest': reading the analytics needs the 'read' scope."
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        grant = api_key_grant(request)
+        if grant is not None:
+            return grant.can_read
         return bool(
             settings.ANALYTICS_PUBLIC_READ or (request.user and request.user.is_authenticated)
         )
+
+
+def spec_for_reader(*, request: Request, spec: Spec) -> Spec:
+    """The question a read may ask: with an API key restricted to an author, that author's.
+
+    The key's author becomes the filter when the request names none; naming the same author is
+    fine; naming another is a 403 (not an empty answer, which would look like "no views").
+    The answer (and its cache entry, keyed by the filters) is then the same as that of any
+    reader asking for that author: nothing is shared between scopes that one may not see.
+    """
+    grant = api_key_grant(request)
+    if grant is None or grant.author is None:
+        return spec
+    if spec.author_username is None:
+        return dataclasses.replace(spec, author_username=grant.author)
+    if spec.author_username != grant.author:
+        raise ApplicationError(
+            f"This API key reads the blogs of '{grant.author}' only.",
+            status=status.HTTP_403_FORBIDDEN,
+            code="permission_denied",
+            details=[
+                {
+                    "field": "author_username",
+                    "reason": f"must be '{grant.author}' (or omitted) with this API key",
+                }
+            ],
+        )
+    return spec
 
 
 class WindowThrottle(BaseThrottle):
@@ -66,12 +105,15 @@ class WindowThrottle(BaseThrottle):
 
 
 class AnalyticsUserThrottle(WindowThrottle):
-    """Per signed-in user."""
+    """Per signed-in user (a request with an API key counts per key instead:
+    ``apikeys.authentication.ApiKeyThrottle``)."""
 
     scope = "analytics_user"
 
     def ident(self, request: Request) -> str | None:
         user = request.user
+        if api_key_grant(request) is not None:
+            return None
         return str(user.pk) if user and user.is_authenticated else None
 
 

@@ -12,7 +12,12 @@ from rest_framework.views import APIView
 
 from api import selectors
 from api.caching import answer_cached
-from api.permissions import AnalyticsAnonThrottle, AnalyticsReadPermission, AnalyticsUserThrottle
+from api.permissions import (
+    AnalyticsAnonThrottle,
+    AnalyticsReadPermission,
+    AnalyticsUserThrottle,
+    spec_for_reader,
+)
 from api.serializers import (
     ApiRootSerializer,
     AuthorResponseSerializer,
@@ -24,6 +29,7 @@ from api.serializers import (
     TopRequestSerializer,
 )
 from api.spec import FILTER_FIELDS, GROUPED, PERFORMANCE, TOP, Extra, spec_parse
+from apikeys.authentication import ApiKeyAuthentication, ApiKeyThrottle
 from core.auth import ReadTokenAuthentication
 from core.exceptions import ApplicationError
 from core.serializers import ErrorResponseSerializer
@@ -50,16 +56,19 @@ class AnalyticsView(APIView):
     """Parse the filters, answer from the cache or the planner, return results and meta."""
 
     # The token first: its 401 (with WWW-Authenticate) answers a request without credentials.
-    # The session is the dashboard's (same origin; DRF enforces CSRF for it).
-    authentication_classes = [ReadTokenAuthentication, SessionAuthentication]
+    # An API key with the read scope (apikeys). The session is the dashboard's (same origin;
+    # DRF enforces CSRF for it).
+    authentication_classes = [ReadTokenAuthentication, ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [AnalyticsReadPermission]
-    throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle]
+    throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle, ApiKeyThrottle]
     endpoint: ClassVar[str]
     extras: ClassVar[tuple[Extra, ...]]
     selector: ClassVar[Callable[..., selectors.Answer]]
 
     def post(self, request: Request) -> Response:
-        spec = spec_parse(payload=request.data, extras=self.extras)
+        spec = spec_for_reader(
+            request=request, spec=spec_parse(payload=request.data, extras=self.extras)
+        )
         bypass = "no-cache" in request.headers.get("Cache-Control", "").lower()
         select = type(self).selector
         body = answer_cached(

@@ -1,5 +1,6 @@
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -17,22 +18,38 @@ from rest_framework_simplejwt.authentication import (
     JWTStatelessUserAuthentication,
 )
 
+from apikeys.services import api_key_grant
 from core.serializers import ErrorResponseSerializer
 from core.throttling import LoginThrottle
 
 
+def _may_ingest(user: Any) -> bool:
+    return bool(
+        user and user.is_authenticated and (user.is_staff or user.has_perm("ingest.add_blogview"))
+    )
+
+
 class CanIngestViews(BasePermission):
-    """Staff, or a user holding the ``ingest.add_blogview`` permission."""
+    """Staff, or a user holding the ``ingest.add_blogview`` permission; or an API key with the
+    ``ingest`` scope whose user may ingest (a key never does more than its user could)."""
 
     message = "Ingest needs the 'ingest.add_blogview' permission or a staff account."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        return bool(
-            user
-            and user.is_authenticated
-            and (user.is_staff or user.has_perm("ingest.add_blogview"))
-        )
+        grant = api_key_grant(request)
+        if grant is None:
+            return _may_ingest(request.user)
+        if not grant.can_ingest:
+            self.message = "This API key's scope is 'read': ingest needs the 'ingest' scope."
+            return False
+        owner = get_user_model().objects.filter(pk=grant.user_id, is_active=True).first()
+        if not _may_ingest(owner):
+            self.message = (
+                f"This API key's user '{grant.username}' may not ingest: it needs the "
+                "'ingest.add_blogview' permission or a staff account."
+            )
+            return False
+        return True
 
 
 class ReadTokenAuthentication(JWTStatelessUserAuthentication):

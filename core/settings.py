@@ -92,11 +92,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    # djangorestframework-api-key: apikeys' model builds on its abstract one, which needs its app
+    # installed (its own concrete model and table stay unused).
+    "rest_framework_api_key",
     "core",
     "ingest",
     "rollups",
     "api",
     "dashboard",
+    "apikeys",
 ]
 
 MIDDLEWARE = [
@@ -267,7 +271,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Every throttle (reads, sign-in) knows a client by its address: the socket's with 0, else
@@ -278,6 +282,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "analytics_user": env.str("ANALYTICS_THROTTLE_USER", default="6000/min"),
         "analytics_anon": env.str("ANALYTICS_THROTTLE_ANON", default="600/min"),
+        # Requests with an API key, per key, reads and ingest together (apikeys).
+        "api_key": env.str("API_KEY_THROTTLE", default="6000/min"),
     },
 }
 
@@ -309,7 +315,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Blog-views analytics API",
     "DESCRIPTION": (
         "Ingest raw blog page views; read exact analytics served from precomputed rollups. "
-        "Authenticate with `POST /api/token/` and send `Authorization: Bearer <access>`."
+        "Authenticate with `POST /api/token/` and send `Authorization: Bearer <access>`, or, "
+        "from a server, with an API key created in the admin: `Authorization: Api-Key "
+        "<secret>` (scoped to reads and/or ingest, see the apiKeyAuth scheme)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -322,6 +330,8 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schema.strict_request_bodies",
         "core.schema.public_read_security",
+        "core.schema.explicit_security",
+        "core.schema.strings_without_nul",
     ],
 }
 
@@ -344,6 +354,11 @@ if ANALYTICS_STATEMENT_TIMEOUT_MS < 1:
 # Largest answer the cache stores, in bytes (the biggest real ones, 1,000 rows, are ~150 kB).
 ANALYTICS_CACHE_MAX_BYTES = env.int("ANALYTICS_CACHE_MAX_BYTES", default=1024 * 1024)
 ROLLUP_INTERVAL_SECONDS = env.int("ROLLUP_INTERVAL_SECONDS", default=30)
+
+# How long a checked API key is remembered in the cache (apikeys.services). Saving, revoking or
+# deleting a key forgets it at once in Redis; a cache per process (the embedded default) forgets
+# it in the other processes within this time.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=10)
 
 # --- Static files, i18n, logging ------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -76,7 +77,10 @@ def free_port() -> int:
     """A free TCP port on 127.0.0.1: from ``TEST_PORTS`` (``"8350-8399"``) when set, so that a
     shared machine's runs keep to their own range, else one the kernel picks."""
     low, _, high = os.environ.get("TEST_PORTS", "").partition("-")
-    candidates = range(int(low), int(high or low) + 1) if low else [0]
+    # In random order: a stack picks all its ports before its servers bind them, and the
+    # lowest free one each time would be the same port twice.
+    candidates = list(range(int(low), int(high or low) + 1)) if low else [0]
+    random.shuffle(candidates)
     for port in candidates:
         with socket.socket() as probe:
             try:

@@ -75,9 +75,11 @@ class ReadyView(APIView):
         tags=["health"],
         summary="Readiness: database, cache and broker reachable",
         description=(
-            "200 when every dependency answers; 503 naming each one that does not. Anonymous "
-            "callers get the statuses only; staff (or a request with the `X-Readyz-Token` "
-            "header set to `READYZ_TOKEN`) also get the errors."
+            "200 when every dependency answers; 503 naming each one that does not. No "
+            "credentials needed: anonymous callers get the statuses only; staff (an "
+            "`Authorization: Bearer` token or the admin's session) or a request with the "
+            "`X-Readyz-Token` header set to `READYZ_TOKEN` also get the errors (a bad token "
+            "is a 401)."
         ),
         parameters=[
             OpenApiParameter(

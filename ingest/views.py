@@ -2,7 +2,9 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schem
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from apikeys.authentication import ApiKeyAuthentication, ApiKeyThrottle
 from core.auth import CanIngestViews
 from core.serializers import ErrorResponseSerializer
 from ingest.serializers import IngestViewsRequestSerializer, IngestViewsResponseSerializer
@@ -17,7 +19,10 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class ViewsIngestView(APIView):
+    # A token, or an API key with the ingest scope (throttled per key).
+    authentication_classes = [JWTAuthentication, ApiKeyAuthentication]
     permission_classes = [CanIngestViews]
+    throttle_classes = [ApiKeyThrottle]
 
     @extend_schema(
         tags=["ingest"],
@@ -29,7 +34,11 @@ class ViewsIngestView(APIView):
             f"Send an `{IDEMPOTENCY_HEADER}` to make retries safe: a retry with the same key and "
             "the same body within 24 hours gets the first answer again (with "
             f"`{REPLAYED_HEADER}: true`) and stores nothing; the same key with a different body "
-            "is a 409. Keys are per user. A request that was a 400 stores no key."
+            "is a 409. Keys are per user (an API key's: the user it acts for). A request that "
+            "was a 400 stores no key.\n\n"
+            "With an API key (`Authorization: Api-Key <secret>`): the key needs the `ingest` "
+            "scope (else 403) and its user the ingest permission; requests are throttled per "
+            "key (`API_KEY_THROTTLE`, 429 with `Retry-After`)."
         ),
         parameters=[
             OpenApiParameter(
@@ -68,6 +77,7 @@ class ViewsIngestView(APIView):
             403: ErrorResponseSerializer,
             409: ErrorResponseSerializer,
             413: ErrorResponseSerializer,
+            429: ErrorResponseSerializer,
         },
         examples=[
             OpenApiExample(

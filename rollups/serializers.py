@@ -58,6 +58,9 @@ class RebuildJobSerializer(serializers.ModelSerializer):
             "finished_at",
             "duration_ms",
         ]
+        # An answer, never a request: every field is always present (null where it has no
+        # value yet), and read-only fields are required in the schema's response component.
+        read_only_fields = fields
 
     def get_duration_ms(self, job: RebuildJob) -> int | None:
         if job.started_at is None or job.finished_at is None:

@@ -310,12 +310,13 @@ def running_stack(
 
     ``server_url``: a PostgreSQL ``DATABASE_URL`` whose server gets the fresh database.
     """
-    web_port = free_port()
     with ExitStack() as cleanup:
         redis_folder = folder / "redis"
         redis_folder.mkdir()
         redis_server = cleanup.enter_context(redis_server_running(redis_folder))
         redis_url = redis_server.url
+        # Once Redis listens, so that the web server cannot be given its port.
+        web_port = free_port()
         database_url = cleanup.enter_context(
             fresh_database(server_url, name=f"{_database_name(server_url)}_soak_{name}")
         )

@@ -4,8 +4,8 @@ Schemathesis loads the schema from the WSGI application, in-process, and fuzzes 
 ``POST`` operation with bodies generated from it: ones that fit it (positive) and ones that break
 it (negative; it also drops or spoils the token then). Each answer must be a documented status,
 with the documented content type and headers and a body that fits the schema of that status,
-and never a 5xx. Signed-in reads (a real token; public read off), throttles that never trip, and
-data to answer from.
+and never a 5xx. Signed-in reads (a real token, or a read API key; public read off), throttles
+that never trip, and data to answer from.
 
 A schema-valid body must be accepted (``positive_data_acceptance``), or refused with a 400 that
 names only rules a JSON schema cannot express (an unknown country code, ``start_date`` after
@@ -43,6 +43,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.tests.conftest import ENDPOINTS, analytics_data
+from apikeys.services import api_key_create
 from core.wsgi import application
 from soak.fuzz_checks import refusals_name_only_unstated_rules
 
@@ -103,13 +104,26 @@ def bearer(db: None, api_client: APIClient, user: Any, password: str) -> str:
     return f"Bearer {response.json()['access']}"
 
 
+@pytest.fixture(params=["token", "api-key"])
+def credentials(request: pytest.FixtureRequest, bearer: str, user: Any) -> str:
+    """An ``Authorization`` value: the token, or a read API key of the same user."""
+    if request.param == "token":
+        return bearer
+    _, secret = api_key_create(name="fuzz", user=user)
+    return f"Api-Key {secret}"
+
+
 @pytest.fixture
 def reads(db: None, settings: Any, frozen_today: Any) -> None:
     """Data to answer from, reads that need a token, and throttles that never trip."""
     settings.ANALYTICS_PUBLIC_READ = False
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"analytics_user": "1000000/s", "analytics_anon": "1000000/s"},
+        "DEFAULT_THROTTLE_RATES": {
+            "analytics_user": "1000000/s",
+            "analytics_anon": "1000000/s",
+            "api_key": "1000000/s",
+        },
     }
     analytics_data(seed=11, views=800)
 
@@ -124,15 +138,18 @@ def test_every_analytics_read_is_fuzzed() -> None:
 @pytest.mark.parametrize("mode", list(EXAMPLES), ids=str)
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_answers_match_the_schema(
-    reads: None, bearer: str, path: str, mode: GenerationMode
+    reads: None, credentials: str, path: str, mode: GenerationMode
 ) -> None:
     statuses: Counter[int] = Counter()
     with_rows = 0
 
     def call(case: schemathesis.Case) -> None:
         nonlocal with_rows
-        # The token replaces the generated one; a negative case may still drop or spoil it.
-        response = case.call_and_validate(headers={"Authorization": bearer}, checks=CHECKS[mode])
+        # The credentials replace the generated ones; a negative case may still drop or spoil
+        # them.
+        response = case.call_and_validate(
+            headers={"Authorization": credentials}, checks=CHECKS[mode]
+        )
         statuses[response.status_code] += 1
         if response.status_code == 200 and response.json()["results"]:
             with_rows += 1

@@ -82,10 +82,17 @@ def test_ingest_documents_its_error_answers_in_the_standard_shape(schema: dict[s
 
 def test_ingest_requires_a_bearer_token_and_health_does_not(schema: dict[str, Any]) -> None:
     assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
-    assert schema["paths"]["/api/ingest/views/"]["post"]["security"] == [{"jwtAuth": []}]
-    assert schema["paths"]["/healthz"]["get"]["security"] == [{}]
-    # Anyone may probe readiness; staff may sign in to see the errors.
-    assert {} in schema["paths"]["/readyz"]["get"]["security"]
+    assert schema["paths"]["/api/ingest/views/"]["post"]["security"] == [
+        {"jwtAuth": []},
+        {"apiKeyAuth": []},
+    ]
+    # No credentials needed ([], not [{}], which client generators read as "authenticated").
+    assert schema["paths"]["/healthz"]["get"]["security"] == []
+    # Anyone may probe readiness; staff may sign in to see the errors (said in its text).
+    assert schema["paths"]["/readyz"]["get"]["security"] == []
+    assert "Bearer" in schema["paths"]["/readyz"]["get"]["description"]
+    for path in ("/api/analytics/", "/api/token/", "/api/token/refresh/"):
+        assert schema["paths"][path][next(iter(schema["paths"][path]))]["security"] == []
 
 
 @pytest.mark.parametrize("url", ["/swagger/", "/redoc/"])
@@ -115,7 +122,31 @@ def test_analytics_reads_need_a_token_in_the_schema_unless_public(
     security = document["paths"]["/api/analytics/top/blog/"]["post"]["security"]
     assert ({} in security) is public
     assert {"jwtReadAuth": []} in security
+    assert {"apiKeyAuth": []} in security
     assert {} not in document["paths"]["/api/ingest/views/"]["post"]["security"]
+
+
+def test_api_keys_are_a_security_scheme_of_reads_and_ingest_only(schema: dict[str, Any]) -> None:
+    scheme = schema["components"]["securitySchemes"]["apiKeyAuth"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
+    assert "Api-Key <secret>" in scheme["description"]
+    with_key = sorted(
+        path
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if method in HTTP_METHODS and {"apiKeyAuth": []} in operation.get("security", [])
+    )
+    assert with_key == sorted(
+        [
+            "/api/analytics/blog-views/country/",
+            "/api/analytics/blog-views/user/",
+            "/api/analytics/performance/",
+            "/api/analytics/top/blog/",
+            "/api/analytics/top/country/",
+            "/api/analytics/top/user/",
+            "/api/ingest/views/",
+        ]
+    )
 
 
 @pytest.mark.parametrize("version", ["\x01", "\n", '"; x="y'])
@@ -144,6 +175,48 @@ def test_every_operation_taking_a_body_documents_413(schema: dict[str, Any]) -> 
 
 def test_free_form_fields_carry_their_bounds(schema: dict[str, Any]) -> None:
     components = schema["components"]["schemas"]
-    for name in ("GroupedRequestRequest", "TopRequestRequest", "PerformanceRequestRequest"):
+    for name in ("GroupedRequest", "TopRequest", "PerformanceRequest"):
         assert components[name]["properties"]["author_username"]["maxLength"] == 150, name
-    assert components["GroupedRequestRequest"]["properties"]["offset"]["maximum"] == 1_000_000
+    assert components["GroupedRequest"]["properties"]["offset"]["maximum"] == 1_000_000
+
+
+def test_request_components_are_named_once_request(schema: dict[str, Any]) -> None:
+    names = set(schema["components"]["schemas"])
+    assert {"GroupedRequest", "TopRequest", "PerformanceRequest", "RebuildRequest"} <= names
+    assert {"IngestViewsRequest", "TokenObtainPairRequest"} <= names
+    assert [name for name in names if name.endswith("RequestRequest")] == []
+
+
+def test_a_rebuild_job_answer_requires_every_field(schema: dict[str, Any]) -> None:
+    job = schema["components"]["schemas"]["RebuildJob"]
+    assert sorted(job["required"]) == sorted(job["properties"])
+    # Present but null until the job gets there.
+    assert job["properties"]["finished_at"]["nullable"] is True
+
+
+def test_every_response_component_requires_its_fields(schema: dict[str, Any]) -> None:
+    # Answers always carry every field (null where there is no value): generated clients then
+    # type them as present. Only an error detail's "index" (batch items only) may be missing.
+    optional = {
+        name: sorted(set(component.get("properties", {})) - set(component.get("required", [])))
+        for name, component in schema["components"]["schemas"].items()
+        if component.get("type") == "object" and not name.endswith("Request")
+    }
+    assert {name: fields for name, fields in optional.items() if fields} == {
+        "ErrorDetail": ["index"]
+    }
+
+
+def test_free_form_request_strings_state_that_they_hold_no_nul(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    for name, field in [
+        ("TopRequest", "author_username"),
+        ("TokenObtainPairRequest", "username"),
+        ("TokenRefreshRequest", "refresh"),
+    ]:
+        pattern = components[name]["properties"][field]["pattern"]
+        assert re.fullmatch(pattern, "ada") and not re.fullmatch(pattern, "a\x00da"), name
+    # Strings with a pattern or a format of their own keep it.
+    assert components["IngestViewItemRequest"]["properties"]["country_code"]["pattern"] == (
+        "^[A-Za-z]{2}$"
+    )
