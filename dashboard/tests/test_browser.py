@@ -76,6 +76,18 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
+@pytest.fixture(autouse=True)
+def _page_left_before_the_flush(browser: WebDriver, transactional_db: None) -> Iterator[None]:
+    """Each test starts on a blank page with no log left by the one before, and leaves its page
+    before its database is flushed (``transactional_db`` is torn down after this): a page still
+    loading or polling then would send requests that wait behind the flush, and the 503 they
+    end with would be logged into the next test."""
+    browser.get("about:blank")
+    _console_errors(browser)  # drained
+    yield
+    browser.get("about:blank")
+
+
 @pytest.fixture
 def seeded(settings: Any) -> None:
     """A little demo data, reaching today, absorbed into the summaries."""
