@@ -672,3 +672,63 @@ def blogs_created(facts: Facts, start: date, end: date) -> dict[date, int]:
         day = created_at.astimezone(UTC).date()
         counts[day] = counts.get(day, 0) + 1
     return counts
+
+
+# --- Comparison: the views of an earlier range for the rows already found ---------------------
+#
+# One query each, over the earlier range's summaries and tail, restricted to the keys of the
+# rows the current answer lists (rows of the earlier range that are not listed are not read).
+
+
+def country_views(facts: Facts, codes: list[str], start: date, end: date) -> dict[str, int]:
+    """Views per country of ``codes`` in ``start..end``."""
+    if not codes:
+        return {}
+    # Within the spec's country filters, "only these" is the same question, and reads less.
+    listed = Facts(
+        replace(facts.spec, country_codes=tuple(sorted(codes)), exclude_country_codes=None),
+        facts.snapshot,
+        author_id=facts.author_id,
+    )
+    rows = fetch_all(
+        sql(
+            "SELECT f.country_id, sum(f.views) FROM ({facts}) f GROUP BY f.country_id",
+            facts=listed.sql(countries=True, start=start, end=end),
+        )
+    )
+    return {code: int(views) for code, views in rows}
+
+
+def author_views(facts: Facts, usernames: list[str], start: date, end: date) -> dict[str, int]:
+    """Views per author of ``usernames`` in ``start..end``."""
+    if not usernames:
+        return {}
+    username = name(f"u.{USERNAME}")
+    rows = fetch_all(
+        sql(
+            "SELECT {username}, sum(f.views) FROM ({facts}) f "
+            "JOIN {blog} b ON b.id = f.blog_id JOIN {user} u ON u.id = b.author_id "
+            "WHERE {username} IN ({names}) GROUP BY {username}",
+            username=username,
+            facts=facts.sql(blogs=True, start=start, end=end),
+            blog=name(BLOG),
+            user=name(USER),
+            names=values(usernames),
+        )
+    )
+    return {author: int(views) for author, views in rows}
+
+
+def blog_views(facts: Facts, blog_ids: list[int], start: date, end: date) -> dict[int, int]:
+    """Views per blog of ``blog_ids`` in ``start..end``."""
+    if not blog_ids:
+        return {}
+    rows = fetch_all(
+        sql(
+            "SELECT f.blog_id, sum(f.views) FROM ({facts}) f WHERE f.blog_id IN ({ids}) "
+            "GROUP BY f.blog_id",
+            facts=facts.sql(blogs=True, start=start, end=end),
+            ids=values(blog_ids),
+        )
+    )
+    return {int(blog_id): int(views) for blog_id, views in rows}

@@ -10,6 +10,7 @@ field by field.
 from rest_framework import serializers
 
 from api.spec import (
+    COMPARISONS,
     GROUPED,
     MAX_COUNTRY_CODES,
     MAX_USERNAME_LENGTH,
@@ -87,11 +88,44 @@ TopRequestSerializer = _request("TopRequestSerializer", TOP)
 PerformanceRequestSerializer = _request("PerformanceRequestSerializer", PERFORMANCE)
 
 
+class CompareMetaSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=COMPARISONS)
+    start_date = serializers.DateField(help_text="First day of the comparison range.")
+    end_date = serializers.DateField(help_text="Last day of the comparison range.")
+    current_start_date = serializers.DateField(help_text="First day of the answer's range.")
+    current_end_date = serializers.DateField(
+        help_text="Last day of the answer's range (an open end resolved to today)."
+    )
+
+
 class MetaSerializer(serializers.Serializer):
     filters = serializers.DictField(help_text="The normalized filters and options.")
     total = serializers.IntegerField(help_text="Rows before limit/offset.")
     as_of = serializers.DateTimeField(help_text="The answer counts every view committed before.")
     cached = serializers.BooleanField(help_text="Whether the answer came from the cache.")
+    compare = CompareMetaSerializer(
+        allow_null=True, help_text="The comparison range (null without compare)."
+    )
+
+
+class ComparedSerializer(serializers.Serializer):
+    """The two fields a row gains with ``compare``."""
+
+    previous_views = serializers.IntegerField(
+        required=False,
+        help_text=(
+            "With compare: the views of the same key (series: of the bucket's days, each mapped "
+            "to the day it compares with) in the comparison range."
+        ),
+    )
+    change_pct = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "With compare: (views - previous_views) / previous_views x 100, 2 decimals; "
+            "null where previous_views is 0."
+        ),
+    )
 
 
 class PerformanceMetaSerializer(MetaSerializer):
@@ -99,27 +133,27 @@ class PerformanceMetaSerializer(MetaSerializer):
     granularity_auto = serializers.BooleanField()
 
 
-class CountryRowSerializer(serializers.Serializer):
+class CountryRowSerializer(ComparedSerializer):
     country_code = serializers.CharField()
     country_name = serializers.CharField()
     blogs = serializers.IntegerField(help_text="Distinct blogs with a matching view.")
     views = serializers.IntegerField()
 
 
-class AuthorRowSerializer(serializers.Serializer):
+class AuthorRowSerializer(ComparedSerializer):
     username = serializers.CharField()
     blogs = serializers.IntegerField(help_text="Distinct blogs with a matching view.")
     views = serializers.IntegerField()
 
 
-class BlogRowSerializer(serializers.Serializer):
+class BlogRowSerializer(ComparedSerializer):
     blog_id = serializers.IntegerField()
     title = serializers.CharField()
     username = serializers.CharField()
     views = serializers.IntegerField()
 
 
-class PerformanceRowSerializer(serializers.Serializer):
+class PerformanceRowSerializer(ComparedSerializer):
     period_start = serializers.DateField()
     period_end = serializers.DateField()
     label = serializers.CharField(  # type: ignore[assignment]  # a field named "label"

@@ -24,6 +24,7 @@ MAX_USERNAME_LENGTH = 150
 # The deepest page of a grouped answer: far past any real listing, and a bound on the work.
 MAX_OFFSET = 1_000_000
 PERIODS = ("day", "week", "month", "year")
+COMPARISONS = ("previous_period", "previous_year")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Spec:
     limit: int | None = None
     offset: int | None = None
     compare_period: str | None = None
+    compare: str | None = None
     extras: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -88,12 +90,26 @@ class Extra:
     help_text: str = ""
 
 
+# Every endpoint's comparison with an earlier range (api.selectors resolves it).
+COMPARE = Extra(
+    "compare",
+    None,
+    choices=COMPARISONS,
+    help_text=(
+        "Compare with an earlier range: previous_period = the same number of days just before "
+        "the range, previous_year = the same dates one year earlier (Feb 29 -> Feb 28). Rows "
+        "gain previous_views and change_pct; meta.compare gives the range. Needs a start (year "
+        "or start_date) not after the end (an open end is today), and a comparison range from "
+        "1900-01-01 on; else 400."
+    ),
+)
 # Each endpoint family's own fields.
 GROUPED = (
     Extra("limit", 100, 1, 1000, help_text="Groups per page."),
     Extra("offset", 0, 0, MAX_OFFSET, help_text="Groups to skip (paging)."),
+    COMPARE,
 )
-TOP = (Extra("limit", 10, 1, 100, help_text="How many of the most viewed."),)
+TOP = (Extra("limit", 10, 1, 100, help_text="How many of the most viewed."), COMPARE)
 PERFORMANCE = (
     Extra(
         "compare_period",
@@ -105,6 +121,7 @@ PERFORMANCE = (
             "an explicit size is a 400."
         ),
     ),
+    COMPARE,
 )
 
 

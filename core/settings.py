@@ -325,7 +325,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"PeriodEnum": "api.spec.PERIODS"},
+    "ENUM_NAME_OVERRIDES": {
+        "PeriodEnum": "api.spec.PERIODS",
+        "CompareEnum": "api.spec.COMPARISONS",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schema.strict_request_bodies",

@@ -230,7 +230,9 @@ def test_meta_echoes_normalized_filters(public, data):
         "exclude_country_codes": None,
         "author_username": None,
         "limit": 10,
+        "compare": None,
     }
+    assert meta["compare"] is None
     assert meta["as_of"] == "2026-01-10T15:30:00Z"
 
 
