@@ -98,3 +98,34 @@ def answer_cached(
         except Exception:
             logger.warning("analytics cache unavailable for writes", exc_info=True)
     return body
+
+
+def answer_etag(*, endpoint: str, body: dict[str, Any], media_type: str) -> str:
+    """A weak ETag of an answer: what it says (rows, filters, totals, comparison range...), not
+    when it was computed.
+
+    ``as_of`` and ``cached`` change with every computation of the same answer and are left out,
+    so a client that revalidates gets a 304 while the rows are the same. The ETag is weak
+    (``W/``) for that reason: two answers that share it may differ in those two fields. The
+    format is part of it (the CSV and the JSON of one answer are different representations).
+    """
+    meta = {key: value for key, value in body["meta"].items() if key not in ("as_of", "cached")}
+    content = json.dumps(
+        [endpoint, media_type, body["results"], meta],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return f'W/"{hashlib.sha256(content.encode()).hexdigest()[:32]}"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, RFC 9110 13.1.2)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(
+        tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(",") if tag.strip()
+    )

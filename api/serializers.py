@@ -108,6 +108,10 @@ class MetaSerializer(serializers.Serializer):
     )
 
 
+# The fields a row gains with compare.
+COMPARED = ("previous_views", "change_pct")
+
+
 class ComparedSerializer(serializers.Serializer):
     """The two fields a row gains with ``compare``."""
 

@@ -2,6 +2,7 @@
 
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -10,6 +11,9 @@ from core.dates import FIRST_DAY, LAST_DAY, day_out_of_range
 from core.exceptions import ApplicationError
 from core.models import Country
 
+# The query parameter that picks the answer's format (json, csv) on GET: not a filter.
+FORMAT_PARAMETER = "format"
+LIST_FIELDS = ("country_codes", "exclude_country_codes")
 FILTER_FIELDS = (
     "start_date",
     "end_date",
@@ -267,3 +271,42 @@ def spec_parse(*, payload: object, extras: tuple[Extra, ...] = ()) -> Spec:
         extras=tuple(extra.name for extra in extras),
         **options,
     )
+
+
+# An integer longer than this stays text (and is refused as not an integer): Python refuses to
+# convert a string of more than 4,300 digits, and no bound here has more than 7.
+MAX_INTEGER_DIGITS = 18
+_INTEGER = re.compile(rf"-?[0-9]{{1,{MAX_INTEGER_DIGITS}}}")
+
+
+def query_payload(
+    *, query: Mapping[str, Sequence[str]], extras: tuple[Extra, ...] = ()
+) -> dict[str, Any]:
+    """A GET query string (each name with its values) as the body it stands for, for
+    ``spec_parse`` to validate by the same rules.
+
+    Lists are comma-separated (``country_codes=US,DE``) or repeated (``country_codes=US&
+    country_codes=DE``), or both; integers are written as digits; every other field is given at
+    most once. An empty value is an empty text, refused as the body's ``""`` would be (a query
+    string has no ``null``: leave the parameter out). ``format`` is left out (it picks the
+    answer's format). Anything the body could not hold is passed on as text, for
+    ``spec_parse`` to refuse naming the field.
+    """
+    integers = {"year"} | {extra.name for extra in extras if not extra.choices}
+    payload: dict[str, Any] = {}
+    errors = []
+    for key, found in query.items():
+        if key == FORMAT_PARAMETER:
+            continue
+        if key in LIST_FIELDS:
+            payload[key] = [code for value in found for code in value.split(",")]
+        elif len(found) > 1:
+            errors.append(_error(key, f"given {len(found)} times; give it once"))
+        elif key in integers and _INTEGER.fullmatch(found[0]):
+            payload[key] = int(found[0])
+        else:
+            payload[key] = found[0]
+    if errors:
+        fields = sorted({e["field"] for e in errors})
+        raise ApplicationError(f"Invalid filters: {', '.join(fields)}.", details=errors)
+    return payload

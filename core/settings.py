@@ -335,6 +335,7 @@ SPECTACULAR_SETTINGS = {
         "core.schema.public_read_security",
         "core.schema.explicit_security",
         "core.schema.strings_without_nul",
+        "core.schema.query_parameters_not_null",
     ],
 }
 
