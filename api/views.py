@@ -172,7 +172,8 @@ class AnalyticsView(APIView):
         """``body`` as JSON, or its rows as streamed CSV (a header line, then one per row)."""
         if request.accepted_renderer.format != CSVRenderer.format:
             return Response(body, headers=headers)
-        columns: list[str] = [name for name in self.row().fields.keys() if name not in COMPARED]
+        fields: list[str] = list(self.row().fields)
+        columns = [name for name in fields if name not in COMPARED]
         columns += list(COMPARED) if spec.compare else []
         response = StreamingHttpResponse(
             csv_chunks(columns, body["results"]),
