@@ -63,8 +63,8 @@ def csv_filename(endpoint: str, spec: Spec) -> str:
 
 class CSVRenderer(BaseRenderer):
     """Picks CSV in content negotiation (``Accept: text/csv``, ``format=csv``). The analytics
-    views stream their CSV answers themselves; rendered here are the bodies they do not build
-    (a 304's, none)."""
+    views stream their answers' CSV themselves (``api.views``); this renders the rows of any
+    other answer the same way, the header taken from the first row."""
 
     media_type = CSV_MEDIA_TYPE
     format = "csv"

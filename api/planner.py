@@ -49,6 +49,8 @@ from core.sql import (
     day_start_param,
     fetch_all,
     fetch_one,
+    minute_of,
+    moment_param,
     month_start,
     name,
     next_month,
@@ -732,3 +734,81 @@ def blog_views(facts: Facts, blog_ids: list[int], start: date, end: date) -> dic
         )
     )
     return {int(blog_id): int(views) for blog_id, views in rows}
+
+
+# --- Realtime: the last minutes, from the raw views ---------------------------------------------
+
+
+@dataclass
+class Recent:
+    """Views per minute of a window, and its most viewed blogs and countries."""
+
+    per_minute: dict[str, int]
+    top_blogs: list[dict[str, Any]]
+    top_countries: list[dict[str, Any]]
+
+
+def recent_views(facts: Facts, start: datetime, end: datetime, limit: int) -> Recent:
+    """The views with ``start <= viewed_at < end``, read from the raw views.
+
+    The summaries count days; minutes are only in the raw views, absorbed or not, so this reads
+    them by ``viewed_at`` (its index): three range scans of the window's rows, whatever the
+    watermark. ``per_minute`` is keyed ``YYYY-MM-DD HH:MM`` (UTC).
+    """
+    where = all_of(
+        [
+            sql("viewed_at >= {low}", low=moment_param(start)),
+            sql("viewed_at < {high}", high=moment_param(end)),
+            *facts._filters(("blog_id", "country_id")),
+        ]
+    )
+    raw = name(RAW)
+    minute = minute_of(SQL("viewed_at"))
+    per_minute = fetch_all(
+        sql(
+            "SELECT {minute}, count(*) FROM {raw} WHERE {where} GROUP BY {minute}",
+            minute=minute,
+            raw=raw,
+            where=where,
+        )
+    )
+    blogs = fetch_all(
+        sql(
+            "SELECT t.blog_id, b.title, {username}, t.views FROM ("
+            "SELECT blog_id, count(*) AS views FROM {raw} WHERE {where} GROUP BY blog_id "
+            "ORDER BY views DESC, blog_id LIMIT {limit}) t "
+            "JOIN {blog} b ON b.id = t.blog_id JOIN {user} u ON u.id = b.author_id "
+            "ORDER BY t.views DESC, t.blog_id",
+            username=name(f"u.{USERNAME}"),
+            raw=raw,
+            where=where,
+            limit=limit,
+            blog=name(BLOG),
+            user=name(USER),
+        )
+    )
+    countries = fetch_all(
+        sql(
+            "SELECT t.country_id, c.name, t.views FROM ("
+            "SELECT country_id, count(*) AS views FROM {raw} WHERE {where} GROUP BY country_id "
+            "ORDER BY views DESC, {code} LIMIT {limit}) t "
+            "JOIN {country} c ON c.code = t.country_id ORDER BY t.views DESC, {t_code}",
+            raw=raw,
+            where=where,
+            code=binary_order(SQL("country_id")),
+            limit=limit,
+            country=name(COUNTRY),
+            t_code=binary_order(SQL("t.country_id")),
+        )
+    )
+    return Recent(
+        per_minute={str(key): int(views) for key, views in per_minute},
+        top_blogs=[
+            {"blog_id": blog_id, "title": title, "username": username, "views": int(views)}
+            for blog_id, title, username, views in blogs
+        ],
+        top_countries=[
+            {"country_code": code, "country_name": country, "views": int(views)}
+            for code, country, views in countries
+        ],
+    )

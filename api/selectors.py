@@ -8,13 +8,14 @@ import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from api.planner import (
     Facts,
     Groups,
+    Recent,
     Snapshot,
     author_groups,
     author_views,
@@ -25,6 +26,7 @@ from api.planner import (
     country_views,
     facts_for,
     read_snapshot,
+    recent_views,
     views_per_day,
 )
 from api.spec import Spec
@@ -376,3 +378,54 @@ def _series_compared(
         before = running[bisect_right(days, high)] - running[bisect_left(days, low)]
         row["previous_views"] = before
         row["change_pct"] = _growth(row["views"], before)
+
+
+# --- Realtime ------------------------------------------------------------------------------------
+
+REALTIME_MINUTES = 30
+REALTIME_SHORT_MINUTES = 5
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def views_realtime(*, spec: Spec) -> dict[str, Any]:
+    """The views of the last 30 minutes, per UTC minute (the current one included, so far),
+    with the last 5 and 30 minutes' totals and the window's most viewed blogs and countries.
+
+    Exact at ``as_of``: every view committed before it whose ``viewed_at`` lies in the window,
+    absorbed or not, also one that arrived late. Views dated after the current minute (ingest
+    takes up to 5 minutes ahead) count once their minute has come.
+    """
+    with read_snapshot() as snapshot:
+        current = snapshot.as_of.astimezone(UTC).replace(second=0, microsecond=0)
+        start = current - timedelta(minutes=REALTIME_MINUTES - 1)
+        end = current + timedelta(minutes=1)
+        facts = facts_for(spec, snapshot)
+        assert spec.limit is not None
+        recent = (
+            Recent({}, [], []) if facts is None else recent_views(facts, start, end, spec.limit)
+        )
+    minutes = [start + timedelta(minutes=n) for n in range(REALTIME_MINUTES)]
+    per_minute = [
+        {"minute": _instant(minute), "views": recent.per_minute.get(f"{minute:%Y-%m-%d %H:%M}", 0)}
+        for minute in minutes
+    ]
+    return {
+        "results": {
+            "views_last_5_minutes": sum(
+                row["views"] for row in per_minute[-REALTIME_SHORT_MINUTES:]
+            ),
+            "views_last_30_minutes": sum(row["views"] for row in per_minute),
+            "per_minute": per_minute,
+            "top_blogs": recent.top_blogs,
+            "top_countries": recent.top_countries,
+        },
+        "meta": {
+            "filters": spec.normalized(),
+            "as_of": _instant(snapshot.as_of),
+            "window_start": _instant(start),
+            "window_end": _instant(end),
+        },
+    }

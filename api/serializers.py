@@ -7,6 +7,8 @@ constants as the parser's, and ``api/tests/test_schema_rules.py`` checks that th
 field by field.
 """
 
+import copy
+
 from rest_framework import serializers
 
 from api.spec import (
@@ -16,6 +18,8 @@ from api.spec import (
     MAX_USERNAME_LENGTH,
     PERFORMANCE,
     PERIODS,
+    REALTIME,
+    REALTIME_FILTERS,
     TOP,
     Extra,
 )
@@ -86,6 +90,19 @@ def _request(name: str, extras: tuple[Extra, ...]) -> type[FiltersSerializer]:
 GroupedRequestSerializer = _request("GroupedRequestSerializer", GROUPED)
 TopRequestSerializer = _request("TopRequestSerializer", TOP)
 PerformanceRequestSerializer = _request("PerformanceRequestSerializer", PERFORMANCE)
+# Realtime's window is fixed: the filters without the dates, and its own limit.
+RealtimeRequestSerializer = type(
+    "RealtimeRequestSerializer",
+    (serializers.Serializer,),
+    {
+        "__module__": __name__,
+        **{
+            name: copy.deepcopy(FiltersSerializer._declared_fields[name])
+            for name in REALTIME_FILTERS
+        },
+        **{extra.name: _extra_field(extra) for extra in REALTIME},
+    },
+)
 
 
 class CompareMetaSerializer(serializers.Serializer):
@@ -199,3 +216,45 @@ class EndpointSerializer(serializers.Serializer):
 
 class ApiRootSerializer(serializers.Serializer):
     endpoints = EndpointSerializer(many=True)
+
+
+class RealtimeMinuteSerializer(serializers.Serializer):
+    minute = serializers.DateTimeField(help_text="The UTC minute's first instant.")
+    views = serializers.IntegerField()
+
+
+class RealtimeBlogSerializer(serializers.Serializer):
+    blog_id = serializers.IntegerField()
+    title = serializers.CharField()
+    username = serializers.CharField()
+    views = serializers.IntegerField()
+
+
+class RealtimeCountrySerializer(serializers.Serializer):
+    country_code = serializers.CharField()
+    country_name = serializers.CharField()
+    views = serializers.IntegerField()
+
+
+class RealtimeResultsSerializer(serializers.Serializer):
+    views_last_5_minutes = serializers.IntegerField(
+        help_text="The current minute (so far) and the 4 before it."
+    )
+    views_last_30_minutes = serializers.IntegerField(
+        help_text="The current minute (so far) and the 29 before it."
+    )
+    per_minute = RealtimeMinuteSerializer(many=True, help_text="30 minutes, oldest first.")
+    top_blogs = RealtimeBlogSerializer(many=True)
+    top_countries = RealtimeCountrySerializer(many=True)
+
+
+class RealtimeMetaSerializer(serializers.Serializer):
+    filters = serializers.DictField(help_text="The normalized filters and options.")
+    as_of = serializers.DateTimeField(help_text="The answer counts every view committed before.")
+    window_start = serializers.DateTimeField(help_text="First instant of the 30 minutes.")
+    window_end = serializers.DateTimeField(help_text="The end of the current minute (excluded).")
+
+
+class RealtimeResponseSerializer(serializers.Serializer):
+    results = RealtimeResultsSerializer()
+    meta = RealtimeMetaSerializer()

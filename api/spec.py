@@ -114,6 +114,11 @@ GROUPED = (
     COMPARE,
 )
 TOP = (Extra("limit", 10, 1, 100, help_text="How many of the most viewed."), COMPARE)
+# The realtime answer's window is fixed: no dates.
+REALTIME = (
+    Extra("limit", 10, 1, 100, help_text="How many of the most viewed blogs and countries."),
+)
+REALTIME_FILTERS = ("country_codes", "exclude_country_codes", "author_username")
 PERFORMANCE = (
     Extra(
         "compare_period",
@@ -207,14 +212,19 @@ def _known_codes() -> frozenset[str]:
     return _known[1]
 
 
-def spec_parse(*, payload: object, extras: tuple[Extra, ...] = ()) -> Spec:
-    """Validate an analytics request body; raise ``ApplicationError`` naming every bad field."""
+def spec_parse(
+    *, payload: object, extras: tuple[Extra, ...] = (), filters: tuple[str, ...] = FILTER_FIELDS
+) -> Spec:
+    """Validate an analytics request body; raise ``ApplicationError`` naming every bad field.
+
+    ``filters``: the filters the endpoint takes (the others are unknown fields).
+    """
     if not isinstance(payload, dict):
         raise ApplicationError(
             "The body must be a JSON object of filters (it may be empty: {}).",
             details=[_error(None, "not a JSON object")],
         )
-    allowed = set(FILTER_FIELDS) | {extra.name for extra in extras}
+    allowed = set(filters) | {extra.name for extra in extras}
     errors = [_error(name, "unknown field") for name in sorted(set(payload) - allowed)]
 
     start = _date("start_date", payload.get("start_date"), errors)

@@ -45,6 +45,8 @@ from api.serializers import (
     PerformanceRequestSerializer,
     PerformanceResponseSerializer,
     PerformanceRowSerializer,
+    RealtimeRequestSerializer,
+    RealtimeResponseSerializer,
     TopRequestSerializer,
 )
 from api.spec import (
@@ -52,6 +54,8 @@ from api.spec import (
     FORMAT_PARAMETER,
     GROUPED,
     PERFORMANCE,
+    REALTIME,
+    REALTIME_FILTERS,
     TOP,
     Extra,
     Spec,
@@ -219,6 +223,9 @@ GET_HEADERS = [
         description="private, max-age=ANALYTICS_CACHE_SECONDS",
     ),
 ]
+FORMAT_JSON = OpenApiParameter(
+    FORMAT_PARAMETER, enum=["json"], description="The answer's format: JSON only."
+)
 FORMAT = OpenApiParameter(
     FORMAT_PARAMETER,
     enum=["json", "csv"],
@@ -419,13 +426,53 @@ class UnknownTypeView(APIView):
         )
 
 
+class RealtimeView(APIView):
+    """The last 30 minutes, per minute, from the raw views: never cached."""
+
+    authentication_classes = [ReadTokenAuthentication]
+    permission_classes = [AnalyticsReadPermission]
+    throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle]
+    content_negotiation_class = AnalyticsNegotiation
+
+    @extend_schema(
+        tags=["analytics"],
+        summary="Views of the last 5 and 30 minutes, per minute, with the top blogs and countries",
+        description=(
+            "The views whose viewed_at lies in the last 30 UTC minutes (the current minute, so "
+            "far, and the 29 before it), per minute, oldest first, every minute listed; "
+            "`views_last_5_minutes` sums the last 5 of them. `top_blogs` and `top_countries`: "
+            "the `limit` (default 10) most viewed of the window, ties by blog_id / country_code. "
+            "Exact at `as_of`: every view committed before it counts, absorbed by a rollup or "
+            "not, late ones included once they arrive; a view dated after the current minute "
+            "counts once its minute has come. Read from the raw views each time: never cached "
+            "(`Cache-Control: no-store`). Filters: country_codes, exclude_country_codes, "
+            "author_username (dates are a 400: the window is fixed). JSON only."
+        ),
+        parameters=[RealtimeRequestSerializer, FORMAT_JSON],
+        responses={200: RealtimeResponseSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        payload = query_payload(query=dict(request.query_params.lists()), extras=REALTIME)
+        spec = spec_parse(payload=payload, extras=REALTIME, filters=REALTIME_FILTERS)
+        return Response(selectors.views_realtime(spec=spec), headers={"Cache-Control": "no-store"})
+
+
 ENDPOINTS = (
-    ("analytics-country", "Views and distinct blogs per country (paged)."),
-    ("analytics-user", "Views and distinct blogs per author (paged)."),
-    ("analytics-top-blog", "Top blogs by views."),
-    ("analytics-top-user", "Top authors by views."),
-    ("analytics-top-country", "Top countries by views."),
-    ("analytics-performance", "Views per day/week/month/year with growth against the previous."),
+    ("analytics-country", "POST", "Views and distinct blogs per country (paged)."),
+    ("analytics-user", "POST", "Views and distinct blogs per author (paged)."),
+    ("analytics-top-blog", "POST", "Top blogs by views."),
+    ("analytics-top-user", "POST", "Top authors by views."),
+    ("analytics-top-country", "POST", "Top countries by views."),
+    (
+        "analytics-performance",
+        "POST",
+        "Views per day/week/month/year with growth against the previous.",
+    ),
+    (
+        "analytics-realtime",
+        "GET",
+        "Views of the last 5 and 30 minutes, per minute, with the top blogs and countries.",
+    ),
 )
 
 
@@ -436,8 +483,8 @@ class ApiRootView(APIView):
         tags=["analytics"],
         summary="The analytics endpoints",
         description=(
-            "Each endpoint takes POST with a JSON body of filters, or GET with them as query "
-            "parameters; see its schema."
+            "Each endpoint but realtime takes POST with a JSON body of filters, or GET with them "
+            "as query parameters; realtime takes GET. See each one's schema."
         ),
         responses={200: ApiRootSerializer},
     )
@@ -447,11 +494,11 @@ class ApiRootView(APIView):
                 "endpoints": [
                     {
                         "name": name.removeprefix("analytics-"),
-                        "method": "POST",
+                        "method": method,
                         "url": request.build_absolute_uri(reverse(name)),
                         "description": description,
                     }
-                    for name, description in ENDPOINTS
+                    for name, method, description in ENDPOINTS
                 ]
             }
         )
