@@ -100,6 +100,34 @@ def answer_cached(
     return body
 
 
+def realtime_cached(
+    *, spec: Spec, compute: Callable[[], dict[str, Any]], bypass: bool = False
+) -> dict[str, Any]:
+    """The realtime answer, from the cache when at most ``REALTIME_CACHE_SECONDS`` old.
+
+    Its rows come from the raw views, which a rebuild does not change: no version to check.
+    ``bypass`` and a cache that fails as in ``answer_cached``.
+    """
+    seconds = settings.REALTIME_CACHE_SECONDS
+    key = answer_key(endpoint="realtime", spec=spec)
+    if seconds > 0 and not bypass:
+        try:
+            found = caches["default"].get(key)
+        except Exception:
+            logger.warning("realtime cache unavailable for reads", exc_info=True)
+            found = None
+        if found is not None:
+            return {"results": found["results"], "meta": {**found["meta"], "cached": True}}
+    body = compute()
+    body["meta"]["cached"] = False
+    if seconds > 0:
+        try:
+            caches["default"].set(key, body, timeout=seconds)
+        except Exception:
+            logger.warning("realtime cache unavailable for writes", exc_info=True)
+    return body
+
+
 def answer_etag(*, endpoint: str, body: dict[str, Any], media_type: str) -> str:
     """A weak ETag of an answer: what it says (rows, filters, totals, comparison range...), not
     when it was computed.

@@ -253,6 +253,7 @@ class RealtimeMetaSerializer(serializers.Serializer):
     as_of = serializers.DateTimeField(help_text="The answer counts every view committed before.")
     window_start = serializers.DateTimeField(help_text="First instant of the 30 minutes.")
     window_end = serializers.DateTimeField(help_text="The end of the current minute (excluded).")
+    cached = serializers.BooleanField(help_text="Whether the answer came from the cache.")
 
 
 class RealtimeResponseSerializer(serializers.Serializer):

@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import selectors
-from api.caching import answer_cached, answer_etag, etag_matches
+from api.caching import answer_cached, answer_etag, etag_matches, realtime_cached
 from api.exports import CSV_MEDIA_TYPE, CSVRenderer, csv_chunks, csv_filename
 from api.permissions import (
     AnalyticsAnonThrottle,
@@ -427,7 +427,7 @@ class UnknownTypeView(APIView):
 
 
 class RealtimeView(APIView):
-    """The last 30 minutes, per minute, from the raw views: never cached."""
+    """The last 30 minutes, per minute, from the raw views; cached a few seconds."""
 
     authentication_classes = [ReadTokenAuthentication]
     permission_classes = [AnalyticsReadPermission]
@@ -444,8 +444,9 @@ class RealtimeView(APIView):
             "the `limit` (default 10) most viewed of the window, ties by blog_id / country_code. "
             "Exact at `as_of`: every view committed before it counts, absorbed by a rollup or "
             "not, late ones included once they arrive; a view dated after the current minute "
-            "counts once its minute has come. Read from the raw views each time: never cached "
-            "(`Cache-Control: no-store`). Filters: country_codes, exclude_country_codes, "
+            "counts once its minute has come. Read from the raw views; the answer may come from "
+            "a cache at most `REALTIME_CACHE_SECONDS` (5) old (`meta.cached`; "
+            "`Cache-Control: no-cache` skips it). Filters: country_codes, exclude_country_codes, "
             "author_username (dates are a 400: the window is fixed). JSON only."
         ),
         parameters=[RealtimeRequestSerializer, FORMAT_JSON],
@@ -454,7 +455,13 @@ class RealtimeView(APIView):
     def get(self, request: Request) -> Response:
         payload = query_payload(query=dict(request.query_params.lists()), extras=REALTIME)
         spec = spec_parse(payload=payload, extras=REALTIME, filters=REALTIME_FILTERS)
-        return Response(selectors.views_realtime(spec=spec), headers={"Cache-Control": "no-store"})
+        body = realtime_cached(
+            spec=spec,
+            compute=lambda: selectors.views_realtime(spec=spec),
+            bypass="no-cache" in request.headers.get("Cache-Control", "").lower(),
+        )
+        seconds = settings.REALTIME_CACHE_SECONDS
+        return Response(body, headers={"Cache-Control": f"private, max-age={seconds}"})
 
 
 ENDPOINTS = (

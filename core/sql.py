@@ -185,9 +185,10 @@ def next_month(day: date) -> date:
 
 
 def minute_of(column: SQL) -> SQL:
-    """The UTC minute of a timestamp column, as text ``YYYY-MM-DD HH:MM``."""
+    """The UTC minute of a timestamp column: a naive UTC timestamp (PostgreSQL; ``to_char``
+    would cost twice as much per row) or text ``YYYY-MM-DD HH:MM`` (SQLite)."""
     if postgres():
-        return sql("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')", column=column)
+        return sql("date_trunc('minute', {column} AT TIME ZONE 'UTC')", column=column)
     return sql("substr({column}, 1, 16)", column=column)
 
 

@@ -22,6 +22,7 @@ URL = "/api/analytics/realtime/"
 @pytest.fixture
 def public(db, settings) -> Iterator[APIClient]:
     settings.ANALYTICS_PUBLIC_READ = True
+    settings.REALTIME_CACHE_SECONDS = 0
     with time_machine.travel(NOW, tick=False):
         yield APIClient()
 
@@ -110,6 +111,7 @@ def test_the_last_30_minutes_match_a_recount(public):
         "as_of": "2026-01-10T15:30:20Z",
         "window_start": "2026-01-10T15:01:00Z",
         "window_end": "2026-01-10T15:31:00Z",
+        "cached": False,
     }
 
 
@@ -150,11 +152,25 @@ def test_what_realtime_refuses(public, query, field):
     assert [d["field"] for d in response.json()["error"]["details"]] == [field]
 
 
-def test_never_cached_and_not_public_by_default(db, settings):
+def test_cached_a_few_seconds_and_not_public_by_default(db, settings):
     settings.ANALYTICS_PUBLIC_READ = False
     assert APIClient().get(URL).status_code == 401
     settings.ANALYTICS_PUBLIC_READ = True
-    response = APIClient().get(URL)
-    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
-    assert "ETag" not in response
+    settings.REALTIME_CACHE_SECONDS = 5
+    with time_machine.travel(NOW, tick=False):
+        blog_ids = _data()
+        first = APIClient().get(URL)
+        assert first.status_code == 200 and first["Cache-Control"] == "private, max-age=5"
+        assert "ETag" not in first and first.json()["meta"]["cached"] is False
+        views_record(views=[(blog_ids[0], "BR", NOW)])
+        hit = APIClient().get(URL).json()
+        assert hit["meta"]["cached"] is True and hit["results"] == first.json()["results"]
+        fresh = APIClient().get(URL, HTTP_CACHE_CONTROL="no-cache").json()
+        assert fresh["meta"]["cached"] is False
+        assert (
+            fresh["results"]["views_last_5_minutes"] == hit["results"]["views_last_5_minutes"] + 1
+        )
+        # Other filters, another entry.
+        other = APIClient().get(f"{URL}?country_codes=BR").json()
+        assert other["meta"]["cached"] is False and other["results"]["views_last_5_minutes"] == 1
     assert APIClient().post(URL, {}, format="json").status_code == 405
