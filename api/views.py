@@ -429,7 +429,7 @@ class UnknownTypeView(APIView):
 class RealtimeView(APIView):
     """The last 30 minutes, per minute, from the raw views; cached a few seconds."""
 
-    authentication_classes = [ReadTokenAuthentication]
+    authentication_classes = AnalyticsView.authentication_classes
     permission_classes = [AnalyticsReadPermission]
     throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle]
     content_negotiation_class = AnalyticsNegotiation
