@@ -144,7 +144,9 @@ class AnalyticsView(APIView):
         """The same question as a query string; with ``ETag`` and ``Cache-Control``, and 304
         when ``If-None-Match`` names the answer's ETag."""
         payload = query_payload(query=dict(request.query_params.lists()), extras=self.extras)
-        spec = spec_for_reader(request=request, spec=spec_parse(payload=payload, extras=self.extras))
+        spec = spec_for_reader(
+            request=request, spec=spec_parse(payload=payload, extras=self.extras)
+        )
         body = self._body(request, spec)
         headers = {
             "ETag": answer_etag(
@@ -430,8 +432,8 @@ class RealtimeView(APIView):
     """The last 30 minutes, per minute, from the raw views; cached a few seconds."""
 
     authentication_classes = AnalyticsView.authentication_classes
-    permission_classes = [AnalyticsReadPermission]
-    throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle]
+    permission_classes = AnalyticsView.permission_classes
+    throttle_classes = AnalyticsView.throttle_classes
     content_negotiation_class = AnalyticsNegotiation
 
     @extend_schema(
@@ -454,7 +456,11 @@ class RealtimeView(APIView):
     )
     def get(self, request: Request) -> Response:
         payload = query_payload(query=dict(request.query_params.lists()), extras=REALTIME)
-        spec = spec_parse(payload=payload, extras=REALTIME, filters=REALTIME_FILTERS)
+        # An API key restricted to an author sees that author's views only, here too.
+        spec = spec_for_reader(
+            request=request,
+            spec=spec_parse(payload=payload, extras=REALTIME, filters=REALTIME_FILTERS),
+        )
         body = realtime_cached(
             spec=spec,
             compute=lambda: selectors.views_realtime(spec=spec),

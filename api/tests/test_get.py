@@ -9,6 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from api.tests.conftest import ENDPOINTS, analytics_data
+from core.models import Blog
 from ingest.services import views_record
 
 BODIES: list[dict[str, Any]] = [
@@ -159,3 +160,30 @@ def test_a_post_with_filters_in_its_query_string_is_400(public):
     assert response.json()["error"]["details"] == [
         {"field": "year", "reason": "unknown query parameter"}
     ]
+
+
+def test_an_author_key_is_held_to_its_author_by_get_csv_and_realtime(
+    db: None, settings: Any, frozen_today: Any, user: Any, django_user_model: Any
+) -> None:
+    from apikeys.services import api_key_create
+
+    settings.ANALYTICS_PUBLIC_READ = False
+    settings.REALTIME_CACHE_SECONDS = 0
+    analytics_data(seed=5, views=300)
+    author = django_user_model.objects.get(username="bob")
+    _, secret = api_key_create(name="bob only", user=user, author=author)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    answer = client.get("/api/analytics/blog-views/user/?year=2025").json()
+    assert [row["username"] for row in answer["results"]] == ["bob"]
+    text = b"".join(client.get("/api/analytics/top/user/?format=csv").streaming_content)
+    assert text.decode().splitlines()[1:] and all(
+        line.startswith('"bob"') for line in text.decode().splitlines()[1:]
+    )
+    assert client.get("/api/analytics/top/blog/?author_username=Zed").status_code == 403
+    # The last 30 minutes: the key's author's views only.
+    views_record(views=[(blog.pk, "US", frozen_today) for blog in Blog.objects.all()])
+    realtime = client.get("/api/analytics/realtime/").json()
+    assert realtime["meta"]["filters"]["author_username"] == "bob"
+    assert {row["username"] for row in realtime["results"]["top_blogs"]} == {"bob"}
+    assert client.get("/api/analytics/realtime/?author_username=Zed").status_code == 403
