@@ -98,3 +98,62 @@ def answer_cached(
         except Exception:
             logger.warning("analytics cache unavailable for writes", exc_info=True)
     return body
+
+
+def realtime_cached(
+    *, spec: Spec, compute: Callable[[], dict[str, Any]], bypass: bool = False
+) -> dict[str, Any]:
+    """The realtime answer, from the cache when at most ``REALTIME_CACHE_SECONDS`` old.
+
+    Its rows come from the raw views, which a rebuild does not change: no version to check.
+    ``bypass`` and a cache that fails as in ``answer_cached``.
+    """
+    seconds = settings.REALTIME_CACHE_SECONDS
+    key = answer_key(endpoint="realtime", spec=spec)
+    if seconds > 0 and not bypass:
+        try:
+            found = caches["default"].get(key)
+        except Exception:
+            logger.warning("realtime cache unavailable for reads", exc_info=True)
+            found = None
+        if found is not None:
+            return {"results": found["results"], "meta": {**found["meta"], "cached": True}}
+    body = compute()
+    body["meta"]["cached"] = False
+    if seconds > 0:
+        try:
+            caches["default"].set(key, body, timeout=seconds)
+        except Exception:
+            logger.warning("realtime cache unavailable for writes", exc_info=True)
+    return body
+
+
+def answer_etag(*, endpoint: str, body: dict[str, Any], media_type: str) -> str:
+    """A weak ETag of an answer: what it says (rows, filters, totals, comparison range...), not
+    when it was computed.
+
+    ``as_of`` and ``cached`` change with every computation of the same answer and are left out,
+    so a client that revalidates gets a 304 while the rows are the same. The ETag is weak
+    (``W/``) for that reason: two answers that share it may differ in those two fields. The
+    format is part of it (the CSV and the JSON of one answer are different representations).
+    """
+    meta = {key: value for key, value in body["meta"].items() if key not in ("as_of", "cached")}
+    content = json.dumps(
+        [endpoint, media_type, body["results"], meta],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return f'W/"{hashlib.sha256(content.encode()).hexdigest()[:32]}"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, RFC 9110 13.1.2)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(
+        tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(",") if tag.strip()
+    )

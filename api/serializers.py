@@ -7,14 +7,19 @@ constants as the parser's, and ``api/tests/test_schema_rules.py`` checks that th
 field by field.
 """
 
+import copy
+
 from rest_framework import serializers
 
 from api.spec import (
+    COMPARISONS,
     GROUPED,
     MAX_COUNTRY_CODES,
     MAX_USERNAME_LENGTH,
     PERFORMANCE,
     PERIODS,
+    REALTIME,
+    REALTIME_FILTERS,
     TOP,
     Extra,
 )
@@ -85,6 +90,29 @@ def _request(name: str, extras: tuple[Extra, ...]) -> type[FiltersSerializer]:
 GroupedRequestSerializer = _request("GroupedRequestSerializer", GROUPED)
 TopRequestSerializer = _request("TopRequestSerializer", TOP)
 PerformanceRequestSerializer = _request("PerformanceRequestSerializer", PERFORMANCE)
+# Realtime's window is fixed: the filters without the dates, and its own limit.
+RealtimeRequestSerializer = type(
+    "RealtimeRequestSerializer",
+    (serializers.Serializer,),
+    {
+        "__module__": __name__,
+        **{
+            name: copy.deepcopy(FiltersSerializer._declared_fields[name])
+            for name in REALTIME_FILTERS
+        },
+        **{extra.name: _extra_field(extra) for extra in REALTIME},
+    },
+)
+
+
+class CompareMetaSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=COMPARISONS)
+    start_date = serializers.DateField(help_text="First day of the comparison range.")
+    end_date = serializers.DateField(help_text="Last day of the comparison range.")
+    current_start_date = serializers.DateField(help_text="First day of the answer's range.")
+    current_end_date = serializers.DateField(
+        help_text="Last day of the answer's range (an open end resolved to today)."
+    )
 
 
 class MetaSerializer(serializers.Serializer):
@@ -92,6 +120,33 @@ class MetaSerializer(serializers.Serializer):
     total = serializers.IntegerField(help_text="Rows before limit/offset.")
     as_of = serializers.DateTimeField(help_text="The answer counts every view committed before.")
     cached = serializers.BooleanField(help_text="Whether the answer came from the cache.")
+    compare = CompareMetaSerializer(
+        allow_null=True, help_text="The comparison range (null without compare)."
+    )
+
+
+# The fields a row gains with compare.
+COMPARED = ("previous_views", "change_pct")
+
+
+class ComparedSerializer(serializers.Serializer):
+    """The two fields a row gains with ``compare``."""
+
+    previous_views = serializers.IntegerField(
+        required=False,
+        help_text=(
+            "With compare: the views of the same key (series: of the bucket's days, each mapped "
+            "to the day it compares with) in the comparison range."
+        ),
+    )
+    change_pct = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "With compare: (views - previous_views) / previous_views x 100, 2 decimals; "
+            "null where previous_views is 0."
+        ),
+    )
 
 
 class PerformanceMetaSerializer(MetaSerializer):
@@ -99,27 +154,27 @@ class PerformanceMetaSerializer(MetaSerializer):
     granularity_auto = serializers.BooleanField()
 
 
-class CountryRowSerializer(serializers.Serializer):
+class CountryRowSerializer(ComparedSerializer):
     country_code = serializers.CharField()
     country_name = serializers.CharField()
     blogs = serializers.IntegerField(help_text="Distinct blogs with a matching view.")
     views = serializers.IntegerField()
 
 
-class AuthorRowSerializer(serializers.Serializer):
+class AuthorRowSerializer(ComparedSerializer):
     username = serializers.CharField()
     blogs = serializers.IntegerField(help_text="Distinct blogs with a matching view.")
     views = serializers.IntegerField()
 
 
-class BlogRowSerializer(serializers.Serializer):
+class BlogRowSerializer(ComparedSerializer):
     blog_id = serializers.IntegerField()
     title = serializers.CharField()
     username = serializers.CharField()
     views = serializers.IntegerField()
 
 
-class PerformanceRowSerializer(serializers.Serializer):
+class PerformanceRowSerializer(ComparedSerializer):
     period_start = serializers.DateField()
     period_end = serializers.DateField()
     label = serializers.CharField(  # type: ignore[assignment]  # a field named "label"
@@ -161,3 +216,46 @@ class EndpointSerializer(serializers.Serializer):
 
 class ApiRootSerializer(serializers.Serializer):
     endpoints = EndpointSerializer(many=True)
+
+
+class RealtimeMinuteSerializer(serializers.Serializer):
+    minute = serializers.DateTimeField(help_text="The UTC minute's first instant.")
+    views = serializers.IntegerField()
+
+
+class RealtimeBlogSerializer(serializers.Serializer):
+    blog_id = serializers.IntegerField()
+    title = serializers.CharField()
+    username = serializers.CharField()
+    views = serializers.IntegerField()
+
+
+class RealtimeCountrySerializer(serializers.Serializer):
+    country_code = serializers.CharField()
+    country_name = serializers.CharField()
+    views = serializers.IntegerField()
+
+
+class RealtimeResultsSerializer(serializers.Serializer):
+    views_last_5_minutes = serializers.IntegerField(
+        help_text="The current minute (so far) and the 4 before it."
+    )
+    views_last_30_minutes = serializers.IntegerField(
+        help_text="The current minute (so far) and the 29 before it."
+    )
+    per_minute = RealtimeMinuteSerializer(many=True, help_text="30 minutes, oldest first.")
+    top_blogs = RealtimeBlogSerializer(many=True)
+    top_countries = RealtimeCountrySerializer(many=True)
+
+
+class RealtimeMetaSerializer(serializers.Serializer):
+    filters = serializers.DictField(help_text="The normalized filters and options.")
+    as_of = serializers.DateTimeField(help_text="The answer counts every view committed before.")
+    window_start = serializers.DateTimeField(help_text="First instant of the 30 minutes.")
+    window_end = serializers.DateTimeField(help_text="The end of the current minute (excluded).")
+    cached = serializers.BooleanField(help_text="Whether the answer came from the cache.")
+
+
+class RealtimeResponseSerializer(serializers.Serializer):
+    results = RealtimeResultsSerializer()
+    meta = RealtimeMetaSerializer()

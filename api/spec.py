@@ -2,6 +2,7 @@
 
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -10,6 +11,9 @@ from core.dates import FIRST_DAY, LAST_DAY, day_out_of_range
 from core.exceptions import ApplicationError
 from core.models import Country
 
+# The query parameter that picks the answer's format (json, csv) on GET: not a filter.
+FORMAT_PARAMETER = "format"
+LIST_FIELDS = ("country_codes", "exclude_country_codes")
 FILTER_FIELDS = (
     "start_date",
     "end_date",
@@ -24,6 +28,7 @@ MAX_USERNAME_LENGTH = 150
 # The deepest page of a grouped answer: far past any real listing, and a bound on the work.
 MAX_OFFSET = 1_000_000
 PERIODS = ("day", "week", "month", "year")
+COMPARISONS = ("previous_period", "previous_year")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Spec:
     limit: int | None = None
     offset: int | None = None
     compare_period: str | None = None
+    compare: str | None = None
     extras: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -88,12 +94,31 @@ class Extra:
     help_text: str = ""
 
 
+# Every endpoint's comparison with an earlier range (api.selectors resolves it).
+COMPARE = Extra(
+    "compare",
+    None,
+    choices=COMPARISONS,
+    help_text=(
+        "Compare with an earlier range: previous_period = the same number of days just before "
+        "the range, previous_year = the same dates one year earlier (Feb 29 -> Feb 28). Rows "
+        "gain previous_views and change_pct; meta.compare gives the range. Needs a start (year "
+        "or start_date) not after the end (an open end is today), and a comparison range from "
+        "1900-01-01 on; else 400."
+    ),
+)
 # Each endpoint family's own fields.
 GROUPED = (
     Extra("limit", 100, 1, 1000, help_text="Groups per page."),
     Extra("offset", 0, 0, MAX_OFFSET, help_text="Groups to skip (paging)."),
+    COMPARE,
 )
-TOP = (Extra("limit", 10, 1, 100, help_text="How many of the most viewed."),)
+TOP = (Extra("limit", 10, 1, 100, help_text="How many of the most viewed."), COMPARE)
+# The realtime answer's window is fixed: no dates.
+REALTIME = (
+    Extra("limit", 10, 1, 100, help_text="How many of the most viewed blogs and countries."),
+)
+REALTIME_FILTERS = ("country_codes", "exclude_country_codes", "author_username")
 PERFORMANCE = (
     Extra(
         "compare_period",
@@ -105,6 +130,7 @@ PERFORMANCE = (
             "an explicit size is a 400."
         ),
     ),
+    COMPARE,
 )
 
 
@@ -186,14 +212,19 @@ def _known_codes() -> frozenset[str]:
     return _known[1]
 
 
-def spec_parse(*, payload: object, extras: tuple[Extra, ...] = ()) -> Spec:
-    """Validate an analytics request body; raise ``ApplicationError`` naming every bad field."""
+def spec_parse(
+    *, payload: object, extras: tuple[Extra, ...] = (), filters: tuple[str, ...] = FILTER_FIELDS
+) -> Spec:
+    """Validate an analytics request body; raise ``ApplicationError`` naming every bad field.
+
+    ``filters``: the filters the endpoint takes (the others are unknown fields).
+    """
     if not isinstance(payload, dict):
         raise ApplicationError(
             "The body must be a JSON object of filters (it may be empty: {}).",
             details=[_error(None, "not a JSON object")],
         )
-    allowed = set(FILTER_FIELDS) | {extra.name for extra in extras}
+    allowed = set(filters) | {extra.name for extra in extras}
     errors = [_error(name, "unknown field") for name in sorted(set(payload) - allowed)]
 
     start = _date("start_date", payload.get("start_date"), errors)
@@ -250,3 +281,42 @@ def spec_parse(*, payload: object, extras: tuple[Extra, ...] = ()) -> Spec:
         extras=tuple(extra.name for extra in extras),
         **options,
     )
+
+
+# An integer longer than this stays text (and is refused as not an integer): Python refuses to
+# convert a string of more than 4,300 digits, and no bound here has more than 7.
+MAX_INTEGER_DIGITS = 18
+_INTEGER = re.compile(rf"-?[0-9]{{1,{MAX_INTEGER_DIGITS}}}")
+
+
+def query_payload(
+    *, query: Mapping[str, Sequence[str]], extras: tuple[Extra, ...] = ()
+) -> dict[str, Any]:
+    """A GET query string (each name with its values) as the body it stands for, for
+    ``spec_parse`` to validate by the same rules.
+
+    Lists are comma-separated (``country_codes=US,DE``) or repeated (``country_codes=US&
+    country_codes=DE``), or both; integers are written as digits; every other field is given at
+    most once. An empty value is an empty text, refused as the body's ``""`` would be (a query
+    string has no ``null``: leave the parameter out). ``format`` is left out (it picks the
+    answer's format). Anything the body could not hold is passed on as text, for
+    ``spec_parse`` to refuse naming the field.
+    """
+    integers = {"year"} | {extra.name for extra in extras if not extra.choices}
+    payload: dict[str, Any] = {}
+    errors = []
+    for key, found in query.items():
+        if key == FORMAT_PARAMETER:
+            continue
+        if key in LIST_FIELDS:
+            payload[key] = [code for value in found for code in value.split(",")]
+        elif len(found) > 1:
+            errors.append(_error(key, f"given {len(found)} times; give it once"))
+        elif key in integers and _INTEGER.fullmatch(found[0]):
+            payload[key] = int(found[0])
+        else:
+            payload[key] = found[0]
+    if errors:
+        fields = sorted({e["field"] for e in errors})
+        raise ApplicationError(f"Invalid filters: {', '.join(fields)}.", details=errors)
+    return payload

@@ -12,4 +12,5 @@ urlpatterns = [
     path("top/country/", views.TopCountriesView.as_view(), name="analytics-top-country"),
     path("top/<str:top_type>/", views.UnknownTypeView.as_view()),
     path("performance/", views.PerformanceView.as_view(), name="analytics-performance"),
+    path("realtime/", views.RealtimeView.as_view(), name="analytics-realtime"),
 ]

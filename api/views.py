@@ -1,17 +1,31 @@
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+from django.conf import settings
+from django.http import HttpResponseNotModified, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
-from rest_framework import status
+from django.utils.cache import patch_vary_headers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import selectors
-from api.caching import answer_cached
+from api.caching import answer_cached, answer_etag, etag_matches, realtime_cached
+from api.exports import CSV_MEDIA_TYPE, CSVRenderer, csv_chunks, csv_filename
 from api.permissions import (
     AnalyticsAnonThrottle,
     AnalyticsReadPermission,
@@ -19,16 +33,35 @@ from api.permissions import (
     spec_for_reader,
 )
 from api.serializers import (
+    COMPARED,
     ApiRootSerializer,
     AuthorResponseSerializer,
+    AuthorRowSerializer,
     BlogResponseSerializer,
+    BlogRowSerializer,
     CountryResponseSerializer,
+    CountryRowSerializer,
     GroupedRequestSerializer,
     PerformanceRequestSerializer,
     PerformanceResponseSerializer,
+    PerformanceRowSerializer,
+    RealtimeRequestSerializer,
+    RealtimeResponseSerializer,
     TopRequestSerializer,
 )
-from api.spec import FILTER_FIELDS, GROUPED, PERFORMANCE, TOP, Extra, spec_parse
+from api.spec import (
+    FILTER_FIELDS,
+    FORMAT_PARAMETER,
+    GROUPED,
+    PERFORMANCE,
+    REALTIME,
+    REALTIME_FILTERS,
+    TOP,
+    Extra,
+    Spec,
+    query_payload,
+    spec_parse,
+)
 from apikeys.authentication import ApiKeyAuthentication, ApiKeyThrottle
 from core.auth import ReadTokenAuthentication
 from core.exceptions import ApplicationError
@@ -38,6 +71,7 @@ ERRORS: dict[int, Any] = {
     400: ErrorResponseSerializer,
     401: ErrorResponseSerializer,
     403: ErrorResponseSerializer,
+    406: ErrorResponseSerializer,
     413: ErrorResponseSerializer,
     429: ErrorResponseSerializer,
     503: ErrorResponseSerializer,
@@ -52,8 +86,31 @@ TIMEOUT = (
 )
 
 
+class AnalyticsNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, with an unknown ``format`` a 400 naming it (DRF answers 404)."""
+
+    def select_renderer(
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> Any:
+        renderers = list(renderers)
+        wanted = request.query_params.get(FORMAT_PARAMETER)
+        formats = [str(renderer.format) for renderer in renderers]
+        if wanted is not None and wanted not in formats:
+            raise ApplicationError(
+                f"Invalid format: {wanted!r}; use one of: {', '.join(formats)}.",
+                details=[
+                    {"field": FORMAT_PARAMETER, "reason": f"must be one of: {', '.join(formats)}"}
+                ],
+            )
+        return super().select_renderer(request, renderers, format_suffix)
+
+
 class AnalyticsView(APIView):
-    """Parse the filters, answer from the cache or the planner, return results and meta."""
+    """Parse the filters (a JSON body, or a GET query string), answer from the cache or the
+    planner, return results and meta as JSON or CSV."""
 
     # The token first: its 401 (with WWW-Authenticate) answers a request without credentials.
     # An API key with the read scope (apikeys). The session is the dashboard's (same origin;
@@ -61,20 +118,121 @@ class AnalyticsView(APIView):
     authentication_classes = [ReadTokenAuthentication, ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [AnalyticsReadPermission]
     throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle, ApiKeyThrottle]
+    renderer_classes = [JSONRenderer, CSVRenderer]
+    content_negotiation_class = AnalyticsNegotiation
     endpoint: ClassVar[str]
     extras: ClassVar[tuple[Extra, ...]]
     selector: ClassVar[Callable[..., selectors.Answer]]
+    row: ClassVar[type[serializers.Serializer]]
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponseBase:
+        # Filters in the query string of a POST would be ignored: the answer would be to
+        # another question than the one sent.
+        stray = sorted(set(request.query_params) - {FORMAT_PARAMETER})
+        if stray:
+            raise ApplicationError(
+                f"Invalid query parameters: {', '.join(stray)} (a POST takes its filters in the "
+                "body; only format may be in the query string).",
+                details=[{"field": name, "reason": "unknown query parameter"} for name in stray],
+            )
         spec = spec_for_reader(
             request=request, spec=spec_parse(payload=request.data, extras=self.extras)
         )
+        return self._answer(request, spec, self._body(request, spec))
+
+    def get(self, request: Request) -> HttpResponseBase:
+        """The same question as a query string; with ``ETag`` and ``Cache-Control``, and 304
+        when ``If-None-Match`` names the answer's ETag."""
+        payload = query_payload(query=dict(request.query_params.lists()), extras=self.extras)
+        spec = spec_for_reader(
+            request=request, spec=spec_parse(payload=payload, extras=self.extras)
+        )
+        body = self._body(request, spec)
+        headers = {
+            "ETag": answer_etag(
+                endpoint=self.endpoint, body=body, media_type=request.accepted_media_type
+            ),
+            "Cache-Control": f"private, max-age={settings.ANALYTICS_CACHE_SECONDS}",
+        }
+        if etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
+            response: HttpResponseBase = HttpResponseNotModified(headers=headers)
+        else:
+            response = self._answer(request, spec, body, headers)
+        patch_vary_headers(response, ["Accept"])
+        return response
+
+    def _body(self, request: Request, spec: Spec) -> dict[str, Any]:
         bypass = "no-cache" in request.headers.get("Cache-Control", "").lower()
         select = type(self).selector
-        body = answer_cached(
+        return answer_cached(
             endpoint=self.endpoint, spec=spec, compute=lambda: select(spec=spec), bypass=bypass
         )
-        return Response(body)
+
+    def _answer(
+        self,
+        request: Request,
+        spec: Spec,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponseBase:
+        """``body`` as JSON, or its rows as streamed CSV (a header line, then one per row)."""
+        if request.accepted_renderer.format != CSVRenderer.format:
+            return Response(body, headers=headers)
+        fields: list[str] = list(self.row().fields)
+        columns = [name for name in fields if name not in COMPARED]
+        columns += list(COMPARED) if spec.compare else []
+        response = StreamingHttpResponse(
+            csv_chunks(columns, body["results"]),
+            content_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
+            headers=headers,
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="{csv_filename(self.endpoint, spec)}"'
+        )
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors stay JSON, whatever format the request asked for.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+
+JSON = JSONRenderer.media_type
+GET_TEXT = (
+    " GET takes the same fields as query parameters (lists comma-separated or repeated: "
+    "`country_codes=US,DE`), validated by the same rules (the same 400s), and gives the same "
+    "answer, with a weak `ETag` (of the rows, filters and totals, not of `as_of`/`cached`) and "
+    "`Cache-Control: private, max-age=ANALYTICS_CACHE_SECONDS`; `If-None-Match` with that ETag "
+    "gives a 304 without a body."
+)
+CSV_TEXT = (
+    " `Accept: text/csv` (or `format=csv`) gives the rows as CSV: a header line, numbers "
+    "unquoted, texts quoted, a text starting with = + - @ tab or CR prefixed with ' (OWASP), "
+    "null as an empty cell; `Content-Disposition` names a file. Errors stay JSON."
+)
+GET_HEADERS = [
+    OpenApiParameter(
+        "ETag",
+        location=OpenApiParameter.HEADER,
+        response=[200, 304],
+        description="Weak validator of the answer's content; send it back in If-None-Match.",
+    ),
+    OpenApiParameter(
+        "Cache-Control",
+        location=OpenApiParameter.HEADER,
+        response=[200, 304],
+        description="private, max-age=ANALYTICS_CACHE_SECONDS",
+    ),
+]
+FORMAT_JSON = OpenApiParameter(
+    FORMAT_PARAMETER, enum=["json"], description="The answer's format: JSON only."
+)
+FORMAT = OpenApiParameter(
+    FORMAT_PARAMETER,
+    enum=["json", "csv"],
+    description="The answer's format (instead of an Accept header); csv: the rows as CSV.",
+)
 
 
 def _schema(
@@ -91,26 +249,41 @@ def _schema(
         "total": 1,
         "as_of": "2025-04-02T10:00:00Z",
         "cached": False,
+        "compare": None,
     }
     if "period_start" in row:
         meta |= {"granularity": "week", "granularity_auto": False}
+    answers = {
+        (200, JSON): response,
+        (200, CSV_MEDIA_TYPE): OpenApiTypes.STR,
+        **{(code, JSON): error for code, error in ERRORS.items()},
+    }
+    answer_example = OpenApiExample(
+        "answer", value={"results": [row], "meta": meta}, response_only=True, status_codes=["200"]
+    )
     return extend_schema_view(
         post=extend_schema(
             tags=["analytics"],
             summary=summary,
-            description=description + NO_CACHE + TIMEOUT,
+            description=description + CSV_TEXT + NO_CACHE + TIMEOUT,
             request=request,
-            responses={200: response, **ERRORS},
+            responses=answers,
             examples=[
                 OpenApiExample("example", value=example, request_only=True),
-                OpenApiExample(
-                    "answer",
-                    value={"results": [row], "meta": meta},
-                    response_only=True,
-                    status_codes=["200"],
-                ),
+                answer_example,
             ],
-        )
+        ),
+        get=extend_schema(
+            tags=["analytics"],
+            summary=f"{summary} (GET)",
+            description=description + GET_TEXT + CSV_TEXT + NO_CACHE + TIMEOUT,
+            parameters=[request, FORMAT, *GET_HEADERS],
+            responses={
+                **answers,
+                304: OpenApiResponse(description="Not modified: If-None-Match names the ETag."),
+            },
+            examples=[answer_example],
+        ),
     )
 
 
@@ -133,6 +306,7 @@ class CountryBreakdownView(AnalyticsView):
     endpoint = "blog-views/country"
     extras = GROUPED
     selector = staticmethod(selectors.country_breakdown)
+    row = CountryRowSerializer
 
 
 @_schema(
@@ -149,6 +323,7 @@ class AuthorBreakdownView(AnalyticsView):
     endpoint = "blog-views/user"
     extras = GROUPED
     selector = staticmethod(selectors.author_breakdown)
+    row = AuthorRowSerializer
 
 
 @_schema(
@@ -163,6 +338,7 @@ class TopBlogsView(AnalyticsView):
     endpoint = "top/blog"
     extras = TOP
     selector = staticmethod(selectors.top_blogs)
+    row = BlogRowSerializer
 
 
 @_schema(
@@ -177,6 +353,7 @@ class TopAuthorsView(AnalyticsView):
     endpoint = "top/user"
     extras = TOP
     selector = staticmethod(selectors.author_breakdown)
+    row = AuthorRowSerializer
 
 
 @_schema(
@@ -191,6 +368,7 @@ class TopCountriesView(AnalyticsView):
     endpoint = "top/country"
     extras = TOP
     selector = staticmethod(selectors.country_breakdown)
+    row = CountryRowSerializer
 
 
 @_schema(
@@ -221,6 +399,7 @@ class PerformanceView(AnalyticsView):
     endpoint = "performance"
     extras = PERFORMANCE
     selector = staticmethod(selectors.views_performance)
+    row = PerformanceRowSerializer
 
 
 class UnknownTypeView(APIView):
@@ -234,6 +413,10 @@ class UnknownTypeView(APIView):
     }
 
     @extend_schema(exclude=True)
+    def get(self, request: Request, **kwargs: str) -> Response:
+        return self.post(request, **kwargs)
+
+    @extend_schema(exclude=True)
     def post(self, request: Request, **kwargs: str) -> Response:
         ((name, value),) = kwargs.items()
         valid = self.choices[name]
@@ -245,13 +428,64 @@ class UnknownTypeView(APIView):
         )
 
 
+class RealtimeView(APIView):
+    """The last 30 minutes, per minute, from the raw views; cached a few seconds."""
+
+    authentication_classes = AnalyticsView.authentication_classes
+    permission_classes = AnalyticsView.permission_classes
+    throttle_classes = AnalyticsView.throttle_classes
+    content_negotiation_class = AnalyticsNegotiation
+
+    @extend_schema(
+        tags=["analytics"],
+        summary="Views of the last 5 and 30 minutes, per minute, with the top blogs and countries",
+        description=(
+            "The views whose viewed_at lies in the last 30 UTC minutes (the current minute, so "
+            "far, and the 29 before it), per minute, oldest first, every minute listed; "
+            "`views_last_5_minutes` sums the last 5 of them. `top_blogs` and `top_countries`: "
+            "the `limit` (default 10) most viewed of the window, ties by blog_id / country_code. "
+            "Exact at `as_of`: every view committed before it counts, absorbed by a rollup or "
+            "not, late ones included once they arrive; a view dated after the current minute "
+            "counts once its minute has come. Read from the raw views; the answer may come from "
+            "a cache at most `REALTIME_CACHE_SECONDS` (5) old (`meta.cached`; "
+            "`Cache-Control: no-cache` skips it). Filters: country_codes, exclude_country_codes, "
+            "author_username (dates are a 400: the window is fixed). JSON only."
+        ),
+        parameters=[RealtimeRequestSerializer, FORMAT_JSON],
+        responses={200: RealtimeResponseSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        payload = query_payload(query=dict(request.query_params.lists()), extras=REALTIME)
+        # An API key restricted to an author sees that author's views only, here too.
+        spec = spec_for_reader(
+            request=request,
+            spec=spec_parse(payload=payload, extras=REALTIME, filters=REALTIME_FILTERS),
+        )
+        body = realtime_cached(
+            spec=spec,
+            compute=lambda: selectors.views_realtime(spec=spec),
+            bypass="no-cache" in request.headers.get("Cache-Control", "").lower(),
+        )
+        seconds = settings.REALTIME_CACHE_SECONDS
+        return Response(body, headers={"Cache-Control": f"private, max-age={seconds}"})
+
+
 ENDPOINTS = (
-    ("analytics-country", "Views and distinct blogs per country (paged)."),
-    ("analytics-user", "Views and distinct blogs per author (paged)."),
-    ("analytics-top-blog", "Top blogs by views."),
-    ("analytics-top-user", "Top authors by views."),
-    ("analytics-top-country", "Top countries by views."),
-    ("analytics-performance", "Views per day/week/month/year with growth against the previous."),
+    ("analytics-country", "POST", "Views and distinct blogs per country (paged)."),
+    ("analytics-user", "POST", "Views and distinct blogs per author (paged)."),
+    ("analytics-top-blog", "POST", "Top blogs by views."),
+    ("analytics-top-user", "POST", "Top authors by views."),
+    ("analytics-top-country", "POST", "Top countries by views."),
+    (
+        "analytics-performance",
+        "POST",
+        "Views per day/week/month/year with growth against the previous.",
+    ),
+    (
+        "analytics-realtime",
+        "GET",
+        "Views of the last 5 and 30 minutes, per minute, with the top blogs and countries.",
+    ),
 )
 
 
@@ -261,7 +495,10 @@ class ApiRootView(APIView):
     @extend_schema(
         tags=["analytics"],
         summary="The analytics endpoints",
-        description="Each endpoint takes POST with a JSON body of filters; see its schema.",
+        description=(
+            "Each endpoint but realtime takes POST with a JSON body of filters, or GET with them "
+            "as query parameters; realtime takes GET. See each one's schema."
+        ),
         responses={200: ApiRootSerializer},
     )
     def get(self, request: Request) -> Response:
@@ -270,11 +507,11 @@ class ApiRootView(APIView):
                 "endpoints": [
                     {
                         "name": name.removeprefix("analytics-"),
-                        "method": "POST",
+                        "method": method,
                         "url": request.build_absolute_uri(reverse(name)),
                         "description": description,
                     }
-                    for name, description in ENDPOINTS
+                    for name, method, description in ENDPOINTS
                 ]
             }
         )

@@ -55,11 +55,23 @@ def _string_schemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def strings_without_nul(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Free-form strings of request bodies state that they hold no NUL character (a 400 for
-    one is then a rule of the schema, which fuzzing and generated validators can see)."""
+    """Free-form strings of request bodies and query strings state that they hold no NUL
+    character (a 400 for one is then a rule of the schema, which fuzzing and generated
+    validators can see; core.middleware refuses one in a query string)."""
     for name, schema in result.get("components", {}).get("schemas", {}).items():
         if name.endswith("Request"):
             for string in _string_schemas(schema):
+                string["pattern"] = NO_NUL_PATTERN
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            query = {
+                parameter["name"]: parameter.get("schema", {})
+                for parameter in operation.get("parameters", [])
+                if parameter.get("in") == "query"
+            }
+            for string in _string_schemas({"properties": query}):
                 string["pattern"] = NO_NUL_PATTERN
     return result
 
@@ -90,4 +102,29 @@ def public_read_security(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
                 for operation in operations.values():
                     if isinstance(operation, dict) and {} not in operation.get("security", [{}]):
                         operation["security"].append({})
+    return result
+
+
+def query_parameters_not_null(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """A query string cannot say ``null``: its parameters are given or left out; lists are
+    written comma-separated.
+
+    The analytics GETs derive their parameters from the request bodies' serializers, whose
+    fields take ``null`` (= not given); as query parameters they lose it (an empty value is
+    refused like the body's ``""``: a parameter not given is left out).
+    """
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if parameter.get("in") == "query" and schema.get("type") == "array":
+                    # Lists comma-separated (the API takes repeated keys too): 250 country
+                    # codes fit in a request line (gunicorn's limit is 4,094 bytes).
+                    parameter["style"], parameter["explode"] = "form", False
+                if parameter.get("in") != "query" or not schema.pop("nullable", False):
+                    continue
+                if "enum" in schema:
+                    schema["enum"] = [value for value in schema["enum"] if value is not None]
     return result

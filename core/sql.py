@@ -182,3 +182,17 @@ def month_start(day: date) -> date:
 def next_month(day: date) -> date:
     """The first day of the month after ``day``'s."""
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def minute_of(column: SQL) -> SQL:
+    """The UTC minute of a timestamp column: a naive UTC timestamp (PostgreSQL; ``to_char``
+    would cost twice as much per row) or text ``YYYY-MM-DD HH:MM`` (SQLite)."""
+    if postgres():
+        return sql("date_trunc('minute', {column} AT TIME ZONE 'UTC')", column=column)
+    return sql("substr({column}, 1, 16)", column=column)
+
+
+def moment_param(moment: datetime) -> datetime | str:
+    """An aware instant as a timestamp column compares with it."""
+    utc = moment.astimezone(UTC)
+    return utc if postgres() else utc.replace(tzinfo=None).isoformat(" ")

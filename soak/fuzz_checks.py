@@ -20,6 +20,8 @@ UNSTATED_RULES = {
     # One field compared with another.
     "is after end_date": "start_date <= end_date",
     "give either year or start_date/end_date": "year or start_date/end_date, not both",
+    # compare needs a start not after the resolved end (an open end is today: the clock).
+    "compare needs": "compare needs a start (year or start_date) that is not after today",
     # Depends on the range and the bucket size together.
     "buckets": "at most 1,000 buckets in a series",
     # Depends on the database's rows: the countries table and the blogs.

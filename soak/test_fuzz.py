@@ -41,6 +41,13 @@ OPERATIONS = [
     "POST /api/analytics/top/user/",
     "POST /api/analytics/top/country/",
     "POST /api/analytics/performance/",
+    "GET /api/analytics/blog-views/country/",
+    "GET /api/analytics/blog-views/user/",
+    "GET /api/analytics/top/blog/",
+    "GET /api/analytics/top/user/",
+    "GET /api/analytics/top/country/",
+    "GET /api/analytics/performance/",
+    "GET /api/analytics/realtime/",
 ]
 
 

@@ -168,3 +168,78 @@ def performance(body: dict[str, Any], *, today: date) -> list[dict[str, Any]]:
         )
         previous = bucket["views"]
     return results
+
+
+# --- compare -------------------------------------------------------------------------------------
+
+
+def _year_earlier(day: date) -> date:
+    if (day.month, day.day) == (2, 29):
+        return date(day.year - 1, 2, 28)
+    return day.replace(year=day.year - 1)
+
+
+def comparison(body: dict[str, Any], *, today: date) -> tuple[dict[str, Any], Any]:
+    """``body`` with its range resolved (an open end is today), and the function mapping a day
+    of it to the day it compares with; ``Rejected`` where the contract says 400."""
+    start, end = _range(body)
+    end = end or today
+    if start is None or start > end:
+        raise Rejected
+    if body["compare"] == "previous_period":
+        length = (end - start).days + 1
+
+        def earlier(day: date) -> date:
+            return day - timedelta(days=length)
+    else:
+        earlier = _year_earlier
+    if earlier(start) < date(1900, 1, 1):
+        raise Rejected
+    resolved = {k: v for k, v in body.items() if k not in ("year", "compare")}
+    resolved |= {"start_date": start.isoformat(), "end_date": end.isoformat()}
+    return resolved, earlier
+
+
+def _change(views: int, before: int) -> float | None:
+    if not before:
+        return None
+    return float(
+        (Decimal(views - before) * 100 / before).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    )
+
+
+def compared(
+    rows: list[dict[str, Any]], key: str, body: dict[str, Any], earlier: Any, count: Any
+) -> list[dict[str, Any]]:
+    """``rows`` (the resolved range's) with ``previous_views`` and ``change_pct``: ``count``
+    (by_country, by_author or top_blogs) over the days that ``earlier`` maps the range to."""
+    start, end = _range(body)
+    assert start and end
+    previous_body = {**body, "start_date": earlier(start).isoformat()}
+    previous_body["end_date"] = earlier(end).isoformat()
+    before = {row[key]: row["views"] for row in count(previous_body)}
+    return [
+        {**row, "previous_views": before.get(row[key], 0)}
+        | {"change_pct": _change(row["views"], before.get(row[key], 0))}
+        for row in rows
+    ]
+
+
+def performance_compared(
+    body: dict[str, Any], *, today: date, earlier: Any
+) -> list[dict[str, Any]]:
+    """The series of the resolved ``body``, each row with the views of its own days mapped by
+    ``earlier``, counted one view at a time."""
+    rows = performance(body, today=today)
+    everything, _ = _matching(
+        {k: v for k, v in body.items() if k not in ("start_date", "end_date")}
+    )
+    results = []
+    for row in rows:
+        low = earlier(date.fromisoformat(row["period_start"]))
+        high = earlier(date.fromisoformat(row["period_end"]))
+        before = sum(1 for _, _, day in everything if low <= day <= high)
+        results.append(
+            {**row, "previous_views": before, "change_pct": _change(row["views"], before)}
+        )
+    return results

@@ -193,3 +193,102 @@ def test_ties_are_ordered_by_code_point_under_a_dictionary_collation(client):
         paged = {"limit": 2, "offset": offset}
         answer = _post(client, "/api/analytics/blog-views/user/", paged)
         assert answer["results"] == expected[offset : offset + 2], paged
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_comparisons_match_a_recount_from_raw(client, seed):
+    """``compare`` on every endpoint: rows, previous views and change against the recount, or
+    the 400 the contract gives (no start, a start after today, a range before 1900)."""
+    analytics_data(seed=seed, views=1500, absorbed_at=datetime(2025, 6, 20, tzinfo=UTC))
+    rng = random.Random(seed * 1000)
+    today = TODAY.date()
+    for _ in range(25):
+        body = {**_random_filters(rng), "compare": rng.choice(["previous_period", "previous_year"])}
+        if rng.random() < 0.15:
+            body = {**body, "start_date": f"19{rng.choice(['00', '01'])}-0{rng.randint(1, 3)}-01"}
+            body.pop("year", None)
+            body.setdefault("end_date", "1901-06-30")
+        try:
+            resolved, earlier = oracle.comparison(body, today=today)
+        except oracle.Rejected:
+            for url in ("/api/analytics/top/blog/", "/api/analytics/performance/"):
+                response = client.post(url, body, format="json")
+                assert response.status_code == 400, (url, body, response.content)
+                assert response.json()["error"]["details"][0]["field"] == "compare"
+            continue
+        start, end = date.fromisoformat(resolved["start_date"]), resolved["end_date"]
+        expected_meta = {
+            "kind": body["compare"],
+            "start_date": earlier(start).isoformat(),
+            "end_date": earlier(date.fromisoformat(end)).isoformat(),
+            "current_start_date": start.isoformat(),
+            "current_end_date": end,
+        }
+        grouped = {**body, "limit": rng.choice([1, 3, 100]), "offset": rng.choice([0, 0, 2])}
+        for kind, count, key in (
+            ("country", oracle.by_country, "country_code"),
+            ("user", oracle.by_author, "username"),
+        ):
+            every = oracle.compared(count(resolved), key, resolved, earlier, count)
+            answer = _post(client, f"/api/analytics/blog-views/{kind}/", grouped)
+            page = every[grouped["offset"] : grouped["offset"] + grouped["limit"]]
+            assert answer["results"] == page, (kind, grouped)
+            assert answer["meta"]["compare"] == expected_meta, (kind, grouped)
+        top = {**body, "limit": rng.choice([1, 3, 10])}
+        for kind, count, key in (
+            ("blog", oracle.top_blogs, "blog_id"),
+            ("user", oracle.by_author, "username"),
+            ("country", oracle.by_country, "country_code"),
+        ):
+            every = oracle.compared(count(resolved), key, resolved, earlier, count)
+            answer = _post(client, f"/api/analytics/top/{kind}/", top)
+            assert answer["results"] == every[: top["limit"]], (kind, top)
+        series = {**body}
+        if rng.random() < 0.6:
+            series["compare_period"] = rng.choice(["day", "week", "month", "year"])
+        resolved_series = {**resolved, **{k: series[k] for k in ("compare_period",) if k in series}}
+        try:
+            expected = oracle.performance_compared(resolved_series, today=today, earlier=earlier)
+        except oracle.Rejected:
+            response = client.post("/api/analytics/performance/", series, format="json")
+            assert response.status_code == 400, series
+        else:
+            answer = _post(client, "/api/analytics/performance/", series)
+            assert answer["results"] == expected, series
+            assert answer["meta"]["compare"] == expected_meta
+
+
+def test_previous_year_maps_feb_29_to_feb_28(client):
+    author = get_user_model().objects.create_user(username="ada")
+    blog = Blog.objects.create(
+        title="t", author=author, created_at=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    views_record(
+        views=[(blog.pk, "US", datetime(2023, 2, 28, 9, tzinfo=UTC))] * 2
+        + [(blog.pk, "US", datetime(2024, 2, 29, 9, tzinfo=UTC))] * 3
+        + [(blog.pk, "US", datetime(2023, 3, 1, 9, tzinfo=UTC))]
+    )
+    rollups_absorb_pending()
+    body = {
+        "start_date": "2024-02-28",
+        "end_date": "2024-03-01",
+        "compare": "previous_year",
+        "compare_period": "day",
+    }
+    answer = _post(client, "/api/analytics/performance/", body)
+    assert [(r["label"], r["views"], r["previous_views"]) for r in answer["results"]] == [
+        ("2024-02-28", 0, 2),
+        ("2024-02-29", 3, 2),
+        ("2024-03-01", 0, 1),
+    ]
+    assert answer["results"][1]["change_pct"] == 50.0
+    assert answer["meta"]["compare"]["start_date"] == "2023-02-28"
+    top = _post(client, "/api/analytics/top/country/", {"year": 2024, "compare": "previous_year"})
+    assert top["results"][0] | {"blogs": 1} == {
+        "country_code": "US",
+        "country_name": top["results"][0]["country_name"],
+        "blogs": 1,
+        "views": 3,
+        "previous_views": 3,
+        "change_pct": 0.0,
+    }

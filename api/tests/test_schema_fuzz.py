@@ -1,7 +1,8 @@
 """The OpenAPI schema served at ``/api/schema/`` against what the analytics reads really answer.
 
 Schemathesis loads the schema from the WSGI application, in-process, and fuzzes every analytics
-``POST`` operation with bodies generated from it: ones that fit it (positive) and ones that break
+``POST`` and ``GET`` operation with bodies and query strings generated from it (JSON and CSV
+answers, by the ``format`` parameter): ones that fit it (positive) and ones that break
 it (negative; it also drops or spoils the token then). Each answer must be a documented status,
 with the documented content type and headers and a body that fits the schema of that status,
 and never a 5xx. Signed-in reads (a real token, or a read API key; public read off), throttles
@@ -48,6 +49,10 @@ from core.wsgi import application
 from soak.fuzz_checks import refusals_name_only_unstated_rules
 
 EXAMPLES = {GenerationMode.POSITIVE: 40, GenerationMode.NEGATIVE: 30}
+# The body's fields as a JSON object (POST) and as query parameters (GET).
+METHODS = ["POST", "GET"]
+OPERATIONS = [(path, method) for path in ENDPOINTS for method in METHODS]
+OPERATIONS.append(("/api/analytics/realtime/", "GET"))
 CONFORMANCE: list[CheckFunction] = [
     not_a_server_error,
     status_code_conformance,
@@ -91,7 +96,7 @@ def analytics_schema() -> Any:
     # The project's schemathesis settings (also those of the soak's run against the server).
     config = schemathesis.Config.from_path(settings.BASE_DIR / "schemathesis.toml")
     loaded = schemathesis.openapi.from_wsgi("/api/schema/", application, config=config)
-    return loaded.include(path_regex="^/api/analytics/", method="POST")
+    return loaded.include(path_regex="^/api/analytics/.+", method=METHODS)
 
 
 @pytest.fixture
@@ -132,13 +137,14 @@ def reads(db: None, settings: Any, frozen_today: Any) -> None:
 def test_every_analytics_read_is_fuzzed() -> None:
     with kept_connection():
         schema = analytics_schema()
-    assert sorted(result.ok().path for result in schema.get_all_operations()) == sorted(ENDPOINTS)
+    operations = [(result.ok().path, result.ok().method) for result in schema.get_all_operations()]
+    assert sorted(operations) == sorted((path, method.lower()) for path, method in OPERATIONS)
 
 
 @pytest.mark.parametrize("mode", list(EXAMPLES), ids=str)
-@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize(("path", "method"), OPERATIONS)
 def test_answers_match_the_schema(
-    reads: None, credentials: str, path: str, mode: GenerationMode
+    reads: None, credentials: str, path: str, method: str, mode: GenerationMode
 ) -> None:
     statuses: Counter[int] = Counter()
     with_rows = 0
@@ -151,11 +157,15 @@ def test_answers_match_the_schema(
             headers={"Authorization": credentials}, checks=CHECKS[mode]
         )
         statuses[response.status_code] += 1
-        if response.status_code == 200 and response.json()["results"]:
+        if response.status_code == 200 and (
+            response.text.count("\n") > 1
+            if "text/csv" in str(response.headers.get("content-type"))
+            else response.json()["results"]
+        ):
             with_rows += 1
 
     with kept_connection():
-        operation = analytics_schema()[path]["POST"]
+        operation = analytics_schema()[path][method]
         fuzz = hypothesis_settings(
             max_examples=EXAMPLES[mode],
             derandomize=True,

@@ -111,3 +111,26 @@ def test_schema_defaults_are_the_parsers_defaults(schema: dict[str, Any], path: 
     for name, rules in _request_properties(schema, path).items():
         if "default" in rules:
             assert getattr(spec, name) == rules["default"], name
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_get_parameters_are_the_body_fields(schema: dict[str, Any], path: str) -> None:
+    """The GET's query parameters state the body's rules (``test_get`` checks that the GET
+    applies them), without ``null`` (a query string leaves a parameter out), plus ``format``."""
+    body = _request_properties(schema, path)
+    parameters = {
+        parameter["name"]: parameter["schema"]
+        for parameter in schema["paths"][path]["get"]["parameters"]
+        if parameter["in"] == "query"
+    }
+    assert parameters.pop("format") == {"type": "string", "enum": ["csv", "json"]}
+    assert set(parameters) == set(body)
+    for name, rules in parameters.items():
+        expected = {key: value for key, value in body[name].items() if key != "nullable"}
+        if "enum" in rules:
+            assert set(rules["enum"]) == set(expected["enum"]) - {None}, name
+            continue
+        assert {k: v for k, v in rules.items() if k != "description"} == {
+            k: v for k, v in expected.items() if k not in ("description", "readOnly")
+        }, name

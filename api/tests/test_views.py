@@ -230,14 +230,18 @@ def test_meta_echoes_normalized_filters(public, data):
         "exclude_country_codes": None,
         "author_username": None,
         "limit": 10,
+        "compare": None,
     }
+    assert meta["compare"] is None
     assert meta["as_of"] == "2026-01-10T15:30:00Z"
 
 
 def test_api_root_lists_the_endpoints(db):
     answer = APIClient().get("/api/analytics/").json()
-    assert [e["url"] for e in answer["endpoints"]] == [f"http://testserver{u}" for u in ENDPOINTS]
-    assert all(e["description"] and e["method"] == "POST" for e in answer["endpoints"])
+    urls = [*ENDPOINTS, "/api/analytics/realtime/"]
+    assert [e["url"] for e in answer["endpoints"]] == [f"http://testserver{u}" for u in urls]
+    assert all(e["description"] for e in answer["endpoints"])
+    assert [e["method"] for e in answer["endpoints"]] == ["POST"] * len(ENDPOINTS) + ["GET"]
 
 
 # --- Auth and throttling -------------------------------------------------------------------------

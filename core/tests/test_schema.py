@@ -131,20 +131,24 @@ def test_api_keys_are_a_security_scheme_of_reads_and_ingest_only(schema: dict[st
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
     assert "Api-Key <secret>" in scheme["description"]
     with_key = sorted(
-        path
+        f"{method.upper()} {path}"
         for path, operations in schema["paths"].items()
         for method, operation in operations.items()
         if method in HTTP_METHODS and {"apiKeyAuth": []} in operation.get("security", [])
     )
+    reads = [
+        "/api/analytics/blog-views/country/",
+        "/api/analytics/blog-views/user/",
+        "/api/analytics/performance/",
+        "/api/analytics/top/blog/",
+        "/api/analytics/top/country/",
+        "/api/analytics/top/user/",
+    ]
     assert with_key == sorted(
         [
-            "/api/analytics/blog-views/country/",
-            "/api/analytics/blog-views/user/",
-            "/api/analytics/performance/",
-            "/api/analytics/top/blog/",
-            "/api/analytics/top/country/",
-            "/api/analytics/top/user/",
-            "/api/ingest/views/",
+            *(f"{method} {path}" for path in reads for method in ("GET", "POST")),
+            "GET /api/analytics/realtime/",
+            "POST /api/ingest/views/",
         ]
     )
 
@@ -196,14 +200,20 @@ def test_a_rebuild_job_answer_requires_every_field(schema: dict[str, Any]) -> No
 
 def test_every_response_component_requires_its_fields(schema: dict[str, Any]) -> None:
     # Answers always carry every field (null where there is no value): generated clients then
-    # type them as present. Only an error detail's "index" (batch items only) may be missing.
+    # type them as present. Only an error detail's "index" (batch items only) and the rows'
+    # comparison fields (with compare only) may be missing.
     optional = {
         name: sorted(set(component.get("properties", {})) - set(component.get("required", [])))
         for name, component in schema["components"]["schemas"].items()
         if component.get("type") == "object" and not name.endswith("Request")
     }
     assert {name: fields for name, fields in optional.items() if fields} == {
-        "ErrorDetail": ["index"]
+        "ErrorDetail": ["index"],
+        # Rows gain these two only when the request asks for compare.
+        **{
+            row: ["change_pct", "previous_views"]
+            for row in ("AuthorRow", "BlogRow", "CountryRow", "PerformanceRow")
+        },
     }
 
 

@@ -1,0 +1,176 @@
+"""``GET /api/analytics/realtime/``: the last 30 minutes per minute, exact, from the raw views."""
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from core.models import Blog, Country
+from ingest.models import BlogView
+from ingest.services import views_record
+from rollups.absorb import rollups_absorb_pending
+
+NOW = datetime(2026, 1, 10, 15, 30, 20, tzinfo=UTC)
+URL = "/api/analytics/realtime/"
+
+
+@pytest.fixture
+def public(db, settings) -> Iterator[APIClient]:
+    settings.ANALYTICS_PUBLIC_READ = True
+    settings.REALTIME_CACHE_SECONDS = 0
+    with time_machine.travel(NOW, tick=False):
+        yield APIClient()
+
+
+def _recount(
+    *, countries: set[str] | None = None, author: str | None = None, limit: int = 10
+) -> dict[str, Any]:
+    """The answer, one view at a time: the window is 15:01:00 <= viewed_at < 15:31:00."""
+    start = datetime(2026, 1, 10, 15, 1, tzinfo=UTC)
+    per_minute: Counter[datetime] = Counter()
+    blogs: Counter[int] = Counter()
+    by_country: Counter[str] = Counter()
+    for view in BlogView.objects.select_related("blog__author"):
+        if not start <= view.viewed_at < start + timedelta(minutes=30):
+            continue
+        if countries is not None and view.country_id not in countries:
+            continue
+        if author is not None and view.blog.author.username != author:
+            continue
+        per_minute[view.viewed_at.replace(second=0, microsecond=0)] += 1
+        blogs[view.blog_id] += 1
+        by_country[view.country_id] += 1
+    minutes = [start + timedelta(minutes=n) for n in range(30)]
+    titles = {b.pk: (b.title, b.author.username) for b in Blog.objects.select_related("author")}
+    names = dict(Country.objects.values_list("code", "name"))
+    return {
+        "views_last_5_minutes": sum(per_minute[m] for m in minutes[-5:]),
+        "views_last_30_minutes": sum(per_minute.values()),
+        "per_minute": [
+            {"minute": m.isoformat().replace("+00:00", "Z"), "views": per_minute[m]}
+            for m in minutes
+        ],
+        "top_blogs": [
+            {"blog_id": b, "title": titles[b][0], "username": titles[b][1], "views": v}
+            for b, v in sorted(blogs.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        ],
+        "top_countries": [
+            {"country_code": c, "country_name": names[c], "views": v}
+            for c, v in sorted(by_country.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        ],
+    }
+
+
+def _data() -> list[int]:
+    ada = get_user_model().objects.create_user(username="ada")
+    bob = get_user_model().objects.create_user(username="bob")
+    blogs = [
+        Blog.objects.create(title=f"blog {n}", author=(ada, bob)[n % 2], created_at=NOW)
+        for n in range(4)
+    ]
+    at = datetime(2026, 1, 10, 15, 0, tzinfo=UTC)
+    views = [
+        (blogs[0].pk, "US", at + timedelta(seconds=59)),  # before the window
+        (blogs[0].pk, "US", at + timedelta(minutes=1)),  # its first instant
+        (blogs[1].pk, "DE", at + timedelta(minutes=25, seconds=59)),  # not in the last 5
+        (blogs[1].pk, "DE", at + timedelta(minutes=26)),  # the last 5 minutes' first instant
+        (blogs[2].pk, "ET", at + timedelta(minutes=30, seconds=5)),  # the current minute
+        (blogs[3].pk, "ET", at + timedelta(minutes=31)),  # ahead of the clock
+        (blogs[3].pk, "US", at - timedelta(days=1)),  # yesterday
+    ]
+    views += [
+        (blogs[n % 4].pk, ("US", "DE", "ET")[n % 3], at + timedelta(minutes=n)) for n in range(30)
+    ]
+    views_record(views=views)
+    rollups_absorb_pending()
+    # The tail, and a late view for an absorbed minute.
+    views_record(views=[(blogs[2].pk, "IN", at + timedelta(minutes=12))] * 3)
+    return [blog.pk for blog in blogs]
+
+
+def test_the_last_30_minutes_match_a_recount(public):
+    _data()
+    answer = public.get(URL).json()
+    assert answer["results"] == _recount()
+    assert answer["results"]["views_last_30_minutes"] == 1 + 2 + 1 + 29 + 3
+    assert answer["meta"] == {
+        "filters": {
+            "start_date": None,
+            "end_date": None,
+            "year": None,
+            "country_codes": None,
+            "exclude_country_codes": None,
+            "author_username": None,
+            "limit": 10,
+        },
+        "as_of": "2026-01-10T15:30:20Z",
+        "window_start": "2026-01-10T15:01:00Z",
+        "window_end": "2026-01-10T15:31:00Z",
+        "cached": False,
+    }
+
+
+def test_filters_and_limit(public):
+    _data()
+    for query, expected in (
+        ("country_codes=et,in", _recount(countries={"ET", "IN"})),
+        ("exclude_country_codes=US&limit=2", _recount(countries={"DE", "ET", "IN"}, limit=2)),
+        ("author_username=bob", _recount(author="bob")),
+        ("author_username=nobody", _recount(author="nobody")),
+    ):
+        assert public.get(f"{URL}?{query}").json()["results"] == expected, query
+
+
+def test_a_view_arriving_now_counts_at_once(public):
+    blog_ids = _data()
+    before = public.get(URL).json()["results"]["views_last_5_minutes"]
+    views_record(views=[(blog_ids[0], "BR", NOW - timedelta(seconds=10))])
+    after = public.get(URL).json()["results"]
+    assert after["views_last_5_minutes"] == before + 1
+    assert {"country_code": "BR", "country_name": "Brazil", "views": 1} in after["top_countries"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("year=2025", "year"),
+        ("start_date=2026-01-10", "start_date"),
+        ("limit=0", "limit"),
+        ("country_codes=XX", "country_codes"),
+        ("compare=previous_year", "compare"),
+        ("format=csv", "format"),
+    ],
+)
+def test_what_realtime_refuses(public, query, field):
+    response = public.get(f"{URL}?{query}")
+    assert response.status_code == 400, response.content
+    assert [d["field"] for d in response.json()["error"]["details"]] == [field]
+
+
+def test_cached_a_few_seconds_and_not_public_by_default(db, settings):
+    settings.ANALYTICS_PUBLIC_READ = False
+    assert APIClient().get(URL).status_code == 401
+    settings.ANALYTICS_PUBLIC_READ = True
+    settings.REALTIME_CACHE_SECONDS = 5
+    with time_machine.travel(NOW, tick=False):
+        blog_ids = _data()
+        first = APIClient().get(URL)
+        assert first.status_code == 200 and first["Cache-Control"] == "private, max-age=5"
+        assert "ETag" not in first and first.json()["meta"]["cached"] is False
+        views_record(views=[(blog_ids[0], "BR", NOW)])
+        hit = APIClient().get(URL).json()
+        assert hit["meta"]["cached"] is True and hit["results"] == first.json()["results"]
+        fresh = APIClient().get(URL, HTTP_CACHE_CONTROL="no-cache").json()
+        assert fresh["meta"]["cached"] is False
+        assert (
+            fresh["results"]["views_last_5_minutes"] == hit["results"]["views_last_5_minutes"] + 1
+        )
+        # Other filters, another entry.
+        other = APIClient().get(f"{URL}?country_codes=BR").json()
+        assert other["meta"]["cached"] is False and other["results"]["views_last_5_minutes"] == 1
+    assert APIClient().post(URL, {}, format="json").status_code == 405
