@@ -195,16 +195,21 @@ def test_ingest_batches_and_views_are_counted_by_outcome(
     bad = {"views": [{"blog_id": blog_ids[0], "country_code": "??"}] * 2}
 
     assert (
-        client.post("/api/ingest/views/", good, format="json", HTTP_IDEMPOTENCY_KEY="k1").status_code
+        client.post(
+            "/api/ingest/views/", good, format="json", HTTP_IDEMPOTENCY_KEY="k1"
+        ).status_code
         == 202
     )
     assert (
-        client.post("/api/ingest/views/", good, format="json", HTTP_IDEMPOTENCY_KEY="k1").status_code
+        client.post(
+            "/api/ingest/views/", good, format="json", HTTP_IDEMPOTENCY_KEY="k1"
+        ).status_code
         == 202
     )
     assert client.post("/api/ingest/views/", bad, format="json").status_code == 400
     assert (
-        client.post("/api/ingest/views/", "{not json", content_type="application/json").status_code == 400
+        client.post("/api/ingest/views/", "{not json", content_type="application/json").status_code
+        == 400
     )
 
     def moved(name: str, before: dict[str, float], outcome: str) -> float:
@@ -377,7 +382,7 @@ def test_a_task_sent_during_a_request_carries_its_id() -> None:
 
     # The worker side: the header arrives as an attribute of the task's request.
     task = reap_rebuild_jobs_task
-    task.push_request(id="t-1", request_id="req-42")
+    task.push_request(**{"id": "t-1", "request_id": "req-42"})
     try:
         _request_id_set(task=task)
         assert request_id_var.get() == "req-42"
