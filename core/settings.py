@@ -231,6 +231,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # some 45 minutes, and the worker exits).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat saves each entry's last send at once (not every 3 minutes): `manage.py liveness beat`
+# (the beat container's healthcheck) reads it.
+CELERY_BEAT_SYNC_EVERY = 1
 # Every task has limits: at the soft one the task gets an exception it can record, at the hard
 # one the worker kills the process. These are the defaults; the tasks that need more (absorb,
 # rebuild) set their own from the settings below.

@@ -80,9 +80,7 @@ def test_a_row_of_another_level_and_a_row_without_views_are_reported(absorbed, b
     assert row is not None
     DailyBlogViews.objects.filter(pk=row.pk).update(views=row.views - 1)
     # A (day, blog, country) group that has no raw view at all.
-    DailyBlogCountryViews.objects.create(
-        day=DAYS[5], blog_id=blog_ids[0], country_id="FR", views=3
-    )
+    DailyBlogCountryViews.objects.create(day=DAYS[5], blog_id=blog_ids[0], country_id="FR", views=3)
 
     result = rollups_verify(days=DAYS)
 
