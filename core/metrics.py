@@ -35,6 +35,9 @@ from prometheus_client.registry import Collector
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):
+    # The metrics below open their files there as they are created (at import).
+    Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
 # Latency buckets in seconds: reads answer in milliseconds, a big ingest batch in a second or so.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ABSORB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

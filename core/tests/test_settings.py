@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -159,15 +160,18 @@ def _deploy_check(**overrides: str) -> subprocess.CompletedProcess[str]:
         SECRET_KEY="x7Qp2LwZ9vB4nR8tK1mF6cH3jD5sG0aY-uE_oI7pL2kW9qT4zX8bN1vM6rC3",
         ALLOWED_HOSTS="analytics.example.com",
     )
-    return _manage(
-        ROOT,
-        "check",
-        "--deploy",
-        "--fail-level",
-        "WARNING",
-        env=_operator_env(**{**environment, **overrides}),
-        check=False,
-    )
+    # The containers' metrics folder is a tmpfs of theirs; here, a folder of this test's.
+    with tempfile.TemporaryDirectory() as metrics:
+        environment["PROMETHEUS_MULTIPROC_DIR"] = metrics
+        return _manage(
+            ROOT,
+            "check",
+            "--deploy",
+            "--fail-level",
+            "WARNING",
+            env=_operator_env(**{**environment, **overrides}),
+            check=False,
+        )
 
 
 def test_the_production_compose_environment_passes_the_deploy_check() -> None:
