@@ -103,6 +103,8 @@ class RollupsCollector(Collector):
     """The rollups' state, read from the database at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
+        from django.db.models import Count
+
         from rollups.audit import audit_latest
         from rollups.liveness import absorb_liveness
         from rollups.models import RebuildJob
@@ -112,8 +114,8 @@ class RollupsCollector(Collector):
             status = rollups_status()
             liveness = absorb_liveness()
             jobs = dict.fromkeys(RebuildJob.State.values, 0)
-            for state in RebuildJob.objects.values_list("state", flat=True).iterator():
-                jobs[state] = jobs.get(state, 0) + 1
+            counted = RebuildJob.objects.values_list("state").annotate(jobs=Count("id"))
+            jobs.update({state: count for state, count in counted})
             audit = audit_latest()
         except Exception:
             # The scrape still answers (with the process counters), saying the database did not.
