@@ -18,6 +18,7 @@ put a buffering proxy (nginx) in front. Every thread keeps its own database conn
 """
 
 import os
+import tempfile
 from typing import Any
 
 
@@ -79,8 +80,11 @@ if os.path.isdir("/dev/shm"):
 control_socket_disable = True
 
 
-# Prometheus multiprocess mode (core.metrics): with PROMETHEUS_MULTIPROC_DIR set, each worker
-# counts in its own file there and /metrics sums them.
+# Prometheus multiprocess mode (core.metrics): each worker counts in its own file in
+# PROMETHEUS_MULTIPROC_DIR and /metrics sums them. Unset, this server gets a fresh folder of its
+# own (a per-process count would make each scrape show whichever worker answered it).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="blogviews-metrics-")
 
 
 def on_starting(server: object) -> None:

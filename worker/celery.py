@@ -4,6 +4,7 @@ Beat runs django-celery-beat's ``DatabaseScheduler``, which copies this schedule
 on start (and keeps what operators add in the admin).
 """
 
+import logging
 import os
 from typing import Any
 
@@ -20,6 +21,8 @@ from celery.signals import (
 from prometheus_client import start_http_server
 
 from worker.redis_transport import use_for_redis_urls
+
+logger = logging.getLogger(__name__)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 # Before any broker connection: redis:// URLs get the transport that survives Redis restarting.
@@ -127,6 +130,11 @@ def _metrics_start(**kwargs: Any) -> None:
     metrics_dir_prune()
     port = os.environ.get("WORKER_METRICS_PORT", "").strip()
     if port:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            logger.warning(
+                "WORKER_METRICS_PORT without PROMETHEUS_MULTIPROC_DIR: the pool processes' "
+                "counts are not summed; set both"
+            )
         address = os.environ.get("WORKER_METRICS_ADDRESS", "127.0.0.1")
         start_http_server(int(port), addr=address, registry=process_registry())
 
