@@ -18,6 +18,7 @@ put a buffering proxy (nginx) in front. Every thread keeps its own database conn
 """
 
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -83,7 +84,8 @@ control_socket_disable = True
 # Prometheus multiprocess mode (core.metrics): each worker counts in its own file in
 # PROMETHEUS_MULTIPROC_DIR and /metrics sums them. Unset, this server gets a fresh folder of its
 # own (a per-process count would make each scrape show whichever worker answered it).
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="blogviews-metrics-")
 
 
@@ -99,3 +101,9 @@ def child_exit(server: object, worker: Any) -> None:
     from core.metrics import metrics_process_dead
 
     metrics_process_dead(worker.pid)
+
+
+def on_exit(server: object) -> None:
+    """The server stops: a metrics folder it made for itself goes with it."""
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
