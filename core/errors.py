@@ -31,8 +31,7 @@ def sentry_init(*, dsn: str, environment: str, traces_sample_rate: float, **opti
         environment=environment,
         integrations=[DjangoIntegration(), CeleryIntegration()],
         traces_sample_rate=traces_sample_rate,
-        # No user names, addresses or cookies in reports.
-        send_default_pii=False,
+        # The default collects no user names, addresses or cookies.
         before_send=_request_id_tag,
         **options,
     )
