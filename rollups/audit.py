@@ -26,9 +26,10 @@ from datetime import UTC, date, timedelta
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from core.sql import day_param, day_start_param, postgres
+from core.sql import day_param, day_start_param, execute, name, names, postgres, sql
 from rollups.models import AbsorbState, RollupAudit
 from rollups.tables import LEVELS, RAW, STATE_NAME
 
@@ -109,12 +110,18 @@ def _snapshot() -> Iterator[None]:
                 cursor.execute("COMMIT")
 
 
-def _day_drifts(cursor: Any, day: date, watermark: int) -> tuple[int, list[Drift]]:
+def _day_drifts(cursor: CursorWrapper, day: date, watermark: int) -> tuple[int, list[Drift]]:
     """The views of ``day`` up to ``watermark`` and every daily summary group that differs."""
-    cursor.execute(
-        f"SELECT blog_id, country_id, count(*) FROM {RAW} "
-        "WHERE viewed_at >= %s AND viewed_at < %s AND id <= %s GROUP BY blog_id, country_id",
-        [day_start_param(day), day_start_param(day + timedelta(days=1)), watermark],
+    execute(
+        cursor,
+        sql(
+            "SELECT blog_id, country_id, count(*) FROM {raw} WHERE viewed_at >= {low} "
+            "AND viewed_at < {high} AND id <= {watermark} GROUP BY blog_id, country_id",
+            raw=name(RAW),
+            low=day_start_param(day),
+            high=day_start_param(day + timedelta(days=1)),
+            watermark=watermark,
+        ),
     )
     base = {(blog, country): count for blog, country, count in cursor.fetchall()}
     drifts = []
@@ -123,8 +130,15 @@ def _day_drifts(cursor: Any, day: date, watermark: int) -> tuple[int, list[Drift
         for (blog, country), count in base.items():
             values = {"blog_id": blog, "country_id": country}
             expected[tuple(values[column] for column in level.columns)] += count
-        columns = ", ".join((*level.columns, "views"))
-        cursor.execute(f"SELECT {columns} FROM {level.daily} WHERE day = %s", [day_param(day)])
+        execute(
+            cursor,
+            sql(
+                "SELECT {columns} FROM {table} WHERE day = {day}",
+                columns=names((*level.columns, "views")),
+                table=name(level.daily),
+                day=day_param(day),
+            ),
+        )
         found = {tuple(row[:-1]): row[-1] for row in cursor.fetchall()}
         for key in sorted(expected.keys() | found.keys(), key=str):
             if expected.get(key, 0) != found.get(key, 0):
@@ -158,9 +172,13 @@ def rollups_verify(*, days: list[date]) -> AuditResult:
     drifts: list[Drift] = []
     views = 0
     with _snapshot(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT absorbed_through_id FROM {AbsorbState._meta.db_table} WHERE name = %s",
-            [STATE_NAME],
+        execute(
+            cursor,
+            sql(
+                "SELECT absorbed_through_id FROM {state} WHERE name = {name}",
+                state=name(AbsorbState._meta.db_table),
+                name=STATE_NAME,
+            ),
         )
         row = cursor.fetchone()
         watermark = int(row[0]) if row else 0
