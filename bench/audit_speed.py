@@ -40,7 +40,8 @@ def main() -> None:
     bounds = BlogView.objects.aggregate(first=Min("viewed_at"), last=Max("viewed_at"))
     if not total:
         raise SystemExit("the database holds no views: run bench/rollup_speed.py first")
-    first, last = bounds["first"].date(), bounds["last"].date()
+    # The last day may still be filling (today's views): the day before it is the last whole one.
+    first, last = bounds["first"].date(), bounds["last"].date() - timedelta(days=1)
     span = (last - first).days
     step = max(span // max(args.days, 1), 1)
     days = [last - timedelta(days=step * n) for n in range(args.days) if step * n <= span]
