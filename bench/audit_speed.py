@@ -3,8 +3,8 @@
     python bench/audit_speed.py [--database-url URL] [--days N] [--repeat R]
 
 Runs against an existing database (default: the one bench/rollup_speed.py fills with ~10 M
-views, absorbed). For each of N days (default 10, the most recent ones with views, spread over
-the data), ``rollups_verify(days=[day])`` is timed R times (default 3): a snapshot, the day's raw
+views, absorbed). For each of N days (default 10, spread over the data back from its last
+whole day), ``rollups_verify(days=[day])`` is timed R times (default 3): a snapshot, the day's raw
 views recounted through the ``viewed_at`` index, every daily level's rows read and compared.
 It prints the median and the worst of those per-day times and the views a day holds. Goal: well
 under a second per day. Then one whole default audit (yesterday, the month starts of a year,
