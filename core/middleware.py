@@ -8,6 +8,9 @@ length for it: only a server that marks its input as terminated (``wsgi.input_te
 gunicorn does after decoding the chunks) lets it be read to its end. ``ChunkedBodyMiddleware``
 reads such a body in full (at most one byte past the limit) and hands Django a sized one; on
 other servers it answers 411 Length Required.
+
+Around all of it: ``RequestIdMiddleware`` gives each request its id (``X-Request-ID``, on every log
+line), and ``MetricsMiddleware`` counts and times it for ``/metrics`` (``core.metrics``).
 """
 
 import io
