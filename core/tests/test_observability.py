@@ -21,6 +21,7 @@ from core.metrics import metrics_text, process_registry
 from core.models import Blog
 from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending
+from rollups.models import RebuildJob
 from rollups.tasks import absorb_pending_task, reap_rebuild_jobs_task
 
 METRICS_TOKEN = "scraper-token-for-tests"
@@ -263,6 +264,13 @@ def test_absorb_runs_and_the_rollups_state_move_the_metrics(
     assert sample("blogviews_absorb_views_total") == absorbed + 40
     assert sample("blogviews_absorb_duration_seconds_count") == timed + 1
     assert 'blogviews_rebuild_jobs{state="queued"} 0.0' in metrics_text().decode()
+    RebuildJob.objects.create(state=RebuildJob.State.FAILED)
+    RebuildJob.objects.create(state=RebuildJob.State.FAILED)
+    RebuildJob.objects.create(state=RebuildJob.State.RUNNING)
+    text = metrics_text().decode()
+    assert 'blogviews_rebuild_jobs{state="failed"} 2.0' in text
+    assert 'blogviews_rebuild_jobs{state="running"} 1.0' in text
+    assert 'blogviews_rebuild_jobs{state="done"} 0.0' in text
 
 
 @pytest.mark.django_db
