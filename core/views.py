@@ -77,9 +77,10 @@ ABSORB_FIELD = inline_serializer(
         "age_seconds": serializers.FloatField(allow_null=True),
         "max_age_seconds": serializers.FloatField(),
     },
-    required=False,
-    help_text="Staff and READYZ_TOKEN only. Does not change the status code: the web process "
-    "can serve while absorb is stale (reads add the raw tail).",
+    allow_null=True,
+    help_text="Staff and READYZ_TOKEN only (null for anyone else, and when the database is "
+    "down). Does not change the status code: the web process can serve while absorb is stale "
+    "(reads add the raw tail).",
 )
 
 
@@ -187,7 +188,7 @@ class ReadyView(APIView):
     def get(self, request: Request) -> Response:
         checks = dependencies_check()
         down = [name for name, result in checks.items() if result != "ok"]
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"absorb": None}
         if not _readyz_details_allowed(request):
             # Error text can name hosts, ports and versions: not for anonymous callers.
             checks = {
