@@ -18,6 +18,9 @@ put a buffering proxy (nginx) in front. Every thread keeps its own database conn
 """
 
 import os
+import shutil
+import tempfile
+from typing import Any
 
 
 def _cores() -> int:
@@ -62,10 +65,12 @@ max_requests = 2000
 max_requests_jitter = 200
 
 # Logs go to the terminal / container log: access log on stdout, errors on stderr.
-accesslog = "-"
+# With LOG_FORMAT=json the application logs each request as a JSON line with its request id
+# (LOG_REQUESTS), so gunicorn's plain-text access log is off; its error log stays.
+accesslog = None if os.environ.get("LOG_FORMAT", "text").lower() == "json" else "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" %({x-request-id}o)s'
 
 # The worker heartbeat file: tmpfs when there is one (a disk-backed /tmp can stall heartbeats).
 if os.path.isdir("/dev/shm"):
@@ -74,3 +79,31 @@ if os.path.isdir("/dev/shm"):
 # No runtime control socket (gunicornc): its default path under $HOME is shared by every gunicorn
 # of the same user, and a container user may have no writable home.
 control_socket_disable = True
+
+
+# Prometheus multiprocess mode (core.metrics): each worker counts in its own file in
+# PROMETHEUS_MULTIPROC_DIR and /metrics sums them. Unset, this server gets a fresh folder of its
+# own (a per-process count would make each scrape show whichever worker answered it).
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="blogviews-metrics-")
+
+
+def on_starting(server: object) -> None:
+    """A deployment starts: the files of processes that no longer run leave the folder."""
+    from core.metrics import metrics_dir_prune
+
+    metrics_dir_prune()
+
+
+def child_exit(server: object, worker: Any) -> None:
+    """A worker ended (recycled, crashed): its live gauges go, its counts stay in the sums."""
+    from core.metrics import metrics_process_dead
+
+    metrics_process_dead(worker.pid)
+
+
+def on_exit(server: object) -> None:
+    """The server stops: a metrics folder it made for itself goes with it."""
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -19,6 +19,7 @@ from django.core.cache import caches
 
 from api.selectors import Answer
 from api.spec import Spec
+from core.metrics import ANALYTICS_CACHE, FAIL_OPEN
 from rollups.selectors import (
     REBUILD_VERSION_KEY,
     REBUILD_VERSION_SECONDS,
@@ -72,10 +73,13 @@ def answer_cached(
             found = _cached_lookup(key)
         except Exception:
             logger.warning("analytics cache unavailable for reads", exc_info=True)
+            FAIL_OPEN.labels("analytics_cache_read").inc()
             found = None
         if found is not None:
+            ANALYTICS_CACHE.labels("hit").inc()
             body = found["body"]
             return {"results": body["results"], "meta": {**body["meta"], "cached": True}}
+    ANALYTICS_CACHE.labels("bypass" if bypass else "miss").inc()
     answer = compute()
     body = answer.body()
     body["meta"]["cached"] = False
@@ -97,6 +101,7 @@ def answer_cached(
             caches["default"].set(key, entry, timeout=seconds)
         except Exception:
             logger.warning("analytics cache unavailable for writes", exc_info=True)
+            FAIL_OPEN.labels("analytics_cache_write").inc()
     return body
 
 

@@ -14,6 +14,7 @@ from api.spec import Spec
 from apikeys.services import api_key_grant
 from core.cache import counter_incr
 from core.exceptions import ApplicationError
+from core.metrics import FAIL_OPEN
 from core.throttling import client_address, rate_parse, window_current
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class WindowThrottle(BaseThrottle):
             )
         except Exception:
             logger.warning("throttle cache unavailable; request let through", exc_info=True)
+            FAIL_OPEN.labels("read_throttle").inc()
             return True
         self.wait_seconds = left
         return used <= limit

@@ -17,6 +17,7 @@ BENCHMARKS = [
     ["analytics_http.py", "--requests", "60"],
     # On the same 10 M views; needs chromium and chromium-driver (else it says so and skips).
     ["dashboard_speed.py", "--runs", "5"],
+    ["audit_speed.py"],
 ]
 
 

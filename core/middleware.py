@@ -8,20 +8,30 @@ length for it: only a server that marks its input as terminated (``wsgi.input_te
 gunicorn does after decoding the chunks) lets it be read to its end. ``ChunkedBodyMiddleware``
 reads such a body in full (at most one byte past the limit) and hands Django a sized one; on
 other servers it answers 411 Length Required.
+
+Around all of it: ``RequestIdMiddleware`` gives each request its id (``X-Request-ID``, on every log
+line), and ``MetricsMiddleware`` counts and times it for ``/metrics`` (``core.metrics``).
 """
 
 import io
 import json
+import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
 
 from core.exceptions import error_body, error_json
+from core.logs import REQUEST_ID_HEADER, request_id_from, request_id_var
+from core.metrics import HTTP_LATENCY, HTTP_REQUESTS, HTTP_THROTTLED
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 READ_CHUNK = 64 * 1024
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+request_logger = logging.getLogger("core.requests")
 
 
 def _too_large(limit: int) -> JsonResponse:
@@ -131,3 +141,68 @@ class ChunkedBodyMiddleware:
         environ["wsgi.input"] = io.BytesIO(bytes(received))
         environ["CONTENT_LENGTH"] = str(len(received))
         return self.app(environ, start_response)
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (its ``X-Request-ID`` when sane, else a new one), kept for the
+    log lines written while it runs and returned in the response's ``X-Request-ID``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        # Kept past this call: Django logs a 4xx/5xx ("Not Found: ...") after every middleware
+        # has returned. It is cleared when the response is closed (request_finished, CoreConfig).
+        request_id_var.set(request_id)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+def _endpoint(request: HttpRequest) -> str:
+    """A request's endpoint as a metric label: its URL's name (a handful of values), or
+    ``unmatched`` for a path no URL matches."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        # Answered before URL resolution (a 413, a 400 for the query string): resolve it here.
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return "unmatched"
+    return match.view_name or match.route or "unnamed"
+
+
+class MetricsMiddleware:
+    """Counts and times every request by endpoint, method and status; counts the 429s; with
+    ``LOG_REQUESTS`` writes one log line per request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        seconds = time.perf_counter() - started
+        endpoint = _endpoint(request)
+        # Only the methods Django's views know, so that a client cannot mint label values.
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(endpoint, method).observe(seconds)
+        if response.status_code == 429:
+            HTTP_THROTTLED.labels(endpoint).inc()
+        if settings.LOG_REQUESTS:
+            request_logger.info(
+                "%s %s %s",
+                method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": method,
+                    "path": request.path,
+                    "endpoint": endpoint,
+                    "status": response.status_code,
+                    "duration_ms": round(seconds * 1000, 2),
+                },
+            )
+        return response

@@ -13,6 +13,9 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from core.errors import sentry_init
+from core.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -65,7 +68,7 @@ if not SECRET_KEY:
 HTTPS = env.bool("HTTPS", default=False)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
 # Probes (load balancer, docker healthcheck) speak plain HTTP to the process itself.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=HTTPS)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=HTTPS)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
@@ -104,7 +107,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: an oversize body is a 413 before anything reads it; a NUL in the query string
+    # Outermost: every answer (the 413s and 400s below too) carries a request id and is counted
+    # and timed.
+    "core.middleware.RequestIdMiddleware",
+    "core.middleware.MetricsMiddleware",
+    # Then: an oversize body is a 413 before anything reads it; a NUL in the query string
     # (which the database refuses) is a 400 before anything looks it up.
     "core.middleware.RequestBodyLimitMiddleware",
     "core.middleware.QueryStringMiddleware",
@@ -224,6 +231,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # some 45 minutes, and the worker exits).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat saves each entry's last send at once (not every 3 minutes): `manage.py liveness beat`
+# (the beat container's healthcheck) reads it.
+CELERY_BEAT_SYNC_EVERY = 1
 # Every task has limits: at the soft one the task gets an exception it can record, at the hard
 # one the worker kills the process. These are the defaults; the tasks that need more (absorb,
 # rebuild) set their own from the settings below.
@@ -388,10 +398,36 @@ if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got {LOG_LEVEL!r}."
     )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-}
+# text (the default, for `make run` and a terminal) or json: one JSON object per line, with the
+# request id (X-Request-ID) on every line of a request and of the tasks it started.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text").lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json; got {LOG_FORMAT!r}.")
+# One log line per request (method, path, endpoint, status, duration, request id). On by default
+# with JSON logs, where it replaces gunicorn's plain-text access log (gunicorn.conf.py).
+LOG_REQUESTS = env.bool("LOG_REQUESTS", default=LOG_FORMAT == "json")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+
+# --- Operations: metrics, error reports, drift audit ---------------------------------------------
+
+# /metrics answers staff (session or token) and a scraper sending "Authorization: Bearer
+# <METRICS_TOKEN>". Empty: staff only.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Error reports to Sentry (Django and Celery integrations); unset = off, nothing is sent.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="production")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+if SENTRY_DSN:
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=SENTRY_ENVIRONMENT,
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+    )
+# The periodic drift audit (rollups.audit): how often it runs, how far back it looks, and how
+# many random days it recounts beside yesterday and the first day of each month.
+AUDIT_INTERVAL_SECONDS = env.int("AUDIT_INTERVAL_SECONDS", default=86400)
+AUDIT_RANGE_DAYS = env.int("AUDIT_RANGE_DAYS", default=365)
+AUDIT_RANDOM_DAYS = env.int("AUDIT_RANDOM_DAYS", default=7)
+# 1 = the periodic audit queues a rebuild of the days it found drifting (as --repair does).
+AUDIT_REPAIR = env.bool("AUDIT_REPAIR", default=False)
+AUDIT_SOFT_TIME_LIMIT_SECONDS = env.int("AUDIT_SOFT_TIME_LIMIT_SECONDS", default=600)

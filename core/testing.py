@@ -109,7 +109,10 @@ def web_server(*, log: Path, env: dict[str, str], start_seconds: float = 60.0) -
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     args = ["-m", "gunicorn", "-c", "gunicorn.conf.py", "core.wsgi:application"]
-    with project_process(args, log=log, env={**env, "PORT": str(port)}) as process:
+    # Its metrics files beside its log, in the test's own folder, whatever way it ends.
+    metrics = env.get("PROMETHEUS_MULTIPROC_DIR") or str(log.parent / f"metrics-{port}")
+    env = {**env, "PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": metrics}
+    with project_process(args, log=log, env=env) as process:
         started = wait_until(
             lambda: process.poll() is not None or http_get(f"{base}/healthz", timeout=2) == 200,
             seconds=start_seconds,

@@ -25,6 +25,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from core.cache import counter_incr, counters_get
+from core.metrics import FAIL_OPEN
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def login_throttle_wait(*, request: HttpRequest | Request, username: str | None)
         counts = counters_get(caches["default"], [key for key, _, _ in keys])
     except Exception:
         logger.warning("sign-in throttle counters unavailable; attempt let through", exc_info=True)
+        FAIL_OPEN.labels("login_throttle").inc()
         return None
     waits = [
         window_current(seconds)[1] for key, limit, seconds in keys if counts.get(key, 0) >= limit
@@ -122,6 +124,7 @@ def login_failure_record(*, request: HttpRequest | Request | None, username: str
             counter_incr(caches["default"], key, seconds)
         except Exception:
             logger.warning("sign-in throttle counter unavailable", exc_info=True)
+            FAIL_OPEN.labels("login_throttle").inc()
 
 
 def login_failed_receiver(

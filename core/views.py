@@ -12,15 +12,19 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
+from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken
 
 from core.exceptions import error_json
+from core.metrics import metrics_text
 from core.serializers import ErrorResponseSerializer
 from core.services import dependencies_check
 
@@ -62,6 +66,40 @@ READY_CHECKS_FIELD = serializers.DictField(
 )
 
 
+ABSORB_FIELD = inline_serializer(
+    "AbsorbLiveness",
+    {
+        "alive": serializers.BooleanField(
+            help_text="False when no absorb run finished within three ROLLUP_INTERVAL_SECONDS: "
+            "beat, or every worker, is gone."
+        ),
+        "last_run_at": serializers.DateTimeField(allow_null=True),
+        "age_seconds": serializers.FloatField(allow_null=True),
+        "max_age_seconds": serializers.FloatField(),
+    },
+    allow_null=True,
+    help_text="Staff and READYZ_TOKEN only (null for anyone else, and when the database is "
+    "down). Does not change the status code: the web process can serve while absorb is stale "
+    "(reads add the raw tail).",
+)
+
+
+def _absorb_liveness() -> dict[str, Any] | None:
+    """The absorb liveness for ``/readyz``'s staff answer (None when the database is down)."""
+    from rollups.liveness import absorb_liveness
+
+    try:
+        liveness = absorb_liveness()
+    except DatabaseError:
+        return None
+    return {
+        "alive": liveness.alive,
+        "last_run_at": liveness.last_run_at,
+        "age_seconds": liveness.age_seconds,
+        "max_age_seconds": liveness.max_age_seconds,
+    }
+
+
 class ReadyView(APIView):
     # Anyone may probe; staff (a token or the admin's session) see why a dependency is down.
     authentication_classes = [JWTAuthentication, SessionAuthentication]
@@ -79,7 +117,8 @@ class ReadyView(APIView):
             "credentials needed: anonymous callers get the statuses only; staff (an "
             "`Authorization: Bearer` token or the admin's session) or a request with the "
             "`X-Readyz-Token` header set to `READYZ_TOKEN` also get the errors (a bad token "
-            "is a 401)."
+            "is a 401), and `absorb`: whether an absorb run finished within three rollup "
+            "intervals."
         ),
         parameters=[
             OpenApiParameter(
@@ -96,6 +135,7 @@ class ReadyView(APIView):
                 {
                     "status": serializers.ChoiceField(choices=["ready", "unavailable"]),
                     "checks": READY_CHECKS_FIELD,
+                    "absorb": ABSORB_FIELD,
                 },
             ),
             (401, "application/json"): ErrorResponseSerializer,
@@ -105,6 +145,7 @@ class ReadyView(APIView):
                     "status": serializers.ChoiceField(choices=["ready", "unavailable"]),
                     "checks": READY_CHECKS_FIELD,
                     "unavailable": serializers.ListField(child=serializers.CharField()),
+                    "absorb": ABSORB_FIELD,
                 },
             ),
         },
@@ -147,16 +188,20 @@ class ReadyView(APIView):
     def get(self, request: Request) -> Response:
         checks = dependencies_check()
         down = [name for name, result in checks.items() if result != "ok"]
+        extra: dict[str, Any] = {"absorb": None}
         if not _readyz_details_allowed(request):
             # Error text can name hosts, ports and versions: not for anonymous callers.
             checks = {
                 name: "ok" if result == "ok" else "unavailable" for name, result in checks.items()
             }
+        elif "database" not in down:
+            extra["absorb"] = _absorb_liveness()
         if down:
             return Response(
-                {"status": "unavailable", "checks": checks, "unavailable": down}, status=503
+                {"status": "unavailable", "checks": checks, "unavailable": down, **extra},
+                status=503,
             )
-        return Response({"status": "ready", "checks": checks})
+        return Response({"status": "ready", "checks": checks, **extra})
 
 
 def login_throttled_status(response: HttpResponse) -> HttpResponse:
@@ -194,3 +239,47 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 def server_error(request: HttpRequest) -> JsonResponse:
     return error_json(status=500, code="server_error", message="Internal server error.")
+
+
+def _metrics_allowed(request: HttpRequest) -> bool | None:
+    """True: the scraper's ``METRICS_TOKEN`` or a staff user (admin session or access token).
+    False: a signed-in user who is not staff. None: no (valid) credentials."""
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    bearer = scheme.lower() == "bearer" and bool(sent.strip())
+    token = settings.METRICS_TOKEN
+    if bearer and token and hmac.compare_digest(sent.strip().encode(), token.encode()):
+        return True
+    user: Any = getattr(request, "user", None)
+    if bearer:
+        try:
+            found = JWTAuthentication().authenticate(Request(request))
+        except (AuthenticationFailed, InvalidToken):
+            return None
+        user = found[0] if found else None
+    if user is None or not user.is_authenticated:
+        return None
+    return bool(user.is_staff)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics (text exposition) for staff and the scraper's ``METRICS_TOKEN``.
+
+    Not on a separate port: the web process serves one port behind the TLS proxy, and a
+    token lets a scraper anywhere reach it there without exposing the figures to anyone else.
+    """
+    if request.method not in ("GET", "HEAD"):
+        return error_json(status=405, code="method_not_allowed", message="Use GET.")
+    allowed = _metrics_allowed(request)
+    if allowed is None:
+        response = error_json(
+            status=401,
+            code="not_authenticated",
+            message="Send Authorization: Bearer <METRICS_TOKEN> or a staff user's access token.",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if not allowed:
+        return error_json(
+            status=403, code="permission_denied", message="Metrics are for staff only."
+        )
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,5 @@
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -6,6 +7,8 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from apikeys.authentication import ApiKeyAuthentication, ApiKeyThrottle
 from core.auth import CanIngestViews
+from core.exceptions import ApplicationError
+from core.metrics import INGEST_BATCHES, INGEST_VIEWS
 from core.serializers import ErrorResponseSerializer
 from ingest.serializers import IngestViewsRequestSerializer, IngestViewsResponseSerializer
 from ingest.services import (
@@ -16,6 +19,16 @@ from ingest.services import (
 )
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def _views_sent(request: Request) -> int:
+    """How many views a refused body held (0 when it was no list of views, or unparsable)."""
+    try:
+        data = request.data
+    except APIException:
+        return 0
+    items = data.get("views") if isinstance(data, dict) else None
+    return len(items) if isinstance(items, list) else 0
 
 
 class ViewsIngestView(APIView):
@@ -135,11 +148,23 @@ class ViewsIngestView(APIView):
     def post(self, request: Request) -> Response:
         # CanIngestViews admits signed-in users only, so there is a user to scope keys to.
         assert request.user.pk is not None
-        answer = views_ingest_idempotent(
-            payload=request.data,
-            user_id=request.user.pk,
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-        )
+        try:
+            answer = views_ingest_idempotent(
+                payload=request.data,
+                user_id=request.user.pk,
+                idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            )
+        except (ApplicationError, APIException):
+            # Whatever refused the batch (a bad body or key, a reused key, unparsable JSON):
+            # nothing was stored.
+            INGEST_BATCHES.labels("refused").inc()
+            INGEST_VIEWS.labels("refused").inc(_views_sent(request))
+            raise
+        if answer.replayed:
+            INGEST_BATCHES.labels("replayed").inc()
+        else:
+            INGEST_BATCHES.labels("accepted").inc()
+            INGEST_VIEWS.labels("accepted").inc(answer.body["accepted"])
         response = Response(answer.body, status=answer.status)
         if answer.replayed:
             response[REPLAYED_HEADER] = "true"

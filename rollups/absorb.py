@@ -30,8 +30,10 @@ from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from core.metrics import ABSORB_DURATION, ABSORB_RUNS, ABSORB_VIEWS
 from core.sql import SQL, day_param, execute, month_start, name, names, postgres, sql
 from rollups.models import AbsorbState
+from rollups.selectors import rollups_status
 from rollups.staging import (
     month_keys,
     stage_create,
@@ -258,6 +260,7 @@ def rollups_absorb_pending(
     """
     started = time.perf_counter()
     absorbed = 0
+    groups = 0
     first_step = True
     trailed = False
     for _ in range(CATCH_UP_PASSES):
@@ -287,6 +290,8 @@ def rollups_absorb_pending(
                         sql("id > {low} AND id <= {high}", low=low, high=high),
                     )
                     pass_views += stage_views(cursor, "absorb_stage")
+                    cursor.execute("SELECT count(*) FROM absorb_stage")
+                    groups += int(cursor.fetchone()[0])
                     _stage_apply(cursor, "absorb_stage", open_from=state.monthly_open_from)
                     cursor.execute("DELETE FROM absorb_stage")
                     state.absorbed_through_id = high
@@ -308,9 +313,30 @@ def rollups_absorb_pending(
             break
         trailed = True
         time.sleep(wait)
-    logger.info("absorbed %d views through id %d", absorbed, high)
+    seconds = time.perf_counter() - started
+    ABSORB_RUNS.inc()
+    ABSORB_VIEWS.inc(absorbed)
+    ABSORB_DURATION.observe(seconds)
+    lag = rollups_status().lag_seconds
+    # One line per run, with its figures as fields (JSON logs): views, (day, blog, country)
+    # groups, duration and the lag left when it ended.
+    logger.info(
+        "absorbed %d views in %d groups through id %d in %d ms; lag %.3f s",
+        absorbed,
+        groups,
+        max(high, low),
+        seconds * 1000,
+        lag,
+        extra={
+            "views": absorbed,
+            "groups": groups,
+            "absorbed_through_id": max(high, low),
+            "duration_ms": int(seconds * 1000),
+            "lag_seconds": lag,
+        },
+    )
     return AbsorbResult(
         views=absorbed,
         absorbed_through_id=max(high, low),
-        duration_ms=int((time.perf_counter() - started) * 1000),
+        duration_ms=int(seconds * 1000),
     )

@@ -8,8 +8,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.exceptions import ApplicationError
+from rollups.audit import audit_repair
 from rollups.jobs import RebuildJobConflict, RebuildJobNotQueued, rebuild_job_create
-from rollups.models import AbsorbState, RebuildJob
+from rollups.models import AbsorbState, RebuildJob, RollupAudit
 from rollups.rebuild import rebuild_range_errors
 
 
@@ -173,3 +174,46 @@ class AbsorbStateAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(RollupAudit)
+class RollupAuditAdmin(admin.ModelAdmin):
+    """Drift audits (``manage.py verify_rollups`` and the periodic task): what each recounted,
+    what differed; "Rebuild the drifting days" queues their repair."""
+
+    list_display = ["finished_at", "day_count", "views_recounted", "drift_groups", "repair_jobs"]
+    readonly_fields = [
+        "started_at",
+        "finished_at",
+        "days",
+        "absorbed_through_id",
+        "views_recounted",
+        "drift_groups",
+        "drift_days",
+        "drifts",
+        "repair_jobs",
+    ]
+    actions = ["rebuild_drifting_days"]
+
+    @admin.display(description="days")
+    def day_count(self, obj: RollupAudit) -> int:
+        return len(obj.days)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Rebuild the drifting days")
+    def rebuild_drifting_days(self, request: HttpRequest, queryset: Any) -> None:
+        for audit in queryset:
+            if not audit.drift_days:
+                messages.info(request, f"{audit}: nothing to repair.")
+                continue
+            try:
+                job_ids = audit_repair(audit=audit, requested_by=request.user)
+            except ApplicationError as error:
+                messages.error(request, f"{audit}: {_error_text(error)}")
+                continue
+            messages.info(request, f"{audit}: rebuild job(s) {', '.join(job_ids)} queued.")

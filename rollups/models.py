@@ -245,3 +245,37 @@ class RebuildJob(models.Model):
 
     def __str__(self) -> str:
         return f"rebuild {self.start_date or '…'} to {self.end_date or '…'} ({self.state})"
+
+
+class RollupAudit(models.Model):
+    """One drift audit: the days recounted from raw and every summary group that differed.
+
+    ``drifts`` holds one ``{"day", "table", "blog_id", "country_id", "expected", "found"}`` per
+    differing group (``blog_id`` / ``country_id`` null in the levels without them).
+    """
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    days = models.JSONField(help_text="The UTC days recounted (ISO dates).")
+    absorbed_through_id = models.BigIntegerField(
+        help_text="The watermark of the snapshot: only views up to this id were recounted."
+    )
+    views_recounted = models.BigIntegerField(default=0)
+    drift_groups = models.IntegerField(default=0)
+    drift_days = models.JSONField(
+        default=list, blank=True, help_text="The days with any drifting group (ISO dates)."
+    )
+    drifts = models.JSONField(
+        default=list, blank=True, help_text="The drifting groups (the first 1,000)."
+    )
+    repair_jobs = models.JSONField(
+        default=list, blank=True, help_text="Rebuild jobs queued for the drifting days."
+    )
+
+    class Meta:
+        ordering = ["-finished_at"]
+
+    def __str__(self) -> str:
+        return f"audit of {len(self.days)} day(s) at {self.finished_at:%Y-%m-%d %H:%M}: " + (
+            f"{self.drift_groups} drifting group(s)" if self.drift_groups else "no drift"
+        )

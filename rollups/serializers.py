@@ -68,6 +68,21 @@ class RebuildJobSerializer(serializers.ModelSerializer):
         return int((job.finished_at - job.started_at).total_seconds() * 1000)
 
 
+class AuditSummarySerializer(serializers.Serializer):
+    finished_at = serializers.DateTimeField()
+    days = serializers.ListField(child=serializers.DateField(), help_text="The days recounted.")
+    drift_groups = serializers.IntegerField(
+        help_text="Daily summary groups that differed from the raw views (0: none)."
+    )
+    drift_days = serializers.ListField(child=serializers.DateField())
+    drifts = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Each differing group (the first 1,000): day, table, blog_id, country_id, "
+        "expected, found.",
+    )
+    repair_jobs = serializers.ListField(child=serializers.UUIDField())
+
+
 class RollupStatusSerializer(serializers.Serializer):
     pending_views = serializers.IntegerField(help_text="Raw views not yet absorbed.")
     absorbed_through_id = serializers.IntegerField(
@@ -77,4 +92,11 @@ class RollupStatusSerializer(serializers.Serializer):
     last_run_duration_ms = serializers.IntegerField(allow_null=True)
     lag_seconds = serializers.FloatField(
         help_text="0 when nothing is pending, else seconds since the last absorb run."
+    )
+    absorb_alive = serializers.BooleanField(
+        help_text="False when no absorb run finished within three ROLLUP_INTERVAL_SECONDS: "
+        "beat, or every worker, is gone (reads slow down as the raw tail grows)."
+    )
+    last_audit = AuditSummarySerializer(
+        allow_null=True, help_text="The last drift audit (manage.py verify_rollups, daily task)."
     )

@@ -2,12 +2,14 @@
 by tests)."""
 
 import logging
+from datetime import UTC, timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
-from rollups import absorb, jobs
+from rollups import absorb, audit, jobs
 from rollups.models import RebuildJob
 
 logger = logging.getLogger(__name__)
@@ -55,3 +57,23 @@ def reap_rebuild_jobs_task() -> int:
     """Fail the rebuild jobs that no worker is running: running ones whose worker stopped
     reporting, queued ones that no worker started in time. Limits: the CELERY_TASK_* defaults."""
     return jobs.rebuild_jobs_reap()
+
+
+@shared_task(
+    name="rollups.verify_rollups",
+    soft_time_limit=settings.AUDIT_SOFT_TIME_LIMIT_SECONDS,
+    time_limit=settings.AUDIT_SOFT_TIME_LIMIT_SECONDS + 30,
+)
+def verify_rollups_task() -> int:
+    """The periodic drift audit (``rollups.audit``) of the last ``AUDIT_RANGE_DAYS`` days;
+    return the drifting groups found. With ``AUDIT_REPAIR``, queues a rebuild of their days."""
+    yesterday = timezone.now().astimezone(UTC).date() - timedelta(days=1)
+    days = audit.audit_days_sample(
+        start=yesterday - timedelta(days=settings.AUDIT_RANGE_DAYS - 1),
+        end=yesterday,
+        random_days=settings.AUDIT_RANDOM_DAYS,
+    )
+    result = audit.rollups_verify(days=days)
+    if result.drifts and settings.AUDIT_REPAIR:
+        audit.audit_repair(audit=result.audit)
+    return len(result.drifts)

@@ -1,3 +1,4 @@
+from dataclasses import asdict
 from typing import Any
 
 from django.shortcuts import get_object_or_404
@@ -11,7 +12,9 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from core.serializers import ErrorResponseSerializer
+from rollups.audit import audit_latest
 from rollups.jobs import rebuild_job_create
+from rollups.liveness import absorb_liveness
 from rollups.models import RebuildJob
 from rollups.selectors import rollups_status
 from rollups.serializers import (
@@ -185,4 +188,13 @@ class RollupStatusView(APIView):
         responses={200: RollupStatusSerializer, **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        return Response(RollupStatusSerializer(rollups_status()).data)
+        status_now = rollups_status()
+        return Response(
+            RollupStatusSerializer(
+                {
+                    **asdict(status_now),
+                    "absorb_alive": absorb_liveness().alive,
+                    "last_audit": audit_latest(),
+                }
+            ).data
+        )

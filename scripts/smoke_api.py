@@ -2,7 +2,8 @@
 
 Waits for ``/readyz``, signs in, ingests one batch of views on a day the seeded data never
 touches, waits until ``/api/rollups/status/`` shows the batch absorbed, then checks that a read
-counts exactly that batch. Standard library only: it runs in the runtime-only virtualenv.
+counts exactly that batch, and that ``/metrics`` sums what web and worker counted. Standard
+library only: it runs in the runtime-only virtualenv.
 Environment: ``SMOKE_URL``, ``SMOKE_USERNAME``, ``SMOKE_PASSWORD``, ``SMOKE_SECONDS`` and
 ``SMOKE_HONCHO_PID`` (to give up at once if the processes have exited).
 """
@@ -138,6 +139,26 @@ def main() -> None:
     if counted != dict(expected):
         fail(f"a read of {DAY} counts {counted}, not the {dict(expected)} ingested")
     print(f"smoke: a read of {DAY} counts the batch exactly: {counted}")
+
+    # Web, worker and beat share one metrics folder (PROMETHEUS_MULTIPROC_DIR): the web's
+    # scrape holds the worker's absorb runs beside its own ingest count.
+    scrape = urllib.request.Request(
+        BASE_URL + "/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(scrape, timeout=30) as response:
+        metrics = response.read().decode()
+    samples = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    if samples.get('blogviews_ingest_views_total{outcome="accepted"}', 0) < BATCH:
+        fail(f"/metrics does not count the {BATCH} views ingested:\n{metrics}")
+    if samples.get("blogviews_absorb_runs_total", 0) < 1:
+        fail(f"/metrics shows no absorb run of the worker:\n{metrics}")
+    if samples.get("blogviews_absorb_stale") != 0:
+        fail(f"/metrics says absorb is stale:\n{metrics}")
+    print(f"smoke: /metrics: {samples['blogviews_absorb_runs_total']:g} absorb runs")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -159,15 +160,18 @@ def _deploy_check(**overrides: str) -> subprocess.CompletedProcess[str]:
         SECRET_KEY="x7Qp2LwZ9vB4nR8tK1mF6cH3jD5sG0aY-uE_oI7pL2kW9qT4zX8bN1vM6rC3",
         ALLOWED_HOSTS="analytics.example.com",
     )
-    return _manage(
-        ROOT,
-        "check",
-        "--deploy",
-        "--fail-level",
-        "WARNING",
-        env=_operator_env(**{**environment, **overrides}),
-        check=False,
-    )
+    # The containers' metrics folder is a tmpfs of theirs; here, a folder of this test's.
+    with tempfile.TemporaryDirectory() as metrics:
+        environment["PROMETHEUS_MULTIPROC_DIR"] = metrics
+        return _manage(
+            ROOT,
+            "check",
+            "--deploy",
+            "--fail-level",
+            "WARNING",
+            env=_operator_env(**{**environment, **overrides}),
+            check=False,
+        )
 
 
 def test_the_production_compose_environment_passes_the_deploy_check() -> None:
@@ -188,6 +192,8 @@ def test_without_https_the_deploy_check_names_what_is_missing() -> None:
 def _gunicorn_config(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
     for name in ("HOST", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS"):
         monkeypatch.delenv(name, raising=False)
+    # Set, so that loading the config neither makes a folder nor leaves the variable behind.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/metrics-folder-of-the-config-test")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
@@ -227,3 +233,17 @@ def test_with_https_on_probes_answer_over_http_and_everything_else_redirects(
     # Behind the proxy (X-Forwarded-Proto trusted), https requests are served.
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     assert Client().get("/admin/login/", HTTP_X_FORWARDED_PROTO="https").status_code == 200
+
+
+def test_gunicorn_gets_a_fresh_metrics_folder_when_none_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Recorded by monkeypatch, so that the variable the config sets is undone afterwards.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    try:
+        assert folder.is_dir() and not any(folder.iterdir())
+        assert folder.name.startswith("blogviews-metrics-")
+    finally:
+        folder.rmdir()

@@ -107,7 +107,11 @@ def test_status(staff_client, ingest_random):
         "last_run_at",
         "last_run_duration_ms",
         "lag_seconds",
+        "absorb_alive",
+        "last_audit",
     }
+    assert body["absorb_alive"] is False
+    assert body["last_audit"] is None
 
 
 @pytest.mark.parametrize(
