@@ -11,6 +11,8 @@ sends (``window.dashboard.filtersOf()``), asked by this process on the same data
 come from ``DASHBOARD_SCREENSHOTS=docs``).
 """
 
+import csv
+import io
 import os
 import shutil
 import threading
@@ -160,6 +162,19 @@ def _n(value: int) -> str:
     return f"{value:,}"
 
 
+def _csv_of(driver: WebDriver, panel_id: str) -> list[dict[str, str]]:
+    """The rows of a panel's CSV link, fetched by the page itself (its session, if any)."""
+    href = driver.find_element(By.CSS_SELECTOR, f"#{panel_id} a.csv").get_attribute("href")
+    status, kind, body = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {credentials: 'same-origin'}).then((r) => r.text().then("
+        "(text) => done([r.status, r.headers.get('Content-Type'), text])));",
+        href,
+    )
+    assert (status, kind.split(";")[0]) == (200, "text/csv"), (href, status, body[:300])
+    return list(csv.DictReader(io.StringIO(body)))
+
+
 def _assert_panels_match_the_api(driver: WebDriver, client: APIClient) -> None:
     filters: dict[str, Any] = driver.execute_script("return window.dashboard.filtersOf()")
     period = driver.execute_script("return window.dashboard.state.period")
@@ -185,6 +200,14 @@ def _assert_panels_match_the_api(driver: WebDriver, client: APIClient) -> None:
         f"{r['country_name']} ({r['country_code']})" for r in top_countries["results"]
     ]
     assert _column(driver, "panel-countries", 3) == [_n(r["views"]) for r in countries["results"]]
+    # Each table's CSV link downloads its whole list for the same filters.
+    assert [(r["country_code"], int(r["views"])) for r in _csv_of(driver, "panel-countries")] == [
+        (r["country_code"], r["views"]) for r in countries["results"]
+    ]
+    blogs = [int(r["blog_id"]) for r in _csv_of(driver, "panel-top-blogs")]
+    assert blogs[: len(top_blogs["results"])] == [r["blog_id"] for r in top_blogs["results"]]
+    authors = [r["username"] for r in _csv_of(driver, "panel-top-authors")]
+    assert authors[: len(top_authors["results"])] == [r["username"] for r in top_authors["results"]]
     if series["results"]:
         note = _text(driver, "#series-note")
         assert note.startswith(f"{len(series['results'])} {series['meta']['granularity']} buckets")

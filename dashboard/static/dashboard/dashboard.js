@@ -130,6 +130,31 @@
 
   const analytics = (endpoint, body) => request("POST", `${config.urls.analytics}${endpoint}/`, body);
 
+  /** The CSV download of an analytics answer: the same filters as a GET query string (lists
+   * comma-separated), with ``format=csv``; the session signs it in like the panels' calls. */
+  function csvHref(endpoint, f, extra) {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries({ ...f, ...extra })) {
+      params.set(key, Array.isArray(value) ? value.join(",") : String(value));
+    }
+    params.set("format", "csv");
+    return `${config.urls.analytics}${endpoint}/?${params}`;
+  }
+
+  // Each table's CSV: its whole list (the breakdown behind a top list, the top 100 blogs).
+  const CSV_LINKS = [
+    ["panel-top-blogs", "top/blog", { limit: 100 }],
+    ["panel-top-authors", "blog-views/user", { limit: 1000 }],
+    ["panel-top-countries", "blog-views/country", { limit: 1000 }],
+    ["panel-countries", "blog-views/country", { limit: 1000 }],
+  ];
+
+  function csvLinksSet(f) {
+    for (const [id, endpoint, extra] of CSV_LINKS) {
+      panel(id).querySelector("a.csv").href = csvHref(endpoint, f, extra);
+    }
+  }
+
   // --- Panels ---------------------------------------------------------------------------------
 
   const panel = (id) => document.getElementById(id);
@@ -504,6 +529,7 @@
       ? `${range[0] || "earliest"} to ${range[1] || "today"}${previous ? `, compared with ${previous[0]} to ${previous[1]}` : ""}`
       : "All time";
 
+    csvLinksSet(f);
     const seriesBody = { ...f };
     if (state.period !== "auto") seriesBody.compare_period = state.period;
     const series = analytics("performance", seriesBody);
