@@ -13,7 +13,8 @@ from rollups.rebuild import (
 )
 
 
-def _day(value: str) -> date:
+def day_argument(value: str) -> date:
+    """A command's date option (YYYY-MM-DD), or a CommandError naming it (also verify_rollups)."""
     try:
         return date.fromisoformat(value)
     except ValueError as exc:
@@ -29,11 +30,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--start-date",
-            type=_day,
+            type=day_argument,
             help=f"first day, from {REBUILD_FIRST_DAY} (default: earliest data)",
         )
         parser.add_argument(
-            "--end-date", type=_day, help=f"last day, to {REBUILD_LAST_DAY} (default: latest data)"
+            "--end-date",
+            type=day_argument,
+            help=f"last day, to {REBUILD_LAST_DAY} (default: latest data)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -1,5 +1,5 @@
 import random
-from datetime import UTC, date, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -8,14 +8,8 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from rollups.audit import audit_days_sample, audit_repair, rollups_verify
+from rollups.management.commands.rebuild_rollups import day_argument
 from rollups.rebuild import REBUILD_FIRST_DAY, REBUILD_LAST_DAY
-
-
-def _day(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError as error:
-        raise CommandError(f"{value!r} is not a date (YYYY-MM-DD).") from error
 
 
 class Command(BaseCommand):
@@ -32,8 +26,12 @@ class Command(BaseCommand):
             default=None,
             help="the N days ending yesterday (UTC) (default: AUDIT_RANGE_DAYS)",
         )
-        parser.add_argument("--start-date", type=_day, default=None, help="first day, YYYY-MM-DD")
-        parser.add_argument("--end-date", type=_day, default=None, help="last day, YYYY-MM-DD")
+        parser.add_argument(
+            "--start-date", type=day_argument, default=None, help="first day, YYYY-MM-DD"
+        )
+        parser.add_argument(
+            "--end-date", type=day_argument, default=None, help="last day, YYYY-MM-DD"
+        )
         parser.add_argument(
             "--random",
             type=int,
