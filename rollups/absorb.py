@@ -289,9 +289,9 @@ def rollups_absorb_pending(
                         "absorb_stage",
                         sql("id > {low} AND id <= {high}", low=low, high=high),
                     )
-                    pass_views += stage_views(cursor, "absorb_stage")
-                    cursor.execute("SELECT count(*) FROM absorb_stage")
-                    groups += int(cursor.fetchone()[0])
+                    staged_views, staged_groups = stage_views(cursor, "absorb_stage")
+                    pass_views += staged_views
+                    groups += staged_groups
                     _stage_apply(cursor, "absorb_stage", open_from=state.monthly_open_from)
                     cursor.execute("DELETE FROM absorb_stage")
                     state.absorbed_through_id = high

@@ -344,7 +344,7 @@ def _rebuild_swap(
                     ]
                 ),
             )
-        views = stage_views(cursor, stage)
+        views, _ = stage_views(cursor, stage)
         for level in LEVELS:
             table, keys = level.daily, level.daily_keys
             _replace_rows(

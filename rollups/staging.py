@@ -44,13 +44,15 @@ def month_keys(level: Level) -> SQL:
     return SQL(", ").join([month_of(SQL("day")), *(name(column) for column in level.columns)])
 
 
-def stage_views(cursor: CursorWrapper, stage: str) -> int:
-    """The views staged; on PostgreSQL also gives the planner the staging table's statistics
-    (autovacuum never analyzes temporary tables, and the upserts' plans depend on its size)."""
+def stage_views(cursor: CursorWrapper, stage: str) -> tuple[int, int]:
+    """The views staged and their (day, blog, country) groups (rows); on PostgreSQL also gives
+    the planner the staging table's statistics (autovacuum never analyzes temporary tables,
+    and the upserts' plans depend on its size)."""
     if postgres():
         cursor.execute(f"ANALYZE {stage}")
-    cursor.execute(f"SELECT coalesce(sum(views), 0) FROM {stage}")
-    return int(cursor.fetchone()[0])
+    cursor.execute(f"SELECT coalesce(sum(views), 0), count(*) FROM {stage}")
+    views, groups = cursor.fetchone()
+    return int(views), int(groups)
 
 
 def work_mem_raise(cursor: CursorWrapper) -> None:
