@@ -204,14 +204,16 @@ def rebuild_job_run(*, job_id: str) -> RebuildJob:
         job = RebuildJob.objects.get(id=job_id)
         logger.warning("rebuild job %s is %s, not queued; skipped", job_id, job.state)
         return job
-    job = RebuildJob.objects.get(id=job_id)
 
     def report(fraction: float) -> None:
         RebuildJob.objects.filter(id=job_id).update(
             progress=round(fraction, 4), heartbeat_at=timezone.now()
         )
 
+    # Everything after the claim is inside the try, so that a soft time limit arriving at any
+    # point of a running job ends it failed rather than leaving it running for the reaper.
     try:
+        job = RebuildJob.objects.get(id=job_id)
         with _job_heartbeat(job_id=job_id):
             result = rollups_rebuild(
                 start_date=job.start_date, end_date=job.end_date, progress=report
