@@ -7,10 +7,12 @@ at most 8), ``GUNICORN_THREADS`` (threads per worker, default 8), ``GUNICORN_TIM
 
 Sizing. Workers are gthread workers: each process serves ``GUNICORN_THREADS`` requests at once,
 so the server serves workers x threads requests at once (40 on 2 cores, at most 64) and a
-client that sends its body slowly holds one thread, not a whole process. Each worker takes only
-as many connections as it has threads (``worker_connections``), so a connection is never queued
-behind slow clients in a busy worker while another worker has a free thread; the price is no
-keep-alive (each connection carries one request). With fewer slow clients than workers x threads,
+client that sends its body slowly holds one thread, not a whole process. Each worker accepts a
+connection only while it has a free thread for it (``core.web_worker``), so a connection is
+never queued behind slow clients in a busy worker while another worker has a free thread; and
+it keeps up to ``threads`` connections alive for 5 s (``keepalive``) between requests,
+which do not count against that (a kept-alive cached read costs about half of one that opens a
+connection: the README's "Measured"). With fewer slow clients than workers x threads,
 ``/healthz`` and every other request still answer at once; against more (a deliberate attack),
 put a buffering proxy (nginx) in front. Every thread keeps its own database connection for
 ``CONN_MAX_AGE`` seconds: workers x threads connections per web process on PostgreSQL (mind
@@ -49,11 +51,12 @@ def _threads() -> int:
 # must not reach the network by default. Containers set HOST=0.0.0.0 (Dockerfile).
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = _workers()
-worker_class = "gthread"
+# gthread, accepting a connection only when it has a free thread for it (see the sizing above).
+worker_class = "core.web_worker.KeepAliveThreadWorker"
 threads = _threads()
-# A worker accepts a connection only when it has a free thread for it (see the sizing above).
-worker_connections = threads
-keepalive = 0
+# gthread keeps worker_connections - threads connections alive: one per thread.
+worker_connections = 2 * threads
+keepalive = 5
 
 # A worker whose main loop is silent this long is restarted; on SIGTERM / SIGINT workers get
 # graceful_timeout seconds to finish the requests they are serving.

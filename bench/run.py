@@ -15,6 +15,8 @@ BENCHMARKS = [
     # Seeds 10 M views on its own database the first time (a few minutes); --reuse keeps them.
     ["rollup_speed.py", "--reuse"],
     ["analytics_http.py", "--requests", "60"],
+    # Seeds its own 10 M views the first time (seed_data --seed 7, 200 authors; minutes).
+    ["matrix_http.py", "--requests", "30", "--cached-requests", "60", "--raw-runs", "3"],
     # On the same 10 M views; needs chromium and chromium-driver (else it says so and skips).
     ["dashboard_speed.py", "--runs", "5"],
     ["audit_speed.py"],

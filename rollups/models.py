@@ -104,9 +104,13 @@ class DailyBlogCountryViews(Summary):
         constraints = [
             models.UniqueConstraint(fields=["day", "blog", "country"], name="dailyblogcountry_key"),
         ]
-        # Reads that keep or drop a few countries touch only those countries' rows.
+        # Reads that keep or drop a few countries touch only those countries' rows; reads for
+        # one author only the rows of that author's blogs (covering: no heap visit).
         indexes = [
             models.Index(fields=["country", "day", "blog"], name="dailyblogcountry_country"),
+            models.Index(
+                fields=["blog", "day", "country"], include=["views"], name="dailyblogcountry_blog"
+            ),
         ]
 
 
@@ -130,6 +134,11 @@ class MonthlyBlogCountryViews(Summary):
         ]
         indexes = [
             models.Index(fields=["country", "month", "blog"], name="monthlyblogcountry_country"),
+            models.Index(
+                fields=["blog", "month", "country"],
+                include=["views"],
+                name="monthlyblogcountry_blog",
+            ),
         ]
 
 
@@ -159,6 +168,12 @@ class YearlyPresence(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["year", "country", "blog"], name="yearlypresence_key"),
+        ]
+        # Distinct blogs per country for one author: only the rows of that author's blogs.
+        indexes = [
+            models.Index(
+                fields=["blog", "year", "country"], include=["days"], name="yearlypresence_blog"
+            ),
         ]
 
     def __str__(self) -> str:

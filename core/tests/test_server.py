@@ -5,6 +5,7 @@ Each test starts gunicorn on the test database (and, on PostgreSQL + Redis, the 
 nothing is mocked.
 """
 
+import http.client
 import json
 import socket
 import threading
@@ -122,13 +123,40 @@ def slow_clients() -> Iterator[list[SlowClient]]:
         client.close()
 
 
+def _kept_alive(base: str) -> http.client.HTTPConnection:
+    """A connection that has had one answer and is kept open, idle, by the server."""
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=20)
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200
+    assert response.getheader("Connection", "").lower() != "close"
+    return connection
+
+
+def test_a_connection_carries_one_request_after_another(tmp_path: Path) -> None:
+    with web_server(log=tmp_path / "web.log", env=child_env()) as base:
+        connection = _kept_alive(base)
+        first = connection.sock
+        for _ in range(3):
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})
+        # The same socket all along: http.client opens a new one only after a close.
+        assert connection.sock is first
+        connection.close()
+
+
 def test_healthz_answers_at_once_while_slow_clients_hold_connections(
     tmp_path: Path, slow_clients: list[SlowClient]
 ) -> None:
     # The default configuration (workers and threads as on this machine). Before gthread
     # workers, 12 such clients held every sync worker and /healthz waited for gunicorn's
-    # 30 s timeout to kill one.
+    # 30 s timeout to kill one. Idle kept-alive connections beside them hold no thread and
+    # do not stop a worker from taking new connections.
     with web_server(log=tmp_path / "web.log", env=child_env()) as base:
+        idle = [_kept_alive(base) for _ in range(16)]
         for number in range(12):
             slow_clients.append(SlowClient(base, headers_only=number % 2 == 0))
         # Every slow client is in: each has sent some bytes and holds its connection.
@@ -143,3 +171,5 @@ def test_healthz_answers_at_once_while_slow_clients_hold_connections(
             assert time.monotonic() - started < 2.0
 
         assert all(client.still_open() for client in slow_clients)
+        for connection in idle:
+            connection.close()

@@ -208,13 +208,33 @@ def test_the_web_process_listens_on_this_machine_only_unless_told(
     assert "HOST=0.0.0.0" in (ROOT / "Dockerfile").read_text()
 
 
-def test_each_worker_takes_only_as_many_connections_as_it_has_threads(
+def test_each_worker_takes_a_connection_only_with_a_free_thread_and_keeps_some_alive(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = _gunicorn_config(monkeypatch, WEB_CONCURRENCY="3", GUNICORN_THREADS="6")
 
-    assert config["worker_class"] == "gthread"
-    assert (config["workers"], config["threads"], config["worker_connections"]) == (3, 6, 6)
+    assert config["worker_class"] == "core.web_worker.KeepAliveThreadWorker"
+    # gthread keeps worker_connections - threads connections alive: 6 per worker here.
+    assert (config["workers"], config["threads"], config["worker_connections"]) == (3, 6, 12)
+    assert config["keepalive"] == 5
+
+
+def test_the_web_worker_accepts_while_a_thread_is_free_whatever_it_keeps_alive() -> None:
+    from collections import deque
+    from types import SimpleNamespace
+
+    from core.web_worker import KeepAliveThreadWorker
+
+    worker = KeepAliveThreadWorker.__new__(KeepAliveThreadWorker)
+    worker.cfg = SimpleNamespace(threads=6)
+    worker.keepalived_conns = deque()
+    # gthread's run loop accepts while nr_conns (kept-alive ones included) is below this.
+    assert worker.worker_connections == 6
+    worker.keepalived_conns.extend(["idle"] * 4)
+    assert worker.worker_connections == 10
+    # What gthread's own __init__ sets from the configuration changes nothing.
+    worker.worker_connections = 12
+    assert worker.worker_connections == 10
 
 
 @pytest.mark.django_db
