@@ -20,6 +20,7 @@ from django.core.cache import caches
 from api.selectors import Answer
 from api.spec import Spec
 from core.metrics import ANALYTICS_CACHE, FAIL_OPEN
+from core.routers import analytics_read_source, reading_from
 from rollups.selectors import (
     REBUILD_VERSION_KEY,
     REBUILD_VERSION_SECONDS,
@@ -63,8 +64,11 @@ def answer_cached(
     """The answer body, from the cache when fresh enough, else computed (and stored).
 
     ``bypass`` (the client sent ``Cache-Control: no-cache``) skips the lookup but stores the
-    fresh answer. A cache that fails is logged and skipped: answers still come. An answer larger
-    than ``ANALYTICS_CACHE_MAX_BYTES`` is served but not stored (logged).
+    fresh answer. An answer not taken from the cache is computed on the read replica when one is
+    configured (``core.routers``), a ``bypass`` one always on the primary, which alone has
+    every view committed before the request. A cache that fails is logged and skipped: answers
+    still come. An answer larger than ``ANALYTICS_CACHE_MAX_BYTES`` is served but not stored
+    (logged).
     """
     seconds = settings.ANALYTICS_CACHE_SECONDS
     key = answer_key(endpoint=endpoint, spec=spec)
@@ -80,7 +84,9 @@ def answer_cached(
             body = found["body"]
             return {"results": body["results"], "meta": {**body["meta"], "cached": True}}
     ANALYTICS_CACHE.labels("bypass" if bypass else "miss").inc()
-    answer = compute()
+    # On a read replica when one is configured, except for no-cache reads (read-your-writes).
+    with reading_from(analytics_read_source(fresh=bypass)):
+        answer = compute()
     body = answer.body()
     body["meta"]["cached"] = False
     if seconds > 0:
@@ -123,7 +129,8 @@ def realtime_cached(
             found = None
         if found is not None:
             return {"results": found["results"], "meta": {**found["meta"], "cached": True}}
-    body = compute()
+    with reading_from(analytics_read_source(fresh=bypass)):
+        body = compute()
     body["meta"]["cached"] = False
     if seconds > 0:
         try:

@@ -33,13 +33,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 from rest_framework import status
 
 from api.spec import Spec
 from core.exceptions import ApplicationError
 from core.models import Blog, Country
+from core.routers import read_source
 from core.sql import (
     SQL,
     all_of,
@@ -105,14 +106,19 @@ def read_snapshot() -> Iterator[Snapshot]:
     and the limit ends with the block: the connection outlives the request (``CONN_MAX_AGE``)
     and also serves writes. Inside an outer transaction (tests), the block simply joins it,
     under the outer transaction's settings.
+
+    The queries run where ``core.routers.reading_from`` sends them (the primary by default, or
+    a read replica); a replica that is behind gives the time its state is exact at as ``as_of``.
     """
-    as_of = timezone.now()
+    source = read_source()
+    as_of = source.as_of or timezone.now()
+    connection = connections[source.alias]
     timeout_ms = settings.ANALYTICS_STATEMENT_TIMEOUT_MS
     if connection.in_atomic_block:
         yield _snapshot_read(as_of)
     elif postgres():
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
+            with transaction.atomic(using=source.alias), connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 # JIT compiling costs more than these queries run (measured: +130 ms on a 25 ms
                 # query); distinct counts sort in memory rather than spilling to disk. SET LOCAL
@@ -171,6 +177,7 @@ def _sqlite_statement_timeout(timeout_ms: int) -> Iterator[None]:
         deadline = time.monotonic() + timeout_ms / 1000
         return execute(sql, params, many, context)
 
+    connection = connections[read_source().alias]
     raw = connection.connection
     raw.set_progress_handler(progress, PROGRESS_INSTRUCTIONS)
     try:

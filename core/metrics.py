@@ -63,6 +63,13 @@ ANALYTICS_CACHE = Counter(
     "Analytics answers by cache result: hit, miss (computed), bypass (Cache-Control: no-cache).",
     ["result"],
 )
+ANALYTICS_READS = Counter(
+    "blogviews_analytics_reads",
+    "Analytics answers computed, by where they were read, with a read replica configured: "
+    "replica, primary (Cache-Control: no-cache), primary_replica_lag (the replica was more "
+    "than DATABASE_REPLICA_MAX_LAG_SECONDS behind), primary_replica_down.",
+    ["source"],
+)
 FAIL_OPEN = Counter(
     "blogviews_fail_open",
     "Times a failing dependency was skipped and the request went on: analytics_cache_read, "

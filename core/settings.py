@@ -160,6 +160,33 @@ if DATABASE_URL:
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # A server that accepts connections but never answers must not hang requests (or /readyz).
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # Behind PgBouncer in transaction pooling mode, a server-side cursor (QuerySet.iterator())
+    # would outlive the transaction its server connection was lent for (Django's docs,
+    # "Transaction pooling and server-side cursors"). docs/SCALING.md.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+        "DISABLE_SERVER_SIDE_CURSORS", default=False
+    )
+    # A streaming replica of the same database: analytics answers not in the cache are read
+    # there (core.routers); writes, no-cache reads and everything else use the primary.
+    DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+    if DATABASE_REPLICA_URL:
+        DATABASES["replica"] = {
+            **env.db_url_config(DATABASE_REPLICA_URL),
+            "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+            "CONN_HEALTH_CHECKS": True,
+            "DISABLE_SERVER_SIDE_CURSORS": DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"],
+            # Tests run against the primary's test database under this alias too.
+            "TEST": {"MIRROR": "default"},
+        }
+        if not all(
+            DATABASES[alias]["ENGINE"].endswith("postgresql") for alias in ("default", "replica")
+        ):
+            raise ImproperlyConfigured(
+                "DATABASE_REPLICA_URL needs PostgreSQL, in it and in DATABASE_URL (a streaming "
+                "replica of DATABASE_URL's database)."
+            )
+        DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+        DATABASE_ROUTERS = ["core.routers.ReplicaRouter"]
 else:
     VAR_DIR.mkdir(exist_ok=True)
     DATABASES = {
@@ -185,6 +212,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # it as DATABASE_URL=sqlite:///...); one per test run, so that concurrent runs do not collide.
     DATABASES["default"]["TEST"] = {"NAME": VAR_DIR / f"test-{os.getpid()}.sqlite3"}
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+# A replica further behind than this (the primary's commit time of the last transaction it
+# replayed, while it has more to replay) is skipped: reads go to the primary until it catches up.
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=30.0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

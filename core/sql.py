@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db import connection
+from django.db import connection, connections
 from django.db.backends.utils import CursorWrapper
+
+from core.routers import read_alias
 
 Param = int | str | date | datetime | None
 
@@ -114,15 +116,17 @@ def execute(cursor: CursorWrapper, query: SQL) -> None:
 
 
 def fetch_all(query: SQL) -> list[tuple[Any, ...]]:
-    """Run ``query`` on the default connection and return every row."""
-    with connection.cursor() as cursor:
+    """Run ``query`` and return every row: on the primary, or inside
+    ``core.routers.reading_from`` on the database it names (an analytics read on a replica)."""
+    with connections[read_alias()].cursor() as cursor:
         cursor.execute(query.text, query.params)
         return cursor.fetchall()
 
 
 def fetch_one(query: SQL) -> tuple[Any, ...]:
-    """Run ``query`` (which returns one row) and return that row."""
-    with connection.cursor() as cursor:
+    """Run ``query`` (which returns one row, on the same database as ``fetch_all``) and return
+    that row."""
+    with connections[read_alias()].cursor() as cursor:
         cursor.execute(query.text, query.params)
         row = cursor.fetchone()
         assert row is not None, "the query returned no row"

@@ -293,6 +293,16 @@ class PostgresCluster:
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
 
+    def init_replica_of(self, primary: "PostgresCluster") -> None:
+        """Make this cluster a streaming replica (hot standby) of ``primary``: a base backup
+        with ``-R`` (standby.signal, and primary_conninfo pointing at ``primary``). initdb's
+        pg_hba.conf already lets local replication connections in."""
+        self._run(
+            "pg_basebackup",
+            *("-D", str(self.data), "-h", "127.0.0.1", "-p", str(primary.port)),
+            *("-U", "postgres", "-X", "stream", "-R", "--no-sync"),
+        )
+
     def start(self) -> None:
         options = (
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
@@ -336,3 +346,16 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.remove()
+
+
+@contextmanager
+def postgres_replica(primary: PostgresCluster) -> Iterator[PostgresCluster]:
+    """A started streaming replica of ``primary`` (its own cluster, read only), removed
+    afterwards whatever happened."""
+    replica = PostgresCluster()
+    try:
+        replica.init_replica_of(primary)
+        replica.start()
+        yield replica
+    finally:
+        replica.remove()

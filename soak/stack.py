@@ -305,10 +305,13 @@ def running_stack(
     server_url: str,
     seed_views: int = 5000,
     extra_env: Mapping[str, str] | None = None,
+    replica_server_url: str | None = None,
 ) -> Iterator[Stack]:
     """Start a whole stack on a fresh database; stop every process and drop the database after.
 
     ``server_url``: a PostgreSQL ``DATABASE_URL`` whose server gets the fresh database.
+    ``replica_server_url``: a streaming replica of that server; the stack reads the same
+    database there (``DATABASE_REPLICA_URL``).
     """
     with ExitStack() as cleanup:
         redis_folder = folder / "redis"
@@ -341,6 +344,15 @@ def running_stack(
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
             "DJANGO_SUPERUSER_PASSWORD": STAFF_PASSWORD,
+            **(
+                {}
+                if replica_server_url is None
+                else {
+                    "DATABASE_REPLICA_URL": _with_database(
+                        replica_server_url, _database_name(database_url)
+                    )
+                }
+            ),
             **(extra_env or {}),
         }
         stack = Stack(
