@@ -788,7 +788,8 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
     the kept countries' (minute, blog, country) rows, or, when countries are only excluded,
     the blog rows minus the excluded countries' rows (as ``Facts.sql``). The tail (raw views
     ``id > watermark`` of the window) is grouped once and added to each part. Only the
-    ``limit`` first blogs and countries leave the database.
+    ``limit`` first blogs and countries leave the database, with their titles, authors and
+    names: one round trip in all.
     """
     spec = facts.spec
     author = facts.author_id is not None
@@ -890,24 +891,38 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         sql(
             "WITH tail AS ({tail}), "
             "facts (part, minute, blog_id, country_id, views) AS ({parts}) "
-            "SELECT part, minute, blog_id, country_id, views FROM ("
+            "SELECT r.part, r.minute, r.blog_id, r.country_id, r.views, b.title, {username}, "
+            "c.name FROM ("
             "SELECT part, minute, blog_id, country_id, sum(views) AS views, row_number() OVER ("
             "PARTITION BY part ORDER BY sum(views) DESC, blog_id, {code}) AS place "
             "FROM facts GROUP BY part, minute, blog_id, country_id HAVING sum(views) > 0"
-            ") ranked WHERE part = 'm' OR place <= {limit}",
+            ") r LEFT JOIN {blog} b ON b.id = r.blog_id LEFT JOIN {user} u ON u.id = b.author_id "
+            "LEFT JOIN {country} c ON c.code = r.country_id "
+            "WHERE r.part = 'm' OR r.place <= {limit}",
             tail=tail,
             parts=SQL(" UNION ALL ").join(parts),
+            username=name(f"u.{USERNAME}"),
             code=binary_order(SQL("country_id")),
+            blog=name(BLOG),
+            user=name(USER),
+            country=name(COUNTRY),
             limit=limit,
         )
     )
-    per_minute = [(when, views) for part, when, _, _, views in found if part == "m"]
-    by_blog = [(blog, views) for part, _, blog, _, views in found if part == "b"]
-    by_country = [(code, views) for part, _, _, code, views in found if part == "c"]
-    return _recent(
-        per_minute,
-        sorted(by_blog, key=lambda row: (-row[1], row[0])),
-        sorted(by_country, key=lambda row: (-row[1], row[0])),
+    by_blog = sorted(
+        (row for row in found if row[0] == "b"), key=lambda row: (-row[4], int(row[2]))
+    )
+    by_country = sorted((row for row in found if row[0] == "c"), key=lambda row: (-row[4], row[3]))
+    return Recent(
+        per_minute={_minute_key(row[1]): int(row[4]) for row in found if row[0] == "m"},
+        top_blogs=[
+            {"blog_id": int(blog), "title": title, "username": username, "views": int(views)}
+            for _, _, blog, _, views, title, username, _ in by_blog
+        ],
+        top_countries=[
+            {"country_code": code, "country_name": country, "views": int(views)}
+            for _, _, _, code, views, _, _, country in by_country
+        ],
     )
 
 
