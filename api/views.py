@@ -464,7 +464,16 @@ class RealtimeView(APIView):
             "`Cache-Control: no-cache` skips it). Filters: country_codes, exclude_country_codes, "
             "author_username (dates are a 400: the window is fixed). JSON only."
         ),
-        parameters=[RealtimeRequestSerializer, FORMAT_JSON],
+        parameters=[
+            RealtimeRequestSerializer,
+            FORMAT_JSON,
+            OpenApiParameter(
+                "Cache-Control",
+                location=OpenApiParameter.HEADER,
+                response=[200],
+                description="private, max-age=REALTIME_CACHE_SECONDS",
+            ),
+        ],
         responses={200: RealtimeResponseSerializer, **ERRORS},
     )
     def get(self, request: Request) -> Response:
