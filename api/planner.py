@@ -873,23 +873,29 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         sql("SELECT {columns}, views FROM tail", columns=columns(part, kept))
         for part, kept in (("m", "minute"), ("b", "blog_id"), ("c", "country_id"))
     ]
-    tail = sql(
-        "SELECT {minute} AS minute, blog_id, country_id, count(*) AS views FROM {raw} "
-        "WHERE {where} GROUP BY 1, 2, 3",
-        minute=minute_start_of(SQL("viewed_at")),
+    # The tail is found through the primary key (id > watermark), then cut to the window: with
+    # the window's condition beside it, PostgreSQL may take the viewed_at index on stale
+    # statistics (a burst of new views not analyzed yet) and read every view of the window.
+    pending = sql(
+        "SELECT viewed_at, blog_id, country_id FROM {raw} WHERE {where}",
         raw=name(RAW),
         where=all_of(
             [
                 sql("id > {watermark}", watermark=facts.snapshot.watermark),
-                sql("viewed_at >= {low}", low=moment_param(start)),
-                sql("viewed_at < {high}", high=moment_param(end)),
                 *facts._filters(("blog_id", "country_id")),
             ]
         ),
     )
+    tail = sql(
+        "SELECT {minute} AS minute, blog_id, country_id, count(*) AS views FROM pending "
+        "WHERE viewed_at >= {low} AND viewed_at < {high} GROUP BY 1, 2, 3",
+        minute=minute_start_of(SQL("viewed_at")),
+        low=moment_param(start),
+        high=moment_param(end),
+    )
     found = fetch_all(
         sql(
-            "WITH tail AS ({tail}), "
+            "WITH pending AS MATERIALIZED ({pending}), tail AS ({tail}), "
             "facts (part, minute, blog_id, country_id, views) AS ({parts}) "
             "SELECT r.part, r.minute, r.blog_id, r.country_id, r.views, b.title, {username}, "
             "c.name FROM ("
@@ -899,6 +905,7 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
             ") r LEFT JOIN {blog} b ON b.id = r.blog_id LEFT JOIN {user} u ON u.id = b.author_id "
             "LEFT JOIN {country} c ON c.code = r.country_id "
             "WHERE r.part = 'm' OR r.place <= {limit}",
+            pending=pending,
             tail=tail,
             parts=SQL(" UNION ALL ").join(parts),
             username=name(f"u.{USERNAME}"),

@@ -276,6 +276,7 @@ def _realtime(client: Client, requests: int, rates: list[float], seconds: float)
                 f"cached {_figures(cached)} | load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+            print(f"            EXPLAIN ANALYZE: {_realtime_explained(query[1:])}", flush=True)
 
     rollups_absorb_pending()
     measure("quiet", 0)
@@ -316,6 +317,70 @@ def _realtime(client: Client, requests: int, rates: list[float], seconds: float)
             for process in (ingest, absorb):
                 process.terminate()
                 process.join()
+
+
+def _realtime_explained(query: str, runs: int = 5) -> str:
+    """The realtime answer's statements as the database runs them, by ``EXPLAIN (ANALYZE,
+    BUFFERS)``: from the per-minute levels and from the raw window, alternately, ``runs`` times
+    each; median execution time and buffers touched. Less sensitive to a busy machine than the
+    times over HTTP."""
+    from datetime import UTC
+    from urllib.parse import parse_qs
+
+    from django.db import connection
+
+    from api import planner
+    from api.spec import REALTIME, REALTIME_FILTERS, query_payload, spec_parse
+    from core import sql as core_sql
+
+    spec = spec_parse(
+        payload=query_payload(query=parse_qs(query), extras=REALTIME),
+        extras=REALTIME,
+        filters=REALTIME_FILTERS,
+    )
+    found: dict[str, list[tuple[float, int]]] = {"per-minute rows": [], "raw window": []}
+    for _ in range(runs):
+        for label, answer in (
+            ("per-minute rows", planner._recent_from_minutes),
+            ("raw window", planner._recent_from_raw),
+        ):
+            statements: list[Any] = []
+
+            def capture(
+                statement: Any, statements: list[Any] = statements
+            ) -> list[tuple[Any, ...]]:
+                statements.append(statement)
+                return core_sql.fetch_all(statement)
+
+            planner.fetch_all = capture  # type: ignore[assignment]
+            try:
+                with planner.read_snapshot() as snapshot:
+                    current = snapshot.as_of.astimezone(UTC).replace(second=0, microsecond=0)
+                    start = current - timedelta(minutes=29)
+                    facts = planner.facts_for(spec, snapshot)
+                    assert facts is not None
+                    answer(facts, start, current + timedelta(minutes=1), 10)
+                    milliseconds, buffers = 0.0, 0
+                    with connection.cursor() as cursor:
+                        for statement in statements:
+                            cursor.execute(
+                                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement.text,
+                                statement.params,
+                            )
+                            plan = cursor.fetchone()[0][0]
+                            milliseconds += plan["Execution Time"]
+                            top = plan["Plan"]
+                            buffers += top.get("Shared Hit Blocks", 0) + top.get(
+                                "Shared Read Blocks", 0
+                            )
+            finally:
+                planner.fetch_all = core_sql.fetch_all
+            found[label].append((milliseconds, buffers))
+    return ", ".join(
+        f"{label} {statistics.median(ms for ms, _ in runs_found):.1f} ms / "
+        f"{int(statistics.median(b for _, b in runs_found)):,} buffers"
+        for label, runs_found in found.items()
+    )
 
 
 def _cached(port: int, env: dict[str, str], requests: int, year: int) -> None:
