@@ -51,6 +51,7 @@ from core.sql import (
     fetch_all,
     fetch_one,
     minute_of,
+    minute_start_of,
     moment_param,
     month_start,
     name,
@@ -68,7 +69,12 @@ from rollups.tables import (
     NO_DAYS,
     PRESENCE,
     RAW,
+    RECENT_BLOCK_MINUTES,
+    RECENT_BLOG,
+    RECENT_BLOG_COUNTRY,
+    RECENT_COUNTRY,
     Level,
+    RecentLevel,
     level_for,
     year_masks,
 )
@@ -94,6 +100,8 @@ class Snapshot:
     rebuild_version: int
     # The monthly (blog, country) rows count the days before this one (None: every day).
     monthly_open_from: date | None = None
+    # The per-minute rows count the absorbed views viewed from this instant on (None: none).
+    recent_from: datetime | None = None
 
 
 @contextmanager
@@ -198,6 +206,7 @@ def _snapshot_read(as_of: datetime) -> Snapshot:
         watermark=position.watermark,
         rebuild_version=position.rebuild_version,
         monthly_open_from=position.monthly_open_from,
+        recent_from=position.recent_from,
     )
 
 
@@ -763,13 +772,189 @@ def _minute_key(value: object) -> str:
 
 
 def recent_views(facts: Facts, start: datetime, end: datetime, limit: int) -> Recent:
-    """The views with ``start <= viewed_at < end``, read from the raw views.
+    """The views with ``start <= viewed_at < end`` (whole UTC minutes): per minute, and the
+    ``limit`` most viewed blogs and countries. ``per_minute`` is keyed ``YYYY-MM-DD HH:MM``.
 
-    The summaries count days; minutes are only in the raw views, absorbed or not, so this reads
-    them by ``viewed_at`` (its index), whatever the watermark. PostgreSQL counts per minute, per
-    blog and per country in one scan of the window (``GROUPING SETS``); SQLite, which has none,
-    in three. The cost grows with the window's views (the README's "Measured").
-    ``per_minute`` is keyed ``YYYY-MM-DD HH:MM`` (UTC).
+    From the per-minute levels (``rollups.tables.RECENT_LEVELS``) plus the tail, when they keep
+    the whole window (``snapshot.recent_from <= start``), as they do while absorb runs; else
+    from the raw views of the window.
+    """
+    kept_from = facts.snapshot.recent_from
+    if kept_from is None or start < kept_from:
+        return _recent_from_raw(facts, start, end, limit)
+    return _recent_from_minutes(facts, start, end, limit)
+
+
+def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: int) -> Recent:
+    """``recent_views`` from the per-minute levels and the tail, in one statement.
+
+    Each of the three parts reads the smallest level that holds its columns and the filtered
+    ones: the minutes and the countries (minute, country) rows without an author, else
+    (minute, blog[, country]) rows; the blogs (minute, blog) rows without country filters,
+    taking the window's whole 5-minute blocks from the block rows (a fifth of the rows), else
+    the kept countries' (minute, blog, country) rows, or, when countries are only excluded,
+    the blog rows minus the excluded countries' rows (as ``Facts.sql``). The tail (raw views
+    ``id > watermark`` of the window) is grouped once and added to each part. Only the
+    ``limit`` first blogs and countries leave the database, with their titles, authors and
+    names: one round trip in all.
+    """
+    spec = facts.spec
+    author = facts.author_id is not None
+    nothing = {
+        "minute": SQL("CAST(NULL AS timestamptz)" if postgres() else "NULL"),
+        "blog_id": SQL("CAST(NULL AS bigint)"),
+        "country_id": SQL("CAST(NULL AS varchar(2))"),
+    }
+
+    def columns(part: str, kept: str) -> SQL:
+        """The tag, then the four columns: ``kept`` as it is, the others NULL."""
+        picked = {**nothing, kept: name(kept)}
+        return sql(
+            "{part}, {minute}, {blog_id}, {country_id}",
+            part=part,
+            minute=picked["minute"],
+            blog_id=picked["blog_id"],
+            country_id=picked["country_id"],
+        )
+
+    def rows(
+        part: str,
+        kept: str,
+        level: RecentLevel,
+        *,
+        blocks: bool = False,
+        only: tuple[str, ...] | None = None,
+        negate: bool = False,
+    ) -> list[SQL]:
+        """The SELECTs of ``level``'s rows of the window (the blocks inside it by their rows,
+        with ``blocks``), tagged ``part`` and keeping the column ``kept``."""
+        filters = facts._filters(level.columns, only=only)
+        ranges: list[tuple[str, datetime, datetime]] = [(level.minute_table, start, end)]
+        if blocks and level.block_table is not None:
+            first, after = _blocks_inside(start, end)
+            if first < after:
+                ranges = [
+                    (level.minute_table, start, first),
+                    (level.block_table, first, after),
+                    (level.minute_table, after, end),
+                ]
+        return [
+            sql(
+                "SELECT {columns}, {views} FROM {table} WHERE {where}",
+                columns=columns(part, kept),
+                views=SQL("-views" if negate else "views"),
+                table=name(table),
+                where=all_of(
+                    [
+                        sql("minute >= {low}", low=moment_param(low)),
+                        sql("minute < {high}", high=moment_param(high)),
+                        *filters,
+                    ]
+                ),
+            )
+            for table, low, high in ranges
+            if low < high
+        ]
+
+    parts = rows("m", "minute", RECENT_BLOG if author else RECENT_COUNTRY)
+    if author and spec.countries_filtered:
+        parts = rows("m", "minute", RECENT_BLOG_COUNTRY)
+    parts += rows("c", "country_id", RECENT_BLOG_COUNTRY if author else RECENT_COUNTRY)
+    if not spec.countries_filtered:
+        parts += rows("b", "blog_id", RECENT_BLOG, blocks=True)
+    elif spec.country_codes is not None:
+        excluded = set(spec.exclude_country_codes or ())
+        kept = tuple(code for code in spec.country_codes if code not in excluded)
+        if kept:
+            parts += rows("b", "blog_id", RECENT_BLOG_COUNTRY, only=kept)
+    else:
+        parts += rows("b", "blog_id", RECENT_BLOG, blocks=True)
+        parts += rows(
+            "b",
+            "blog_id",
+            RECENT_BLOG_COUNTRY,
+            only=tuple(sorted(spec.exclude_country_codes or ())),
+            negate=True,
+        )
+    parts += [
+        sql("SELECT {columns}, views FROM tail", columns=columns(part, kept))
+        for part, kept in (("m", "minute"), ("b", "blog_id"), ("c", "country_id"))
+    ]
+    # The tail is found through the primary key (id > watermark), then cut to the window: with
+    # the window's condition beside it, PostgreSQL may take the viewed_at index on stale
+    # statistics (a burst of new views not analyzed yet) and read every view of the window.
+    pending = sql(
+        "SELECT viewed_at, blog_id, country_id FROM {raw} WHERE {where}",
+        raw=name(RAW),
+        where=all_of(
+            [
+                sql("id > {watermark}", watermark=facts.snapshot.watermark),
+                *facts._filters(("blog_id", "country_id")),
+            ]
+        ),
+    )
+    tail = sql(
+        "SELECT {minute} AS minute, blog_id, country_id, count(*) AS views FROM pending "
+        "WHERE viewed_at >= {low} AND viewed_at < {high} GROUP BY 1, 2, 3",
+        minute=minute_start_of(SQL("viewed_at")),
+        low=moment_param(start),
+        high=moment_param(end),
+    )
+    found = fetch_all(
+        sql(
+            "WITH pending AS MATERIALIZED ({pending}), tail AS ({tail}), "
+            "facts (part, minute, blog_id, country_id, views) AS ({parts}) "
+            "SELECT r.part, r.minute, r.blog_id, r.country_id, r.views, b.title, {username}, "
+            "c.name FROM ("
+            "SELECT part, minute, blog_id, country_id, sum(views) AS views, row_number() OVER ("
+            "PARTITION BY part ORDER BY sum(views) DESC, blog_id, {code}) AS place "
+            "FROM facts GROUP BY part, minute, blog_id, country_id HAVING sum(views) > 0"
+            ") r LEFT JOIN {blog} b ON b.id = r.blog_id LEFT JOIN {user} u ON u.id = b.author_id "
+            "LEFT JOIN {country} c ON c.code = r.country_id "
+            "WHERE r.part = 'm' OR r.place <= {limit}",
+            pending=pending,
+            tail=tail,
+            parts=SQL(" UNION ALL ").join(parts),
+            username=name(f"u.{USERNAME}"),
+            code=binary_order(SQL("country_id")),
+            blog=name(BLOG),
+            user=name(USER),
+            country=name(COUNTRY),
+            limit=limit,
+        )
+    )
+    by_blog = sorted(
+        (row for row in found if row[0] == "b"), key=lambda row: (-row[4], int(row[2]))
+    )
+    by_country = sorted((row for row in found if row[0] == "c"), key=lambda row: (-row[4], row[3]))
+    return Recent(
+        per_minute={_minute_key(row[1]): int(row[4]) for row in found if row[0] == "m"},
+        top_blogs=[
+            {"blog_id": int(blog), "title": title, "username": username, "views": int(views)}
+            for _, _, blog, _, views, title, username, _ in by_blog
+        ],
+        top_countries=[
+            {"country_code": code, "country_name": country, "views": int(views)}
+            for _, _, _, code, views, _, _, country in by_country
+        ],
+    )
+
+
+def _blocks_inside(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The first and the after-last instant of the whole 5-minute blocks inside
+    ``start..end`` (the first after the second when there is none)."""
+    width = RECENT_BLOCK_MINUTES
+    first = start + timedelta(minutes=(-start.minute) % width)
+    after = end - timedelta(minutes=end.minute % width)
+    return first, after
+
+
+def _recent_from_raw(facts: Facts, start: datetime, end: datetime, limit: int) -> Recent:
+    """``recent_views`` from the raw views of the window, absorbed or not, read by
+    ``viewed_at`` (its index): when the per-minute levels do not keep the whole window (none
+    yet, or absorb has not run for ``RECENT_KEEP``). PostgreSQL counts per minute, per blog
+    and per country in one scan of the window (``GROUPING SETS``); SQLite, which has none, in
+    three. The cost grows with the window's views (the README's "Measured").
     """
     where = all_of(
         [

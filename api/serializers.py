@@ -209,7 +209,10 @@ class PerformanceResponseSerializer(serializers.Serializer):
 
 class EndpointSerializer(serializers.Serializer):
     name = serializers.CharField()
-    method = serializers.CharField()
+    methods = serializers.ListField(
+        child=serializers.ChoiceField(choices=["GET", "POST"]),
+        help_text="The methods the endpoint takes (HEAD and OPTIONS too, for any).",
+    )
     url = serializers.URLField()
     description = serializers.CharField()
 

@@ -4,7 +4,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.http import HttpResponseNotModified, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.urls import reverse
+from django.urls import resolve, reverse
 from django.utils.cache import patch_vary_headers
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -303,6 +303,8 @@ AUTHOR_ROW = {"username": "ada", "blogs": 6, "views": 3486}
     row=COUNTRY_ROW,
 )
 class CountryBreakdownView(AnalyticsView):
+    """Views and distinct blogs per country, paged (POST a JSON body, or GET a query string)."""
+
     endpoint = "blog-views/country"
     extras = GROUPED
     selector = staticmethod(selectors.country_breakdown)
@@ -320,6 +322,8 @@ class CountryBreakdownView(AnalyticsView):
     row=AUTHOR_ROW,
 )
 class AuthorBreakdownView(AnalyticsView):
+    """Views and distinct blogs per author, paged (POST a JSON body, or GET a query string)."""
+
     endpoint = "blog-views/user"
     extras = GROUPED
     selector = staticmethod(selectors.author_breakdown)
@@ -335,6 +339,8 @@ class AuthorBreakdownView(AnalyticsView):
     row={"blog_id": 4, "title": "Notes on caching", "username": "ada", "views": 3416},
 )
 class TopBlogsView(AnalyticsView):
+    """Top blogs by views (POST a JSON body, or GET a query string)."""
+
     endpoint = "top/blog"
     extras = TOP
     selector = staticmethod(selectors.top_blogs)
@@ -350,6 +356,8 @@ class TopBlogsView(AnalyticsView):
     row=AUTHOR_ROW,
 )
 class TopAuthorsView(AnalyticsView):
+    """Top authors by views (POST a JSON body, or GET a query string)."""
+
     endpoint = "top/user"
     extras = TOP
     selector = staticmethod(selectors.author_breakdown)
@@ -365,6 +373,8 @@ class TopAuthorsView(AnalyticsView):
     row=COUNTRY_ROW,
 )
 class TopCountriesView(AnalyticsView):
+    """Top countries by views (POST a JSON body, or GET a query string)."""
+
     endpoint = "top/country"
     extras = TOP
     selector = staticmethod(selectors.country_breakdown)
@@ -396,6 +406,8 @@ class TopCountriesView(AnalyticsView):
     },
 )
 class PerformanceView(AnalyticsView):
+    """Views per period, with growth (POST a JSON body, or GET a query string)."""
+
     endpoint = "performance"
     extras = PERFORMANCE
     selector = staticmethod(selectors.views_performance)
@@ -429,7 +441,7 @@ class UnknownTypeView(APIView):
 
 
 class RealtimeView(APIView):
-    """The last 30 minutes, per minute, from the raw views; cached a few seconds."""
+    """Views of the last 5 and 30 minutes, per minute, with the top blogs and countries (GET)."""
 
     authentication_classes = AnalyticsView.authentication_classes
     permission_classes = AnalyticsView.permission_classes
@@ -446,12 +458,22 @@ class RealtimeView(APIView):
             "the `limit` (default 10) most viewed of the window, ties by blog_id / country_code. "
             "Exact at `as_of`: every view committed before it counts, absorbed by a rollup or "
             "not, late ones included once they arrive; a view dated after the current minute "
-            "counts once its minute has come. Read from the raw views; the answer may come from "
+            "counts once its minute has come. Read from per-minute summaries of the last hour "
+            "plus the views not absorbed yet; the answer may come from "
             "a cache at most `REALTIME_CACHE_SECONDS` (5) old (`meta.cached`; "
             "`Cache-Control: no-cache` skips it). Filters: country_codes, exclude_country_codes, "
             "author_username (dates are a 400: the window is fixed). JSON only."
         ),
-        parameters=[RealtimeRequestSerializer, FORMAT_JSON],
+        parameters=[
+            RealtimeRequestSerializer,
+            FORMAT_JSON,
+            OpenApiParameter(
+                "Cache-Control",
+                location=OpenApiParameter.HEADER,
+                response=[200],
+                description="private, max-age=REALTIME_CACHE_SECONDS",
+            ),
+        ],
         responses={200: RealtimeResponseSerializer, **ERRORS},
     )
     def get(self, request: Request) -> Response:
@@ -471,25 +493,34 @@ class RealtimeView(APIView):
 
 
 ENDPOINTS = (
-    ("analytics-country", "POST", "Views and distinct blogs per country (paged)."),
-    ("analytics-user", "POST", "Views and distinct blogs per author (paged)."),
-    ("analytics-top-blog", "POST", "Top blogs by views."),
-    ("analytics-top-user", "POST", "Top authors by views."),
-    ("analytics-top-country", "POST", "Top countries by views."),
-    (
-        "analytics-performance",
-        "POST",
-        "Views per day/week/month/year with growth against the previous.",
-    ),
+    ("analytics-country", "Views and distinct blogs per country (paged)."),
+    ("analytics-user", "Views and distinct blogs per author (paged)."),
+    ("analytics-top-blog", "Top blogs by views."),
+    ("analytics-top-user", "Top authors by views."),
+    ("analytics-top-country", "Top countries by views."),
+    ("analytics-performance", "Views per day/week/month/year with growth against the previous."),
     (
         "analytics-realtime",
-        "GET",
         "Views of the last 5 and 30 minutes, per minute, with the top blogs and countries.",
     ),
 )
 
 
+def _methods(url: str) -> list[str]:
+    """The methods the view at ``url`` answers, as its ``Allow`` header lists them, less HEAD
+    and OPTIONS (which every view answers): read from the view, so that the root cannot list
+    other methods than the view takes."""
+    view = resolve(url).func.cls  # type: ignore[attr-defined]
+    return [
+        method.upper()
+        for method in view.http_method_names
+        if method not in ("head", "options") and hasattr(view, method)
+    ]
+
+
 class ApiRootView(APIView):
+    """The analytics endpoints, with the methods each takes, its URL and a line about it."""
+
     permission_classes = [AllowAny]
 
     @extend_schema(
@@ -497,7 +528,8 @@ class ApiRootView(APIView):
         summary="The analytics endpoints",
         description=(
             "Each endpoint but realtime takes POST with a JSON body of filters, or GET with them "
-            "as query parameters; realtime takes GET. See each one's schema."
+            "as query parameters; realtime takes GET. `methods` lists what each takes (besides "
+            "HEAD and OPTIONS). See each one's schema."
         ),
         responses={200: ApiRootSerializer},
     )
@@ -507,11 +539,11 @@ class ApiRootView(APIView):
                 "endpoints": [
                     {
                         "name": name.removeprefix("analytics-"),
-                        "method": method,
+                        "methods": _methods(reverse(name)),
                         "url": request.build_absolute_uri(reverse(name)),
                         "description": description,
                     }
-                    for name, method, description in ENDPOINTS
+                    for name, description in ENDPOINTS
                 ]
             }
         )

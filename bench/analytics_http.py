@@ -1,24 +1,35 @@
 """Analytics read latency over HTTP: every query shape, uncached and cached, and the second
-edition's: compare, GET (with 304s), CSV, realtime under a busy ingest.
+edition's: compare, GET (with 304s), CSV, cached reads by credential and connection, realtime
+under a busy ingest.
 
     python bench/analytics_http.py [--database-url URL] [--requests 60] [--port P]
-        [--redis-url URL] [--realtime-rate R]
+        [--redis-url URL] [--realtime-rates 100,2000] [--realtime-seconds 60]
+        [--steps shapes,cached,realtime]
 
 Runs against an existing database (default: the one bench/rollup_speed.py fills with ~10 M views),
 with gunicorn on PostgreSQL and Redis. Uncached = every request sends Cache-Control: no-cache;
 cached = the same request repeated after one warm-up; 304 = a GET sending the ETag it got. One
 client at a time, so the figures are per-request latency, not throughput.
 
-Realtime is measured last: quiet, then while a forked process ingests ``--realtime-rate`` views/s
-(``viewed_at`` = now) after the last 30 minutes were filled at that rate (then absorbed, as
-beat would have): that writes to the database. ``--realtime-rate 0`` measures it quiet only
-and writes nothing.
+``cached``: one cached answer read with a JWT and with an API key, each over one kept-alive
+connection and over a new connection per request, in interleaved rounds, on a second server
+started with ``--keep-alive 5 --worker-connections 64`` (``GUNICORN_CMD_ARGS``; the web
+process's own gunicorn.conf.py keeps no connection alive, so its clients always pay for a new
+one).
+
+Realtime is measured last: quiet, then for each rate of ``--realtime-rates``, while a forked
+process ingests that many views/s (``viewed_at`` = now) and another absorbs every
+``ROLLUP_INTERVAL_SECONDS`` as beat would (``absorb_pending_task``), after the last 30 minutes
+were filled at that rate and absorbed: that writes to the database. Requests are spread over
+``--realtime-seconds``, so that they meet every size of the unabsorbed tail. ``--realtime-rates
+0`` measures it quiet only and writes nothing.
 """
 
 import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import time
@@ -65,6 +76,19 @@ def _token() -> str:
     return str(RefreshToken.for_user(user).access_token)
 
 
+def _api_key() -> str:
+    """A new read key of the benchmark's reader (the earlier runs' keys are deleted)."""
+    from django.contrib.auth import get_user_model
+
+    from apikeys.models import ApiKey
+    from apikeys.services import api_key_create
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-reader")
+    ApiKey.objects.filter(user=user, name="bench").delete()
+    _, secret = api_key_create(name="bench", user=user, scope=ApiKey.Scope.READ)
+    return secret
+
+
 def _busiest_year() -> int:
     from django.db.models import Count
     from django.db.models.functions import ExtractYear
@@ -81,11 +105,15 @@ def _busiest_year() -> int:
 
 
 class Client:
-    """One kept-alive connection (reopened when the server closes it); every answer checked."""
+    """One kept-alive connection (reopened when the server closes it), or with ``fresh`` a new
+    connection per request; every answer checked."""
 
-    def __init__(self, port: int, token: str) -> None:
+    def __init__(self, port: int, token: str, *, scheme: str = "Bearer", fresh: bool = False):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.auth = {"Authorization": f"Bearer {token}"}
+        self.auth = {"Authorization": f"{scheme} {token}"}
+        self.fresh = fresh
+        if fresh:
+            self.auth["Connection"] = "close"
         self.headers: dict[str, str] = {}
         self.size = 0
 
@@ -104,6 +132,8 @@ class Client:
         self.connection.request(method, url, body, sent)
         response = self.connection.getresponse()
         payload = response.read()
+        if self.fresh:
+            self.connection.close()
         elapsed = time.perf_counter() - started
         if response.status != expect:
             raise SystemExit(f"{method} {url}: {response.status} {payload[:300]!r}")
@@ -175,19 +205,46 @@ def _ingest(rate: float, seconds: float, blogs: list[int], codes: list[str]) -> 
     from ingest.services import views_record
 
     rng = random.Random(5)
-    interval = INGEST_BATCH / rate
+    batch = max(1, min(INGEST_BATCH, int(rate / 10)))
+    interval = batch / rate
     next_at = time.monotonic()
     deadline = next_at + seconds
     while time.monotonic() < deadline:
         time.sleep(max(0.0, next_at - time.monotonic()))
         now = timezone.now()
-        views_record(
-            views=[(rng.choice(blogs), rng.choice(codes), now) for _ in range(INGEST_BATCH)]
-        )
+        views_record(views=[(rng.choice(blogs), rng.choice(codes), now) for _ in range(batch)])
         next_at += interval
 
 
-def _realtime(client: Client, requests: int, rate: float) -> None:
+def _absorb_as_beat(seconds: float) -> None:
+    """Run the beat task's absorb every ``ROLLUP_INTERVAL_SECONDS`` for ``seconds`` (forked)."""
+    from django.conf import settings
+
+    from rollups.tasks import absorb_pending_task
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        views = absorb_pending_task()
+        print(f"    (absorb: {views:,} views in {time.monotonic() - started:.2f} s)", flush=True)
+        time.sleep(max(0.0, settings.ROLLUP_INTERVAL_SECONDS - (time.monotonic() - started)))
+
+
+def _paced(
+    client: Client, url: str, count: int, seconds: float, headers: dict[str, str]
+) -> list[float]:
+    """``count`` timed GETs of ``url`` spread evenly over ``seconds``."""
+    times = []
+    next_at = time.monotonic()
+    for _ in range(count):
+        time.sleep(max(0.0, next_at - time.monotonic()))
+        times.append(client.timed("GET", url, headers=headers))
+        next_at += seconds / count
+    return times
+
+
+def _realtime(client: Client, requests: int, rates: list[float], seconds: float) -> None:
+    from django.contrib.auth import get_user_model
     from django.db import connections
     from django.utils import timezone
 
@@ -195,50 +252,213 @@ def _realtime(client: Client, requests: int, rate: float) -> None:
     from ingest.services import views_record
     from rollups.absorb import rollups_absorb_pending
 
-    url = "/api/analytics/realtime/"
+    author = (
+        get_user_model()
+        .objects.filter(pk__in=Blog.objects.values("author_id"))
+        .values_list("username", flat=True)
+        .order_by("pk")
+        .first()
+    )
+    variants = [
+        ("", "no filter"),
+        ("?country_codes=US,DE", "country_codes=US,DE"),
+        ("?exclude_country_codes=US", "exclude_country_codes=US"),
+        (f"?author_username={author}", "author_username"),
+    ]
 
-    def measure(label: str) -> None:
-        uncached = [
-            client.timed("GET", url, headers={"Cache-Control": "no-cache"}) for _ in range(requests)
-        ]
-        cached = [client.timed("GET", url) for _ in range(requests)]
-        print(
-            f"  realtime  {label:<98} uncached {_figures(uncached)} | cached {_figures(cached)}",
-            flush=True,
-        )
+    def measure(label: str, spread: float) -> None:
+        base = "/api/analytics/realtime/"
+        for query, shown in variants:
+            uncached = _paced(client, base + query, requests, spread, {"Cache-Control": "no-cache"})
+            cached = _paced(client, base + query, requests, spread / 4, {})
+            print(
+                f"  realtime  {label:<60} {shown:<26} uncached {_figures(uncached)} | "
+                f"cached {_figures(cached)} | load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            print(f"            EXPLAIN ANALYZE: {_realtime_explained(query[1:])}", flush=True)
 
-    measure("quiet")
-    if rate <= 0:
-        return
+    rollups_absorb_pending()
+    measure("quiet", 0)
     blogs = list(Blog.objects.values_list("pk", flat=True))
     codes = ["US", "IN", "DE", "GB", "BR", "FR", "JP", "ET", "ZZ", "CA"]
     rng = random.Random(7)
-    now = timezone.now()
-    # The last 30 minutes as a steady ingest at this rate would have left them, absorbed.
-    backlog = int(rate * 30 * 60)
-    for first in range(0, backlog, 100_000):
-        views_record(
-            views=[
-                (
-                    rng.choice(blogs),
-                    rng.choice(codes),
-                    now - timedelta(seconds=rng.uniform(0, 1800)),
-                )
-                for _ in range(min(100_000, backlog - first))
-            ]
-        )
-    rollups_absorb_pending()
-    connections.close_all()
-    ingest = multiprocessing.get_context("fork").Process(
-        target=_ingest, args=(rate, requests * 2 + 60, blogs, codes)
+    for rate in rates:
+        if rate <= 0:
+            continue
+        now = timezone.now()
+        # The last 30 minutes as a steady ingest at this rate would have left them, absorbed.
+        backlog = int(rate * 30 * 60)
+        for first in range(0, backlog, 100_000):
+            views_record(
+                views=[
+                    (
+                        rng.choice(blogs),
+                        rng.choice(codes),
+                        now - timedelta(seconds=rng.uniform(0, 1800)),
+                    )
+                    for _ in range(min(100_000, backlog - first))
+                ]
+            )
+        rollups_absorb_pending()
+        connections.close_all()
+        duration = 2 + len(variants) * seconds * 1.25 + 5
+        fork = multiprocessing.get_context("fork")
+        ingest = fork.Process(target=_ingest, args=(rate, duration, blogs, codes))
+        absorb = fork.Process(target=_absorb_as_beat, args=(duration,))
+        ingest.start()
+        absorb.start()
+        try:
+            time.sleep(2)
+            measure(
+                f"ingest {rate:,.0f} views/s + absorb, ~{backlog:,} views in the window", seconds
+            )
+        finally:
+            for process in (ingest, absorb):
+                process.terminate()
+                process.join()
+
+
+def _realtime_explained(query: str, runs: int = 5) -> str:
+    """The realtime answer's statements as the database runs them, by ``EXPLAIN (ANALYZE,
+    BUFFERS)``: from the per-minute levels and from the raw window, alternately, ``runs`` times
+    each; median execution time and buffers touched. Less sensitive to a busy machine than the
+    times over HTTP."""
+    from datetime import UTC
+    from urllib.parse import parse_qs
+
+    from django.db import connection
+
+    from api import planner
+    from api.spec import REALTIME, REALTIME_FILTERS, query_payload, spec_parse
+    from core import sql as core_sql
+
+    spec = spec_parse(
+        payload=query_payload(query=parse_qs(query), extras=REALTIME),
+        extras=REALTIME,
+        filters=REALTIME_FILTERS,
     )
-    ingest.start()
-    try:
-        time.sleep(2)
-        measure(f"ingest {rate:,.0f} views/s, ~{backlog:,} views in the window")
-    finally:
-        ingest.terminate()
-        ingest.join()
+    found: dict[str, list[tuple[float, int]]] = {"per-minute rows": [], "raw window": []}
+    for _ in range(runs):
+        for label, answer in (
+            ("per-minute rows", planner._recent_from_minutes),
+            ("raw window", planner._recent_from_raw),
+        ):
+            statements: list[Any] = []
+
+            def capture(
+                statement: Any, statements: list[Any] = statements
+            ) -> list[tuple[Any, ...]]:
+                statements.append(statement)
+                return core_sql.fetch_all(statement)
+
+            planner.fetch_all = capture  # type: ignore[assignment]
+            try:
+                with planner.read_snapshot() as snapshot:
+                    current = snapshot.as_of.astimezone(UTC).replace(second=0, microsecond=0)
+                    start = current - timedelta(minutes=29)
+                    facts = planner.facts_for(spec, snapshot)
+                    assert facts is not None
+                    answer(facts, start, current + timedelta(minutes=1), 10)
+                    milliseconds, buffers = 0.0, 0
+                    with connection.cursor() as cursor:
+                        for statement in statements:
+                            cursor.execute(
+                                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement.text,
+                                statement.params,
+                            )
+                            plan = cursor.fetchone()[0][0]
+                            milliseconds += plan["Execution Time"]
+                            top = plan["Plan"]
+                            buffers += top.get("Shared Hit Blocks", 0) + top.get(
+                                "Shared Read Blocks", 0
+                            )
+            finally:
+                planner.fetch_all = core_sql.fetch_all
+            found[label].append((milliseconds, buffers))
+    return ", ".join(
+        f"{label} {statistics.median(ms for ms, _ in runs_found):.1f} ms / "
+        f"{int(statistics.median(b for _, b in runs_found)):,} buffers"
+        for label, runs_found in found.items()
+    )
+
+
+def _cached(port: int, env: dict[str, str], requests: int, year: int) -> None:
+    """One cached answer with a JWT and with an API key, over one kept-alive connection and
+    over a new connection per request, in interleaved rounds (a server with keep-alive)."""
+    token, key = _token(), _api_key()
+    url = "/api/analytics/blog-views/country/"
+    body = json.dumps({"year": year, "exclude_country_codes": ["US"]}).encode()
+    clients = {
+        (credential, connection): Client(port, secret, scheme=scheme, fresh=fresh)
+        for credential, scheme, secret in (("JWT", "Bearer", token), ("API key", "Api-Key", key))
+        for connection, fresh in (("kept-alive", False), ("new connection", True))
+    }
+    times: dict[tuple[str, str], list[float]] = {combo: [] for combo in clients}
+    # gthread keeps connections alive only with more connections than threads per worker.
+    keep_alive = "--keep-alive 5 --worker-connections 64"
+    with gunicorn_serving({**env, "GUNICORN_CMD_ARGS": keep_alive}, port):
+        for client in clients.values():
+            for _ in range(5):
+                client.timed("POST", url, body)
+        rounds = 10
+        for _ in range(rounds):
+            for combo, client in clients.items():
+                times[combo] += [
+                    client.timed("POST", url, body) for _ in range(max(1, requests // rounds))
+                ]
+        for (credential, connection), found in times.items():
+            print(
+                f"  cached    {credential:<8} {connection:<15} POST blog-views/country "
+                f"{json.dumps({'year': year, 'exclude_country_codes': ['US']})} "
+                f"{_figures(found)} | load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+        for client in clients.values():
+            client.close()
+
+
+def _shapes_all(client: Client, requests: int, year: int) -> None:
+    """Every shape: the seed's and the others, compare, GET, CSV."""
+    for path, filters in _shapes(year):
+        _post_shape(client, requests, "POST", path, filters)
+    for path, filters in _compare_shapes(year):
+        compared = {**filters, "compare": "previous_year"}
+        _post_shape(client, requests, "compare", path, compared)
+    _post_shape(
+        client,
+        requests,
+        "compare",
+        "top/blog",
+        {"year": year, "compare": "previous_period"},
+    )
+    for path, filters in (
+        ("blog-views/country", {"year": year, "exclude_country_codes": ["US"]}),
+        ("top/blog", {"year": year, "country_codes": ["US", "DE"]}),
+        ("performance", {"year": year, "compare_period": "week"}),
+    ):
+        _get_shape(client, requests, "GET", path, filters)
+    _get_shape(
+        client,
+        requests,
+        "CSV",
+        "blog-views/user",
+        {"year": year, "limit": 1000, "format": "csv"},
+    )
+    last = date(year, 12, 31)
+    first = last - timedelta(days=999)
+    _get_shape(
+        client,
+        requests,
+        "CSV",
+        "performance",
+        {
+            "start_date": first.isoformat(),
+            "end_date": last.isoformat(),
+            "compare_period": "day",
+            "format": "csv",
+        },
+    )
 
 
 def main() -> None:
@@ -247,57 +467,36 @@ def main() -> None:
     parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--requests", type=int, default=60)
-    parser.add_argument("--realtime-rate", type=float, default=100.0)
+    parser.add_argument(
+        "--realtime-rates", default="100,2000", help="ingest rates (views/s), comma-separated"
+    )
+    parser.add_argument("--realtime-seconds", type=float, default=60.0)
+    parser.add_argument("--steps", default="shapes,cached,realtime")
     args = parser.parse_args()
+    steps = set(args.steps.split(","))
 
     env = bench_env(args.database_url, redis_url=args.redis_url)
-    env.update({"WEB_CONCURRENCY": "2", "ANALYTICS_THROTTLE_USER": "1000000/min"})
+    env.update(
+        {
+            "WEB_CONCURRENCY": "2",
+            "ANALYTICS_THROTTLE_USER": "1000000/min",
+            "API_KEY_THROTTLE": "1000000/min",
+        }
+    )
     django_setup(env)
     token = _token()
     year = _busiest_year()
+    print(f"analytics over HTTP at {args.database_url.rsplit('/', 1)[1]}, year {year}:")
+    if "cached" in steps:
+        _cached(args.port + 1, env, args.requests * 2, year)
     with gunicorn_serving(env, args.port):
         client = Client(args.port, token)
-        print(f"analytics over HTTP at {args.database_url.rsplit('/', 1)[1]}, year {year}:")
-        for path, filters in _shapes(year):
-            _post_shape(client, args.requests, "POST", path, filters)
-        for path, filters in _compare_shapes(year):
-            compared = {**filters, "compare": "previous_year"}
-            _post_shape(client, args.requests, "compare", path, compared)
-        _post_shape(
-            client,
-            args.requests,
-            "compare",
-            "top/blog",
-            {"year": year, "compare": "previous_period"},
-        )
-        for path, filters in (
-            ("blog-views/country", {"year": year, "exclude_country_codes": ["US"]}),
-            ("top/blog", {"year": year, "country_codes": ["US", "DE"]}),
-            ("performance", {"year": year, "compare_period": "week"}),
-        ):
-            _get_shape(client, args.requests, "GET", path, filters)
-        _get_shape(
-            client,
-            args.requests,
-            "CSV",
-            "blog-views/user",
-            {"year": year, "limit": 1000, "format": "csv"},
-        )
-        last = date(year, 12, 31)
-        first = last - timedelta(days=999)
-        _get_shape(
-            client,
-            args.requests,
-            "CSV",
-            "performance",
-            {
-                "start_date": first.isoformat(),
-                "end_date": last.isoformat(),
-                "compare_period": "day",
-                "format": "csv",
-            },
-        )
-        _realtime(client, args.requests, args.realtime_rate)
+        if "shapes" in steps:
+            _shapes_all(client, args.requests, year)
+        if "realtime" in steps:
+            # Last: it writes views.
+            rates = [float(rate) for rate in args.realtime_rates.split(",") if rate.strip()]
+            _realtime(client, args.requests, rates, args.realtime_seconds)
         client.close()
 
 

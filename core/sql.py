@@ -200,3 +200,29 @@ def moment_param(moment: datetime) -> datetime | str:
     """An aware instant as a timestamp column compares with it."""
     utc = moment.astimezone(UTC)
     return utc if postgres() else utc.replace(tzinfo=None).isoformat(" ")
+
+
+def minute_start_of(column: SQL) -> SQL:
+    """The first instant of a timestamp column's UTC minute, of the column's own type (the
+    per-minute summaries store it): ``timestamptz`` (PostgreSQL; the connection's time zone is
+    UTC) or text ``YYYY-MM-DD HH:MM:00`` (SQLite, as Django stores a whole-minute datetime)."""
+    if postgres():
+        return sql("date_trunc('minute', {column})", column=column)
+    return sql("substr({column}, 1, 16) || ':00'", column=column)
+
+
+def block_start_of(column: SQL, minutes: int) -> SQL:
+    """The first instant of the ``minutes``-long UTC block (aligned to the hour) holding a
+    timestamp column's instant, of the column's own type (see ``minute_start_of``)."""
+    if postgres():
+        return sql(
+            "date_bin({width}::interval, {column}, TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+            width=f"{int(minutes)} minutes",
+            column=column,
+        )
+    return sql(
+        "substr({column}, 1, 14) || substr('0' || (CAST(substr({column}, 15, 2) AS integer) "
+        "/ {n} * {n}), -2) || ':00'",
+        column=column,
+        n=int(minutes),
+    )

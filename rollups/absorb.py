@@ -24,18 +24,30 @@ A rebuild (``rollups.rebuild``) recomputes a range from raw under the same state
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 
 from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from core.metrics import ABSORB_DURATION, ABSORB_RUNS, ABSORB_VIEWS
-from core.sql import SQL, day_param, execute, month_start, name, names, postgres, sql
+from core.sql import (
+    SQL,
+    block_start_of,
+    day_param,
+    execute,
+    moment_param,
+    month_start,
+    name,
+    names,
+    postgres,
+    sql,
+)
 from rollups.models import AbsorbState
 from rollups.selectors import rollups_status
 from rollups.staging import (
     month_keys,
+    recent_stage_raw,
     stage_create,
     stage_raw,
     stage_views,
@@ -49,6 +61,9 @@ from rollups.tables import (
     NO_DAYS,
     PRESENCE,
     RAW,
+    RECENT_BLOCK_MINUTES,
+    RECENT_LEVELS,
+    recent_cut,
 )
 
 logger = logging.getLogger(__name__)
@@ -199,6 +214,66 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
     state.monthly_open_from = today
 
 
+# --- The per-minute rows of the last hour (realtime) -------------------------------------------
+
+
+def recent_stage_apply(cursor: CursorWrapper, stage: str) -> None:
+    """Add the staged (minute, blog, country) counts to every per-minute level, and to the
+    5-minute blocks of the levels that have them (in key order, as ``_stage_apply``)."""
+    for level in RECENT_LEVELS:
+        blocks = [(level.minute_table, SQL("minute"))]
+        if level.block_table is not None:
+            blocks.append((level.block_table, block_start_of(SQL("minute"), RECENT_BLOCK_MINUTES)))
+        for table, minute in blocks:
+            keys = SQL(", ").join([minute, *(name(column) for column in level.columns)])
+            ordinals = ", ".join(str(n) for n in range(1, len(level.keys) + 1))
+            select = sql(
+                "SELECT {keys}, sum(views) FROM {stage} GROUP BY {ordinals} ORDER BY {ordinals}",
+                keys=keys,
+                stage=name(stage),
+                ordinals=SQL(ordinals),
+            )
+            execute(cursor, upsert_sql(table, level.keys, select))
+
+
+def _recent_absorb(cursor: CursorWrapper, state: AbsorbState, *, low: int, high: int) -> None:
+    """Keep the per-minute levels (state locked): they count exactly the absorbed views viewed
+    at or after ``state.recent_from``, which follows the clock ``RECENT_KEEP`` behind (on a
+    5-minute boundary); the rows before it go.
+
+    Each transaction adds its views ``(low, high]`` of those minutes, from a second read of the
+    same raw ids (just read, so cached). A state without ``recent_from`` yet (the first run
+    with these tables) counts the already absorbed views of the kept hour from raw too.
+    """
+    cut = recent_cut(timezone.now())
+    kept: datetime | None = state.recent_from
+    if kept is None:
+        where = sql("id <= {high}", high=high)
+        kept = cut
+    else:
+        where = sql("id > {low} AND id <= {high}", low=low, high=high)
+        if cut > kept:
+            for level in RECENT_LEVELS:
+                for table in level.tables:
+                    execute(
+                        cursor,
+                        sql(
+                            "DELETE FROM {table} WHERE minute < {cut}",
+                            table=name(table),
+                            cut=moment_param(cut),
+                        ),
+                    )
+            kept = cut
+        if high <= low:
+            state.recent_from = kept
+            return
+    where = sql("{where} AND viewed_at >= {kept}", where=where, kept=moment_param(kept))
+    recent_stage_raw(cursor, "absorb_recent_stage", where)
+    recent_stage_apply(cursor, "absorb_recent_stage")
+    cursor.execute("DELETE FROM absorb_recent_stage")
+    state.recent_from = kept
+
+
 # --- Absorb --------------------------------------------------------------------------------------
 
 
@@ -281,6 +356,7 @@ def rollups_absorb_pending(
                 step = min(chunk_ids, ABSORB_FIRST_STEP_IDS) if first_step else chunk_ids
                 first_step = False
                 high = upper if following is None else min(upper, following - 1 + step)
+                _recent_absorb(cursor, state, low=low, high=max(low, high))
                 if high > low:
                     work_mem_raise(cursor)
                     stage_create(cursor, "absorb_stage")

@@ -142,6 +142,62 @@ class MonthlyBlogCountryViews(Summary):
         ]
 
 
+class MinuteBlogCountryViews(Summary):
+    """Views per (UTC minute, blog, country) of the last hour or so (``RECENT_KEEP``): the
+    realtime answer's filtered questions. Absorb adds each view whose minute is at or after
+    ``AbsorbState.recent_from`` and drops the rows before it."""
+
+    minute = models.DateTimeField(help_text="The minute's first instant (UTC).")
+    blog = _blog()
+    country = _country()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "blog", "country"], name="minuteblogcountry_key"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["country", "minute", "blog"], name="minuteblogcountry_country"),
+        ]
+
+
+class MinuteBlogViews(Summary):
+    """Views per (UTC minute, blog) of the last hour or so: the realtime window's edge minutes."""
+
+    minute = models.DateTimeField(help_text="The minute's first instant (UTC).")
+    blog = _blog()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["minute", "blog"], name="minuteblog_key")]
+
+
+class FiveMinuteBlogViews(Summary):
+    """Views per (5 UTC minutes, blog) of the last hour or so: the realtime window's whole
+    5-minute blocks, a fifth of the rows of its minutes."""
+
+    minute = models.DateTimeField(help_text="The block's first instant (UTC, minute % 5 = 0).")
+    blog = _blog()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "blog"], name="fiveminuteblog_key")
+        ]
+
+
+class MinuteCountryViews(Summary):
+    """Views per (UTC minute, country) of the last hour or so: the realtime answer's minutes
+    and countries without an author filter."""
+
+    minute = models.DateTimeField(help_text="The minute's first instant (UTC).")
+    country = _country()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "country"], name="minutecountry_key"),
+        ]
+
+
 class DayBits(models.Field):
     """A year's days as a bit string (bit n = day of year n + 1): ``bit(366)`` on PostgreSQL.
 
@@ -219,6 +275,12 @@ class AbsorbState(models.Model):
         blank=True,
         help_text="The monthly (blog, country) rows count exactly the views of the days "
         "before this one (empty: of every day); later days are read from the daily rows.",
+    )
+    recent_from = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The per-minute rows count exactly the absorbed views viewed at or after this "
+        "instant (a 5-minute boundary; empty: no per-minute rows yet).",
     )
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_run_duration_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import caches
@@ -29,6 +29,7 @@ from core.sql import (
     day_start_param,
     execute,
     fetch_one,
+    moment_param,
     month_start,
     name,
     names,
@@ -37,7 +38,7 @@ from core.sql import (
     postgres,
     sql,
 )
-from rollups.absorb import rollups_absorb_pending
+from rollups.absorb import recent_stage_apply, rollups_absorb_pending
 from rollups.models import AbsorbState
 from rollups.selectors import (
     REBUILD_VERSION_KEY,
@@ -47,6 +48,7 @@ from rollups.selectors import (
 )
 from rollups.staging import (
     month_keys,
+    recent_stage_raw,
     stage_create,
     stage_raw,
     stage_views,
@@ -61,6 +63,7 @@ from rollups.tables import (
     NO_DAYS,
     PRESENCE,
     RAW,
+    RECENT_LEVELS,
     STATE_NAME,
     SUMMARY_TABLES,
     year_masks,
@@ -411,6 +414,7 @@ def _rebuild_swap(
                     match=_matching(level.columns, daily, table),
                 ),
             )
+        _recent_rebuild(cursor, state, start=start, end=end)
         if postgres():
             years = sql("year >= {first} AND year <= {last}", first=start.year, last=end.year)
             _replace_rows(
@@ -442,6 +446,41 @@ def _rebuild_swap(
         state.save(update_fields=["rebuild_version"])
     rebuild_version_publish()
     return views
+
+
+def _recent_rebuild(cursor: CursorWrapper, state: AbsorbState, *, start: date, end: date) -> None:
+    """Recount the per-minute rows of the range's minutes that are still kept (at or after
+    ``state.recent_from``, at most ``RECENT_KEEP``) from raw, in the swap's transaction: the
+    views absorbed so far (``id <= W1``) viewed in those minutes. Their rows are few, so they
+    are deleted and counted again rather than compared."""
+    if state.recent_from is None:
+        return
+    low = max(state.recent_from, datetime(start.year, start.month, start.day, tzinfo=UTC))
+    after = end + timedelta(days=1)
+    high = datetime(after.year, after.month, after.day, tzinfo=UTC)
+    if low >= high:
+        return
+    in_range = sql(
+        "minute >= {low} AND minute < {high}", low=moment_param(low), high=moment_param(high)
+    )
+    for level in RECENT_LEVELS:
+        for table in level.tables:
+            execute(
+                cursor,
+                sql("DELETE FROM {table} WHERE {in_range}", table=name(table), in_range=in_range),
+            )
+    recent_stage_raw(
+        cursor,
+        "rebuild_recent_stage",
+        sql(
+            "viewed_at >= {low} AND viewed_at < {high} AND id <= {watermark}",
+            low=moment_param(low),
+            high=moment_param(high),
+            watermark=state.absorbed_through_id,
+        ),
+    )
+    recent_stage_apply(cursor, "rebuild_recent_stage")
+    cursor.execute("DELETE FROM rebuild_recent_stage")
 
 
 def rebuild_version_publish() -> None:

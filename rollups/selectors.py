@@ -58,21 +58,23 @@ def rollups_status() -> RollupStatus:
 @dataclass(frozen=True)
 class ReadPosition:
     """What a reader needs of the state row: the watermark (views above it are only in raw),
-    the rebuild version, and the day the folded monthly rows stop before (None: none)."""
+    the rebuild version, the day the folded monthly rows stop before (None: none), and the
+    instant the per-minute rows start at (None: none kept)."""
 
     watermark: int
     rebuild_version: int
     monthly_open_from: date | None
+    recent_from: datetime | None = None
 
 
 def read_position() -> ReadPosition:
     """The state row as the current transaction sees it (one query)."""
     row = (
         AbsorbState.objects.filter(name=STATE_NAME)
-        .values_list("absorbed_through_id", "rebuild_version", "monthly_open_from")
+        .values_list("absorbed_through_id", "rebuild_version", "monthly_open_from", "recent_from")
         .first()
     )
-    return ReadPosition(*row) if row else ReadPosition(0, 0, None)
+    return ReadPosition(*row) if row else ReadPosition(0, 0, None, None)
 
 
 _VERSION_SQL = f"SELECT rebuild_version FROM {AbsorbState._meta.db_table} WHERE name = %s"

@@ -3,7 +3,7 @@ views) counts aggregated from raw, the locked watermark row, and room to sort an
 
 from django.db.backends.utils import CursorWrapper
 
-from core.sql import SQL, day_of, execute, month_of, name, postgres, sql
+from core.sql import SQL, day_of, execute, minute_start_of, month_of, name, postgres, sql
 from rollups.models import AbsorbState
 from rollups.tables import RAW, STATE_NAME, Level
 
@@ -33,6 +33,29 @@ def stage_raw(cursor: CursorWrapper, stage: str, where: SQL) -> None:
             "SELECT {day}, blog_id, country_id, count(*) FROM {raw} WHERE {where} GROUP BY 1, 2, 3",
             stage=name(stage),
             day=day_of(SQL("viewed_at")),
+            raw=name(RAW),
+            where=where,
+        ),
+    )
+
+
+def recent_stage_raw(cursor: CursorWrapper, stage: str, where: SQL) -> None:
+    """A per-connection staging table of (minute, blog, country, views), emptied, then filled
+    with the raw views matching ``where`` (the per-minute levels' source)."""
+    minute = "timestamptz" if postgres() else "text"
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+        f"(minute {minute}, blog_id bigint, country_id varchar(2), views bigint)"
+    )
+    cursor.execute(f"DELETE FROM {stage}")
+    execute(
+        cursor,
+        sql(
+            "INSERT INTO {stage} (minute, blog_id, country_id, views) "
+            "SELECT {minute}, blog_id, country_id, count(*) FROM {raw} WHERE {where} "
+            "GROUP BY 1, 2, 3",
+            stage=name(stage),
+            minute=minute_start_of(SQL("viewed_at")),
             raw=name(RAW),
             where=where,
         ),

@@ -6,12 +6,16 @@ smallest, per ``(month, *columns)`` in its monthly one. Absorb and rebuild write
 (``level_for``); the tests' recount checks every one. Adding a level is one declaration here
 (plus its models and migration).
 
+The *recent* levels (``RECENT_LEVELS``) count the views of the last hour or so per UTC minute
+(and per 5 minutes where a level has many rows), for the realtime answer; absorb and rebuild
+write them too, and absorb drops their rows older than ``RECENT_KEEP``.
+
 Beside the levels: the raw table, the yearly presence bits per (year, country, blog) with the
 per-(year, country) blog counts kept from them (PostgreSQL only), and the watermark row's name.
 """
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 
 from ingest.models import BlogView
 from rollups.models import (
@@ -19,6 +23,10 @@ from rollups.models import (
     DailyBlogViews,
     DailyCountryViews,
     DailyViews,
+    FiveMinuteBlogViews,
+    MinuteBlogCountryViews,
+    MinuteBlogViews,
+    MinuteCountryViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     MonthlyCountryViews,
@@ -85,12 +93,61 @@ DAY_LEVEL = Level((), DailyViews)
 # the first one's upsert).
 LEVELS = (BLOG_COUNTRY_LEVEL, BLOG_LEVEL, COUNTRY_LEVEL, DAY_LEVEL)
 
+
+@dataclass(frozen=True)
+class RecentLevel:
+    """One per-minute level: its key columns besides the minute, its per-minute model and,
+    where the level has many rows per minute, its per-5-minute one (``block_model``)."""
+
+    columns: tuple[str, ...]
+    minute_model: type[Summary]
+    block_model: type[Summary] | None = None
+
+    @property
+    def minute_table(self) -> str:
+        return self.minute_model._meta.db_table
+
+    @property
+    def block_table(self) -> str | None:
+        return None if self.block_model is None else self.block_model._meta.db_table
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ("minute", *self.columns)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.minute_table, *filter(None, [self.block_table]))
+
+
+# Blog questions without country filters (and an author's minutes) read (minute, blog) rows,
+# 5-minute blocks inside the window; minutes and countries without an author, (minute, country)
+# rows; the rest, (minute, blog, country) rows.
+RECENT_BLOG_COUNTRY = RecentLevel(("blog_id", "country_id"), MinuteBlogCountryViews)
+RECENT_BLOG = RecentLevel(("blog_id",), MinuteBlogViews, FiveMinuteBlogViews)
+RECENT_COUNTRY = RecentLevel(("country_id",), MinuteCountryViews)
+RECENT_LEVELS = (RECENT_BLOG_COUNTRY, RECENT_BLOG, RECENT_COUNTRY)
+# How long the per-minute rows are kept: the realtime window (30 minutes) and room for the
+# clocks of the web and worker processes to differ and for absorb to fall behind.
+RECENT_KEEP = timedelta(hours=1)
+RECENT_BLOCK_MINUTES = 5
+
 SUMMARY_TABLES = (
     *(level.daily for level in LEVELS),
     *(level.monthly for level in LEVELS if level.monthly is not None),
+    *(table for level in RECENT_LEVELS for table in level.tables),
     PRESENCE,
     COUNTRY_BLOGS,
 )
+
+
+def recent_cut(now: datetime) -> datetime:
+    """The instant from which the per-minute rows are kept at ``now``: ``RECENT_KEEP`` earlier,
+    down to a 5-minute boundary (a block is kept whole or not at all)."""
+    cut = now - RECENT_KEEP
+    return cut.replace(
+        minute=cut.minute - cut.minute % RECENT_BLOCK_MINUTES, second=0, microsecond=0
+    )
 
 
 def level_for(columns: set[str]) -> Level:

@@ -241,7 +241,13 @@ def test_api_root_lists_the_endpoints(db):
     urls = [*ENDPOINTS, "/api/analytics/realtime/"]
     assert [e["url"] for e in answer["endpoints"]] == [f"http://testserver{u}" for u in urls]
     assert all(e["description"] for e in answer["endpoints"])
-    assert [e["method"] for e in answer["endpoints"]] == ["POST"] * len(ENDPOINTS) + ["GET"]
+    assert [e["methods"] for e in answer["endpoints"]] == [["GET", "POST"]] * len(ENDPOINTS) + [
+        ["GET"]
+    ]
+    # As the endpoints themselves say.
+    for entry in answer["endpoints"]:
+        allowed = APIClient().options(entry["url"])["Allow"]
+        assert allowed == ", ".join([*entry["methods"], "HEAD", "OPTIONS"]), entry["url"]
 
 
 # --- Auth and throttling -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from django.db import connection
 
 from ingest.models import BlogView
 from rollups.models import AbsorbState, Summary, YearlyCountryBlogs, YearlyPresence
-from rollups.tables import LEVELS, STATE_NAME
+from rollups.tables import LEVELS, RECENT_BLOCK_MINUTES, RECENT_LEVELS, STATE_NAME
 
 # Every summary table's rows, by table name: ``{key: views}``.
 Tables = dict[str, Counter]
@@ -21,11 +21,11 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
     rows = BlogView.objects.all()
     if through_id is not None:
         rows = rows.filter(id__lte=through_id)
-    open_from = (
+    open_from, recent_from = (
         AbsorbState.objects.filter(name=STATE_NAME)
-        .values_list("monthly_open_from", flat=True)
+        .values_list("monthly_open_from", "recent_from")
         .first()
-    )
+    ) or (None, None)
     expected: Tables = {table: Counter() for table, _ in _tables()}
     for blog, country, viewed_at in rows.values_list("blog_id", "country_id", "viewed_at"):
         day = viewed_at.date()
@@ -38,6 +38,15 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
                 not level.monthly_folded or open_from is None or day < open_from
             ):
                 expected[level.monthly][(month, *key)] += 1
+        if recent_from is None or viewed_at < recent_from:
+            continue
+        minute = viewed_at.replace(second=0, microsecond=0)
+        block = minute.replace(minute=minute.minute - minute.minute % RECENT_BLOCK_MINUTES)
+        for recent in RECENT_LEVELS:
+            key = tuple(values[column] for column in recent.columns)
+            expected[recent.minute_table][(minute, *key)] += 1
+            if recent.block_table is not None:
+                expected[recent.block_table][(block, *key)] += 1
     return expected
 
 
@@ -48,6 +57,10 @@ def _tables() -> list[tuple[str, tuple[type[Summary], tuple[str, ...]]]]:
         tables.append((level.daily, (level.daily_model, level.daily_keys)))
         if level.monthly is not None and level.monthly_model is not None:
             tables.append((level.monthly, (level.monthly_model, level.monthly_keys)))
+    for recent in RECENT_LEVELS:
+        tables.append((recent.minute_table, (recent.minute_model, recent.keys)))
+        if recent.block_table is not None and recent.block_model is not None:
+            tables.append((recent.block_table, (recent.block_model, recent.keys)))
     return tables
 
 
