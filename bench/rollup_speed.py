@@ -223,7 +223,7 @@ def setup(env: dict[str, str], args: argparse.Namespace) -> None:
     from rollups.absorb import rollups_absorb_pending
     from rollups.rebuild import rollups_rebuild
     from rollups.selectors import rollups_status
-    from rollups.tables import RAW
+    from rollups.tables import DAY_LEVEL, RAW
 
     raw_count = int(_scalar(f"SELECT count(*) FROM {RAW}"))
     if args.reuse and raw_count >= args.views and Blog.objects.count() == BLOGS:
@@ -249,6 +249,20 @@ def setup(env: dict[str, str], args: argparse.Namespace) -> None:
             )
         elif rollups_status().pending_views:
             rollups_absorb_pending()
+        counted = int(_scalar(f"SELECT coalesce(sum(views), 0) FROM {DAY_LEVEL.daily}"))
+        if counted != args.views:
+            # E.g. a seed stopped while it built the summaries: recount them from raw.
+            print(
+                f"setup: the summaries count {counted:,} views, not {args.views:,}: "
+                "rebuilding them from raw",
+                flush=True,
+            )
+            started = time.perf_counter()
+            result = rollups_rebuild()
+            print(
+                f"setup: rebuild: {result.views:,} views in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
         _vacuum_analyze()
         return
 
