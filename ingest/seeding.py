@@ -21,8 +21,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,13 +29,13 @@ from itertools import accumulate, pairwise
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from core.models import Blog, Country
 from ingest.models import BlogView
-from ingest.services import ViewRow, views_record
+from ingest.services import views_record
 
 DEFAULT_VIEWS = 12_000
 DEFAULT_AUTHORS = 50
@@ -369,62 +368,6 @@ def _today_squeeze(*, today_start: int, today_until: int) -> Callable[[int], int
     return squeeze
 
 
-@contextmanager
-def _chunk_writer(
-    progress: Callable[[int], object] | None,
-) -> Iterator[Callable[[Iterable[ViewRow]], None]]:
-    """A function that writes one chunk of views through ``views_record``, in its own
-    transaction, and reports it to ``progress`` once it is written.
-
-    On PostgreSQL, outside a transaction, each chunk is written by a second thread (with its own
-    connection) while the caller draws the next one: the server's side of ``COPY`` (parsing,
-    the heap and three indexes) takes about as long as drawing a chunk in Python, and the two
-    overlap, since psycopg2 releases the GIL while it waits for the server. One chunk is written
-    while one is drawn, no more, so memory stays flat. Inside a transaction (the tests' atomic
-    blocks) another connection could not see the blogs just created, so chunks are written in
-    turn on the caller's connection, as before.
-    """
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-
-        def write_here(chunk: Iterable[ViewRow]) -> None:
-            written = views_record(views=chunk)
-            if progress is not None:
-                progress(written)
-
-        yield write_here
-        return
-
-    def write_there(chunk: Iterable[ViewRow]) -> int:
-        return views_record(views=chunk)
-
-    def close_there() -> None:
-        connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-writer") as writer:
-        pending: Future[int] | None = None
-
-        def done() -> None:
-            nonlocal pending
-            if pending is not None:
-                written = pending.result()
-                pending = None
-                if progress is not None:
-                    progress(written)
-
-        def write_next(chunk: Iterable[ViewRow]) -> None:
-            nonlocal pending
-            done()
-            pending = writer.submit(write_there, chunk)
-
-        try:
-            yield write_next
-            done()
-        finally:
-            if pending is not None:
-                pending.exception()  # let the chunk in flight finish (or fail) before closing
-            writer.submit(close_there).result()
-
-
 def _views_write(
     *,
     rng: random.Random,
@@ -490,28 +433,29 @@ def _views_write(
         )
         return
     random_unit = rng.random
-    with _chunk_writer(progress) as write:
-        for (lo, hi), remaining in zip(pairwise(bounds), per_slice, strict=True):
-            alive = slice_weights(lo, hi)
-            ids = [blog_ids[i] for i, _, _ in alive]
-            firsts = [first for _, first, _ in alive]
-            spans = [hi - first for _, first, _ in alive]
-            cum = list(accumulate(weight for _, _, weight in alive))
-            positions = range(len(alive))
-            while remaining > 0:
-                size = min(chunk_size, remaining)
-                picks = rng.choices(positions, cum_weights=cum, k=size)
-                countries = rng.choices(codes, cum_weights=country_cum, k=size)
-                stamps = [squeeze(firsts[j] + int(random_unit() * spans[j])) for j in picks]
-                write(
-                    zip(
-                        [ids[j] for j in picks],
-                        countries,
-                        [datetime.fromtimestamp(stamp, UTC) for stamp in stamps],
-                        strict=True,
-                    )
+    for (lo, hi), remaining in zip(pairwise(bounds), per_slice, strict=True):
+        alive = slice_weights(lo, hi)
+        ids = [blog_ids[i] for i, _, _ in alive]
+        firsts = [first for _, first, _ in alive]
+        spans = [hi - first for _, first, _ in alive]
+        cum = list(accumulate(weight for _, _, weight in alive))
+        positions = range(len(alive))
+        while remaining > 0:
+            size = min(chunk_size, remaining)
+            picks = rng.choices(positions, cum_weights=cum, k=size)
+            countries = rng.choices(codes, cum_weights=country_cum, k=size)
+            stamps = [squeeze(firsts[j] + int(random_unit() * spans[j])) for j in picks]
+            views_record(
+                views=zip(
+                    [ids[j] for j in picks],
+                    countries,
+                    [datetime.fromtimestamp(stamp, UTC) for stamp in stamps],
+                    strict=True,
                 )
-                remaining -= size
+            )
+            remaining -= size
+            if progress is not None:
+                progress(size)
 
 
 # One bulk statement: a slice's views, drawn by PostgreSQL from (blog, first second, span, count)

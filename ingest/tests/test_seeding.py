@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import F, Sum
 
 from core.models import Blog, Country
@@ -294,18 +294,3 @@ def test_bulk_needs_postgresql():
     with pytest.raises(CommandError, match="--bulk needs PostgreSQL"):
         _seed("--views", "10", "--authors", "1", "--blogs", "1", "--bulk")
     assert not Blog.objects.exists()
-
-
-@postgres_only
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("frozen_clock")
-def test_outside_a_transaction_a_second_connection_writes_the_same_views():
-    # Outside an atomic block chunks are written by a writer thread while the next is drawn.
-    chunks: list[int] = []
-    demo_data_seed(views=2500, authors=3, blogs=10, seed=4, chunk_size=300, progress=chunks.append)
-    threaded = _snapshot()
-    assert sum(chunks) == 2500 and len(chunks) >= 9
-
-    with transaction.atomic():
-        demo_data_seed(views=2500, authors=3, blogs=10, seed=4, chunk_size=300, reset=True)
-    assert _snapshot() == threaded
