@@ -37,10 +37,9 @@ from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from common import bench_env, django_setup, gunicorn_serving
+from common import ROLLUPS_DATABASE_URL, bench_env, django_setup, gunicorn_serving
 
 PORT = 8766
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
 REDIS_URL = "redis://127.0.0.1:6379/11"
 INGEST_BATCH = 100
 
@@ -463,7 +462,7 @@ def _shapes_all(client: Client, requests: int, year: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--database-url", default=ROLLUPS_DATABASE_URL)
     parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--requests", type=int, default=60)

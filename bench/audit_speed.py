@@ -16,14 +16,12 @@ import statistics
 import time
 from datetime import timedelta
 
-from common import bench_env, django_setup, server_settings
-
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
+from common import ROLLUPS_DATABASE_URL, bench_env, django_setup, server_settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--database-url", default=ROLLUPS_DATABASE_URL)
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

@@ -12,6 +12,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench"
+# The rollup benchmark's views: BENCH_VIEWS (e.g. 100000000), else 10 M. Each size has its own
+# database, so that a 100 M run does not wipe the 10 M one (the read benchmarks use it too).
+DEFAULT_BENCH_VIEWS = 10_000_000
+
+
+def bench_views() -> int:
+    """The rollup benchmark's number of seeded views: the environment's BENCH_VIEWS, else 10 M."""
+    value = os.environ.get("BENCH_VIEWS", "").replace("_", "")
+    if not value:
+        return DEFAULT_BENCH_VIEWS
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"BENCH_VIEWS must be a positive number of views; got {value!r}")
+    return int(value)
+
+
+def views_name(views: int) -> str:
+    """100000000 -> '100m', 2500000 -> '2500k', 1234 -> '1234'."""
+    for unit, size in (("m", 1_000_000), ("k", 1_000)):
+        if views % size == 0:
+            return f"{views // size}{unit}"
+    return str(views)
+
+
+def rollups_database_url(views: int) -> str:
+    """The rollup benchmark's database for ``views`` seeded views: ``blogviews_bench_rollups``
+    at 10 M (its name before sizes were chosen), ``blogviews_bench_rollups_100m`` at 100 M."""
+    base = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
+    return base if views == DEFAULT_BENCH_VIEWS else f"{base}_{views_name(views)}"
+
+
+# BENCH_ROLLUPS_DATABASE_URL names another one (e.g. a 100 M database kept from an earlier run).
+ROLLUPS_DATABASE_URL = os.environ.get("BENCH_ROLLUPS_DATABASE_URL") or rollups_database_url(
+    bench_views()
+)
 
 
 def bench_env(database_url: str, redis_url: str | None = None) -> dict[str, str]:
@@ -53,11 +87,14 @@ def manage(env: dict[str, str], *args: str) -> str:
     ).stdout
 
 
-def seed(env: dict[str, str], *, views: int, authors: int, blogs: int) -> str:
-    """``seed_data --reset --seed 1`` with these sizes; return what it printed."""
+def seed(
+    env: dict[str, str], *, views: int, authors: int, blogs: int, bulk: bool = False, seed: int = 1
+) -> str:
+    """``seed_data --reset --seed 1`` with these sizes (``--bulk`` if asked); return what it
+    printed."""
     return manage(
-        env, "seed_data", "--reset", "--seed", "1", "--views", str(views),
-        "--authors", str(authors), "--blogs", str(blogs),
+        env, "seed_data", "--reset", "--seed", str(seed), "--views", str(views),
+        "--authors", str(authors), "--blogs", str(blogs), *(["--bulk"] if bulk else []),
     )  # fmt: skip
 
 

@@ -23,10 +23,9 @@ import time
 import uuid
 from typing import Any
 
-from common import bench_env, django_setup, gunicorn_serving, manage
+from common import ROLLUPS_DATABASE_URL, bench_env, django_setup, gunicorn_serving, manage
 
 PORT = 8767
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
 REDIS_URL = "redis://127.0.0.1:6379/11"
 USERNAME = "bench-dashboard"
 PASSWORD = "bench-dashboard-password"
@@ -132,7 +131,7 @@ def _summary(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--database-url", default=ROLLUPS_DATABASE_URL)
     parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()

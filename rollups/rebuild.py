@@ -248,6 +248,11 @@ def _replace_rows(
     CONFLICT DO UPDATE ... WHERE`` would lock (write) every existing row it compares. Elsewhere
     an upsert writes the changed and new rows, and a delete drops the range's rows for which
     ``missing`` (a query correlated to ``table``'s row) finds no source row.
+
+    New rows are inserted in key order: the hash join yields them in no order, and millions of
+    inserts at random places in the key indexes (a rebuild into empty summaries, e.g. after a
+    bulk load) read and dirty index pages far beyond ``shared_buffers``; in key order they
+    append.
     """
     pieces = {"table": name(table), "keys": names(keys), "value": name(value), "source": source}
     if postgres():
@@ -263,7 +268,7 @@ def _replace_rows(
                 "deleted AS (DELETE FROM {table} t USING diff d "
                 "WHERE {match} AND d.fresh_value IS NULL) "
                 "INSERT INTO {table} ({keys}, {value}) SELECT {keys}, fresh_value FROM diff "
-                "WHERE old_value IS NULL",
+                "WHERE old_value IS NULL ORDER BY {keys}",
                 **pieces,
                 in_range=in_range,
                 match=_matching(keys, "t", "d"),

@@ -7,11 +7,13 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.db.models import F
+from django.db import connection
+from django.db.models import F, Sum
 
 from core.models import Blog, Country
 from ingest.models import BlogView
 from ingest.seeding import SEED_EMAIL_DOMAIN, demo_data_seed
+from rollups.models import DailyViews
 
 NOW = datetime(2025, 6, 1, 15, 30, 12, tzinfo=UTC)
 MIDNIGHT = datetime(2025, 6, 1, tzinfo=UTC)
@@ -238,3 +240,57 @@ def test_authors_alone_need_no_blogs():
     _seed("--views", "0", "--blogs", "0", "--authors", "2", "--seed", "1")
 
     assert (_seeded_authors().count(), Blog.objects.count()) == (2, 0)
+
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="--bulk draws the views in PostgreSQL"
+)
+
+
+def _raw_indexes() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = %s", [BlogView._meta.db_table]
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+@postgres_only
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_bulk_seeds_the_same_blogs_and_skew_drawn_by_the_database():
+    indexes = _raw_indexes()
+    _seed("--views", "3000", "--authors", "6", "--blogs", "40", "--seed", "12")
+    drawn = _snapshot()
+    drawn_per_blog = Counter(view[0] for view in drawn[2])
+
+    out = _seed("--views", "3000", "--authors", "6", "--blogs", "40", "--seed", "12", "--reset",
+                "--bulk")  # fmt: skip
+
+    assert "Summaries rebuilt from raw (3,000 views" in out
+    authors, blogs, views = _snapshot()
+    assert (authors, blogs) == (drawn[0], drawn[1])
+    assert len(views) == 3000
+    # Same popularity: the blogs that take most views by draw take most in bulk too.
+    bulk_per_blog = Counter(view[0] for view in views)
+    top = [blog for blog, _ in drawn_per_blog.most_common(5)]
+    assert sum(bulk_per_blog[blog] for blog in top) > 0.5 * sum(drawn_per_blog[b] for b in top)
+    assert Counter(view[1] for view in views).most_common(1)[0][0] == "US"
+    every = BlogView.objects.all()
+    assert not every.filter(viewed_at__lt=MIDNIGHT - timedelta(days=364)).exists()
+    assert not every.filter(viewed_at__gt=NOW).exists()
+    assert every.filter(viewed_at__gte=MIDNIGHT).exists()
+    assert not every.filter(viewed_at__lt=F("blog__created_at")).exists()
+    # The secondary indexes, dropped during the load, are back as they were.
+    assert _raw_indexes() == indexes
+    # The summaries count every view.
+    assert DailyViews.objects.aggregate(total=Sum("views"))["total"] == 3000
+
+
+@pytest.mark.django_db
+def test_bulk_needs_postgresql():
+    if connection.vendor == "postgresql":
+        pytest.skip("the refusal is for other databases")
+    with pytest.raises(CommandError, match="--bulk needs PostgreSQL"):
+        _seed("--views", "10", "--authors", "1", "--blogs", "1", "--bulk")
+    assert not Blog.objects.exists()
