@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -66,7 +67,7 @@ def _sent_tasks(messages: list[dict]) -> list[tuple[str, dict]]:
     """(task name, kwargs) of each message in the private broker."""
     sent = []
     for message in messages:
-        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
         sent.append((message["headers"]["task"], kwargs))
     return sent
 
@@ -123,7 +124,7 @@ def test_a_trigger_that_cannot_reach_the_broker_keeps_the_batch(
 
 
 @contextmanager
-def _worker(tmp_path) -> Iterator[str]:
+def _worker(tmp_path) -> Iterator[Path]:
     """A real Celery worker (solo pool, no beat) reading the broker this process sends to;
     gives its log's path."""
     extra: dict[str, str] = {"LOG_LEVEL": "INFO"}
@@ -143,7 +144,7 @@ def _worker(tmp_path) -> Iterator[str]:
             lambda: "ready." in log.read_text() or worker.poll() is not None, seconds=60
         ), log.read_text()
         assert worker.poll() is None, log.read_text()
-        yield str(log)
+        yield log
 
 
 def test_concurrent_batches_past_the_threshold_are_absorbed_by_the_worker_exactly_once(
@@ -187,14 +188,13 @@ def test_concurrent_batches_past_the_threshold_are_absorbed_by_the_worker_exactl
         # tail below the threshold with no beat and no absorb of ours.
         time.sleep(settings.ABSORB_TRIGGER_SECONDS + 0.2)
         _batch(blog_ids, 25, random.Random(99))
-        assert wait_until(lambda: rollups_status().pending_views < 150, seconds=60), open(
-            log
-        ).read()
+        absorbed = wait_until(lambda: rollups_status().pending_views < 150, seconds=60)
+        assert absorbed, log.read_text()
         runs = re.findall(
-            r"rollups\.absorb_pending\[[^\]]+\] succeeded in [\d.]+s: (\d+)", open(log).read()
+            r"rollups\.absorb_pending\[[^\]]+\] succeeded in [\d.]+s: (\d+)", log.read_text()
         )
-        assert runs and sum(int(views) for views in runs) > 0, open(log).read()
-        assert "Traceback" not in open(log).read()
+        assert runs and sum(int(views) for views in runs) > 0, log.read_text()
+        assert "Traceback" not in log.read_text()
     rollups_absorb_pending()
     assert rollups_status().pending_views == 0
     assert_summaries_exact()
