@@ -32,9 +32,9 @@ import json
 import multiprocessing
 import re
 import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
@@ -53,7 +53,7 @@ TARGET_P50_MS, TARGET_P95_MS = 25.0, 60.0
 WRITE_CHUNK = 50_000
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def _percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
@@ -329,4 +329,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

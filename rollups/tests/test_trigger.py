@@ -42,7 +42,7 @@ def _batch(blog_ids: list[int], size: int, rng: random.Random) -> int:
     )
 
 
-def _concurrently(workers: int, work: Callable[[int], None]) -> None:
+def _concurrently(workers: int, work: Callable[[int], object]) -> None:
     """Run ``work(n)`` in ``workers`` threads, each on its own connection; re-raise a failure."""
     failures: list[BaseException] = []
 
