@@ -533,8 +533,18 @@ class Facts:
             fetch_one(
                 sql(first, column=SQL("day"), table=name(level.daily), where=all_of(daily_where))
             )[0],
+            # The tail's views through the primary key (``id > watermark``), behind a fence:
+            # else PostgreSQL answers min() by walking the viewed_at index from the oldest
+            # view, skipping every absorbed one (measured: over 5 s at 10 M views with 10,000
+            # pending, all of today).
             fetch_one(
-                sql(first, column=SQL("viewed_at"), table=name(RAW), where=all_of(tail_where))
+                sql(
+                    "SELECT min(viewed_at) FROM (SELECT viewed_at FROM {raw} WHERE {where}{fence})"
+                    " tail",
+                    raw=name(RAW),
+                    where=all_of(tail_where),
+                    fence=SQL(" OFFSET 0" if postgres() else " LIMIT -1 OFFSET 0"),
+                )
             )[0],
         ]
         days = [as_date(value) for value in found if value is not None]
