@@ -32,11 +32,13 @@ logger = logging.getLogger(__name__)
 
 TRIGGER_CACHE_KEY = "rollups:absorb-trigger"
 
-# The tail's size, as ids: above the watermark up to the largest id (gaps from rolled-back
-# writes count too, which only makes the trigger a little early). Two index lookups.
+# The tail's size, as ids: above the watermark (or from the first id, before the state row is
+# written) up to the largest id. Gaps from rolled-back writes count too, which only makes the
+# trigger a little early. Two index lookups (the first id only without a state row).
 _PENDING_SQL = (
-    f"SELECT coalesce((SELECT max(id) FROM {RAW}), 0) - coalesce(("
-    f"SELECT absorbed_through_id FROM {AbsorbState._meta.db_table} WHERE name = %s), 0)"
+    f"SELECT coalesce((SELECT max(id) FROM {RAW}) - coalesce(("
+    f"SELECT absorbed_through_id FROM {AbsorbState._meta.db_table} WHERE name = %s), ("
+    f"SELECT min(id) - 1 FROM {RAW})), 0)"
 )
 
 
