@@ -356,17 +356,28 @@ class Facts:
         over many (blog, country) pairs): without ``days`` each view skips its UTC day and the
         grouping a smaller key. The range still bounds the views by ``viewed_at``.
         """
-        where = [sql("id > {watermark}", watermark=self.snapshot.watermark)]
+        where = []
         if start is not None:
             where.append(sql("viewed_at >= {low}", low=day_start_param(start)))
         if end is not None:
             where.append(sql("viewed_at < {high}", high=day_start_param(end + timedelta(days=1))))
         day = day_of(SQL("viewed_at")) if days else SQL("NULL")
         keys = _columns(columns, day) if days else _columns(columns)
-        return sql(
-            "SELECT {selected} FROM {raw} WHERE {where}{group_by}",
-            selected=_columns(columns, day + SQL(" AS day"), last=SQL("count(*) AS views")),
+        # The tail's views through the primary key, behind a fence (OFFSET 0; SQLite needs a
+        # LIMIT before it), then the range and the filters: its cost stays that of the tail.
+        # Without the fence an author's filter made PostgreSQL read each of the author's blogs'
+        # views in the range through (blog_id, viewed_at) and intersect them with the tail's ids
+        # (measured: 270 ms per query for 5 blogs over Feb-May at 10 M views, 50,000 pending).
+        views = sql(
+            "(SELECT viewed_at, blog_id, country_id FROM {raw} WHERE id > {watermark}{fence}) t",
             raw=name(RAW),
+            watermark=self.snapshot.watermark,
+            fence=SQL(" OFFSET 0" if postgres() else " LIMIT -1 OFFSET 0"),
+        )
+        return sql(
+            "SELECT {selected} FROM {views} WHERE {where}{group_by}",
+            selected=_columns(columns, day + SQL(" AS day"), last=SQL("count(*) AS views")),
+            views=views,
             where=all_of([*where, *self._filters(("blog_id", "country_id"))]),
             # Without days nor columns, one row: the count (no GROUP BY, which would drop it
             # when empty; a zero row is harmless to a sum).
