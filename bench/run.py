@@ -20,6 +20,9 @@ BENCHMARKS = [
     ["analytics_http.py", "--requests", "60"],
     # Seeds its own 10 M views the first time (seed_data --seed 7, 200 authors; minutes).
     ["matrix_http.py", "--requests", "30", "--cached-requests", "60", "--raw-runs", "3"],
+    # On the same 10 M views: reads with 0-500 k views pending, then during ingest at 2 k and
+    # 20 k views/s with a real worker and beat (the views it adds in the first part are deleted).
+    ["tail_http.py"],
     # On the same 10 M views; needs chromium and chromium-driver (else it says so and skips).
     ["dashboard_speed.py", "--runs", "5"],
     ["audit_speed.py"],

@@ -94,6 +94,10 @@ ABSORB_DURATION = Histogram(
     buckets=ABSORB_BUCKETS,
 )
 ABSORB_VIEWS = Counter("blogviews_absorb_views", "Raw views absorbed into the summaries.")
+ABSORB_TRIGGERS = Counter(
+    "blogviews_absorb_triggers",
+    "Absorb runs that ingest sent because the pending views passed ABSORB_TRIGGER_PENDING.",
+)
 TASK_FAILURES = Counter(
     "blogviews_task_failures", "Celery tasks that ended with an error, by task name.", ["task"]
 )

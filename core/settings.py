@@ -401,6 +401,15 @@ if ANALYTICS_STATEMENT_TIMEOUT_MS < 1:
 # Largest answer the cache stores, in bytes (the biggest real ones, 1,000 rows, are ~150 kB).
 ANALYTICS_CACHE_MAX_BYTES = env.int("ANALYTICS_CACHE_MAX_BYTES", default=1024 * 1024)
 ROLLUP_INTERVAL_SECONDS = env.int("ROLLUP_INTERVAL_SECONDS", default=30)
+# Ingest sends an absorb run as soon as this many views are pending (0: only beat's runs), at
+# most one per ABSORB_TRIGGER_SECONDS: every exact read adds the pending views from the raw
+# table, so this bounds their cost at any ingest rate (rollups.trigger; README "Freshness").
+ABSORB_TRIGGER_PENDING = env.int("ABSORB_TRIGGER_PENDING", default=20_000)
+ABSORB_TRIGGER_SECONDS = env.int("ABSORB_TRIGGER_SECONDS", default=1)
+if ABSORB_TRIGGER_PENDING < 0 or ABSORB_TRIGGER_SECONDS < 1:
+    raise ImproperlyConfigured(
+        "ABSORB_TRIGGER_PENDING must be at least 0 and ABSORB_TRIGGER_SECONDS at least 1."
+    )
 
 # How long a checked API key is remembered in the cache (apikeys.services). Saving, revoking or
 # deleting a key forgets it at once in Redis; a cache per process (the embedded default) forgets

@@ -451,7 +451,9 @@ def _views_write(
                     countries,
                     [datetime.fromtimestamp(stamp, UTC) for stamp in stamps],
                     strict=True,
-                )
+                ),
+                # seed_data absorbs everything at its end.
+                absorb_trigger=False,
             )
             remaining -= size
             if progress is not None:

@@ -17,6 +17,7 @@ from core.dates import END_MOMENT, FIRST_MOMENT, RANGE_TEXT
 from core.exceptions import ApplicationError
 from core.models import Blog, Country
 from ingest.models import BlogView, IdempotencyKey
+from rollups.trigger import absorb_trigger as rollups_absorb_trigger
 
 MAX_BATCH = 10_000
 # Blog ids are bigint: a larger number cannot be one.
@@ -155,15 +156,19 @@ def views_parse(*, payload: object, now: datetime) -> list[ViewRow]:
     return rows
 
 
-def views_record(*, views: Iterable[ViewRow]) -> int:
+def views_record(*, views: Iterable[ViewRow], absorb_trigger: bool = True) -> int:
     """Store validated views in one transaction with one bulk write; return how many.
 
     The single write path into the raw table: ingest and ``seed_data`` both come through here.
-    PostgreSQL gets ``COPY``; other databases a multi-row ``executemany``.
+    PostgreSQL gets ``COPY``; other databases a multi-row ``executemany``. Once the views are
+    committed, ``absorb_trigger`` asks for an absorb run if too many are pending
+    (``rollups.trigger``; ``seed_data``, which absorbs at its end, passes False).
     """
     table = BlogView._meta.db_table
     count = 0
     with transaction.atomic(), connection.cursor() as cursor:
+        if absorb_trigger:
+            transaction.on_commit(rollups_absorb_trigger)
         if connection.vendor == "postgresql":
             buffer = io.StringIO()
             for blog_id, code, viewed_at in views:

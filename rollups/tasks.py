@@ -28,13 +28,15 @@ logger = logging.getLogger(__name__)
     retry_backoff_max=60,
     max_retries=5,
 )
-def absorb_pending_task() -> int:
+def absorb_pending_task(triggered: bool = False) -> int:
     """Absorb every pending raw view into the summaries; return how many.
 
-    A run that absorbed views takes its last bound no sooner than a tenth of the interval after
-    it started, so that the lag stays below the interval however fast the run is.
+    A run from beat that absorbed views takes its last bound no sooner than a tenth of the
+    interval after it started, so that the lag stays below the interval however fast the run
+    is. A run that ingest sent (``triggered``, ``rollups.trigger``) ends as soon as it caught
+    up: the next batch past the threshold sends another.
     """
-    trail = settings.ROLLUP_INTERVAL_SECONDS * absorb.TRAIL_SHARE
+    trail = 0.0 if triggered else settings.ROLLUP_INTERVAL_SECONDS * absorb.TRAIL_SHARE
     return absorb.rollups_absorb_pending(trail_seconds=trail).views
 
 

@@ -32,12 +32,17 @@ def frozen_today():
 
 
 def analytics_data(
-    *, seed: int, views: int = 2500, absorbed_at: datetime | None = None
+    *,
+    seed: int,
+    views: int = 2500,
+    absorbed_at: datetime | None = None,
+    absorbed_share: float = 0.8,
 ) -> list[int]:
     """Authors, blogs and views over 2024-2025, part absorbed and part still in the tail.
 
     ``absorbed_at``: the clock of the absorb, whose month is then the open one (its months and
     later ones only in the daily blog x country rows); by default, the frozen clock.
+    ``absorbed_share``: the share of the views absorbed (the rest are the tail).
     """
     rng = random.Random(seed)
     authors = [get_user_model().objects.create_user(username=name) for name in AUTHORS]
@@ -63,7 +68,7 @@ def analytics_data(
             for _ in range(count)
         ]
 
-    absorbed = views * 4 // 5
+    absorbed = int(views * absorbed_share)
     views_record(views=batch(absorbed, (0, 730)))
     if absorbed_at is None:
         rollups_absorb_pending()
