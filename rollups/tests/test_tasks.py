@@ -234,7 +234,8 @@ def test_a_rebuild_past_its_soft_time_limit_ends_failed_and_changes_nothing(
         assert ended, (_job(job.pk).state, log.read_text())
     error = _job(job.pk).error
     assert "ran past its time limit (REBUILD_SOFT_TIME_LIMIT_SECONDS)" in error
-    assert 0 < _job(job.pk).progress < 0.9
+    # Stopped before the end (on a busy machine the limit may come before the first report).
+    assert _job(job.pk).progress < 0.9
     assert rebuild_version() == version
     assert_summaries_exact()
 
