@@ -220,6 +220,13 @@ class AbsorbState(models.Model):
         help_text="The monthly (blog, country) rows count exactly the views of the days "
         "before this one (empty: of every day); later days are read from the daily rows.",
     )
+    raw_retained_from = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The raw-view retention (RAW_RETENTION_MONTHS) dropped raw views before this "
+        "day: their summaries are the only record of them, so these days are never rebuilt or "
+        "audited (empty: no raw view was dropped).",
+    )
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_run_duration_ms = models.PositiveIntegerField(null=True, blank=True)
     last_run_views = models.BigIntegerField(default=0)
