@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("rollups", "0007_rollup_audit"),
+        ("rollups", "0008_author_indexes"),
     ]
 
     operations = [
