@@ -6,6 +6,11 @@ Prints views/s and per-batch latency. With ``--idempotency-keys`` every request 
 ``Idempotency-Key`` (what a careful client sends), so each one also stores its key. The clients
 run on the same machine as the server, so the figure is a floor for what a separate client
 machine would see.
+
+Then, as the reference in the same run, the same views written straight into the same raw table
+with ``COPY`` (one process, ``--copy-batch`` rows per statement and transaction, ``--copy-views``
+in all), and the ratio of the two. The views are dated over the last 365 days, whose monthly
+partitions (PostgreSQL) are created first, as ``seed_data`` does.
 """
 
 import argparse
@@ -88,6 +93,31 @@ def _client(
     return accepted, latencies, errors
 
 
+def _copy_reference(bodies: list[bytes], *, views: int, batch: int) -> float:
+    """Views/s of ``COPY`` of the bodies' views, repeated up to ``views``, into the raw table."""
+    import io
+
+    from django.db import connection, transaction
+
+    from ingest.models import BlogView
+
+    rows = [
+        f"{view['blog_id']}\t{view['country_code']}\t{view['viewed_at']}\n"
+        for body in bodies
+        for view in json.loads(body)["views"]
+    ]
+    table = BlogView._meta.db_table
+    written = 0
+    started = time.perf_counter()
+    while written < views:
+        size = min(batch, views - written)
+        buffer = io.StringIO("".join(rows[(written + n) % len(rows)] for n in range(size)))
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.copy_expert(f"COPY {table} (blog_id, country_id, viewed_at) FROM STDIN", buffer)
+        written += size
+    return written / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
@@ -99,12 +129,18 @@ def main() -> None:
     parser.add_argument(
         "--idempotency-keys", action="store_true", help="send a new Idempotency-Key per request"
     )
+    parser.add_argument("--copy-views", type=int, default=1_000_000)
+    parser.add_argument("--copy-batch", type=int, default=100_000)
     args = parser.parse_args()
 
     env = bench_env(args.database_url)
     database_ensure(args.database_url)
     manage(env, "migrate", "--noinput", "-v0")
     django_setup(env)
+    from ingest.partitions import months_between, raw_partitions_ensure
+
+    today = datetime.now(UTC).date()
+    raw_partitions_ensure(months=months_between(today - timedelta(days=366), today))
     token, ids, codes = _fixtures(blogs=2000)
     bodies = _bodies(ids, codes, args.batch, count=20)
 
@@ -130,6 +166,12 @@ def main() -> None:
         f"{'an Idempotency-Key per request' if args.idempotency_keys else 'no Idempotency-Key'}, "
         f"{len(latencies)} requests, {errors} errors; per batch p50 {p50:.1f} ms, p95 {p95:.1f} ms)"
     )
+    if args.copy_views:
+        copied = _copy_reference(bodies, views=args.copy_views, batch=args.copy_batch)
+        print(
+            f"COPY into the same table: {copied:,.0f} views/s ({args.copy_views:,} views, "
+            f"{args.copy_batch:,} per COPY); HTTP ingest / COPY = {accepted / elapsed / copied:.2f}"
+        )
 
 
 if __name__ == "__main__":

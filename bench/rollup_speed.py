@@ -142,7 +142,8 @@ def _execute(sql: str, params: Sequence[Any] = ()) -> None:
 
 
 def table_sizes(database_url: str) -> list[tuple[str, int, int]]:
-    """(table, rows, pg_total_relation_size) of the raw table and every summary."""
+    """(table, rows, pg_total_relation_size) of the raw table and every summary (a partitioned
+    table's size is its partitions', indexes included)."""
     import psycopg2
 
     from rollups.tables import RAW, SUMMARY_TABLES
@@ -152,7 +153,10 @@ def table_sizes(database_url: str) -> list[tuple[str, int, int]]:
     try:
         with connection.cursor() as cursor:
             for table in (RAW, *SUMMARY_TABLES):
-                cursor.execute(f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}")
+                cursor.execute(
+                    f"SELECT count(*), (SELECT sum(pg_total_relation_size(relid)) "
+                    f"FROM pg_partition_tree('{table}')) FROM {table}"
+                )
                 count, size = cursor.fetchone()  # type: ignore[misc]
                 rows.append((table, int(count), int(size)))
     finally:

@@ -294,6 +294,19 @@ REBUILD_QUEUE_TIMEOUT_SECONDS = env.int(
 REBUILD_STALE_SECONDS = env.int("REBUILD_STALE_SECONDS", default=120)
 # Raw ids a rebuild aggregates per step (one progress update each).
 REBUILD_CHUNK_IDS = env.int("REBUILD_CHUNK_IDS", default=1_000_000)
+# Raw-view retention (rollups.retention): keep the raw views of the current month and this many
+# months before it; older whole months are dropped once the summaries hold them (absorbed and
+# folded into the monthly rows). Their answers still come, exact, from the summaries, but they
+# can no longer be rebuilt or audited. Empty or 0 = keep every raw view (the default).
+_raw_retention = env.str("RAW_RETENTION_MONTHS", default="").strip()
+if _raw_retention and not (
+    _raw_retention.isascii() and _raw_retention.isdigit() and int(_raw_retention) <= 2400
+):
+    raise ImproperlyConfigured(
+        "RAW_RETENTION_MONTHS must be a whole number of months from 0 (off) to 2400; "
+        f"got {_raw_retention!r}."
+    )
+RAW_RETENTION_MONTHS = int(_raw_retention or 0)
 
 # --- Auth and API ---------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from core.models import Blog, Country
 from ingest.models import BlogView
+from ingest.partitions import months_between, raw_partitions_ensure
 from ingest.services import views_record
 
 DEFAULT_VIEWS = 12_000
@@ -209,6 +210,10 @@ def demo_data_seed(
             end=end,
         )
     if views:
+        # The monthly partitions of the raw table (PostgreSQL) for every month the views fill,
+        # before they are written: else they would land in the default partition.
+        first_day = datetime.fromtimestamp(end - (VIEW_DAYS - 1) * 86_400, UTC).date()
+        raw_partitions_ensure(months=months_between(first_day, midnight.date()))
         _views_write(
             rng=rng,
             count=views,

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from ingest import services
+from ingest import partitions, services
 
 
 @shared_task(
@@ -19,3 +19,17 @@ def delete_expired_idempotency_keys_task() -> int:
     Limits: the CELERY_TASK_* defaults. It deletes in short chunks, each committed, so a run
     stopped at its limit keeps what it deleted and the next run goes on from there."""
     return services.idempotency_keys_delete_expired()
+
+
+@shared_task(
+    name="ingest.ensure_raw_partitions",
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def ensure_raw_partitions_task() -> int:
+    """Create the raw table's monthly partitions of this month and the next ones, and of any
+    month whose views landed in the default partition (PostgreSQL; ``ingest.partitions``);
+    return how many were created. Limits: the CELERY_TASK_* defaults."""
+    return len(partitions.raw_partitions_ensure())

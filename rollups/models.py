@@ -282,6 +282,13 @@ class AbsorbState(models.Model):
         help_text="The per-minute rows count exactly the absorbed views viewed at or after this "
         "instant (a 5-minute boundary; empty: no per-minute rows yet).",
     )
+    raw_retained_from = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The raw-view retention (RAW_RETENTION_MONTHS) dropped raw views before this "
+        "day: their summaries are the only record of them, so these days are never rebuilt or "
+        "audited (empty: no raw view was dropped).",
+    )
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_run_duration_ms = models.PositiveIntegerField(null=True, blank=True)
     last_run_views = models.BigIntegerField(default=0)

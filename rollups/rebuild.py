@@ -22,6 +22,7 @@ from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from core.dates import FIRST_DAY, LAST_DAY
+from core.exceptions import ApplicationError
 from core.sql import (
     SQL,
     all_of,
@@ -40,6 +41,7 @@ from core.sql import (
 )
 from rollups.absorb import recent_stage_apply, rollups_absorb_pending
 from rollups.models import AbsorbState
+from rollups.retention import RawHorizon, raw_horizon
 from rollups.selectors import (
     REBUILD_VERSION_KEY,
     REBUILD_VERSION_SECONDS,
@@ -83,6 +85,33 @@ REBUILD_SCAN_SHARE = 0.2
 # arithmetic overflow.
 REBUILD_FIRST_DAY = FIRST_DAY
 REBUILD_LAST_DAY = LAST_DAY
+
+
+class RebuildBeforeHorizon(ApplicationError):
+    """A rebuild reaching before the raw-view retention horizon: the raw views it would count
+    from are gone, and the rebuild would replace the summaries with partial sums."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            "The rebuild range reaches before the raw-view retention horizon: "
+            f"start_date {reason}.",
+            details=[{"field": "start_date", "reason": reason}],
+        )
+
+
+def _before_horizon(start_date: date | None, horizon: RawHorizon) -> str | None:
+    """Why a rebuild starting on ``start_date`` (``None``: open) may not run, or ``None``."""
+    if start_date is None:
+        return (
+            f"must be given, on or after {horizon.day}: {horizon.reason}, and an open start "
+            "reaches back to the earliest summaries"
+        )
+    if start_date < horizon.day:
+        return (
+            f"is before {horizon.day}: {horizon.reason}, so the days before it cannot be "
+            "rebuilt (their summaries stay as they are)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -130,6 +159,10 @@ def rollups_rebuild(
     with the fraction done (0 to 1) after each chunk.
     """
     started = time.perf_counter()
+    horizon = raw_horizon()
+    refused = None if horizon is None else _before_horizon(start_date, horizon)
+    if refused is not None:
+        raise RebuildBeforeHorizon(refused)
     # Catch up first, so that the range is rebuilt from every view committed before this call.
     rollups_absorb_pending()
     first_day, last_day = _day_bounds()
@@ -335,6 +368,12 @@ def _rebuild_swap(
     """Make the range's summary rows equal to the staged counts, in one transaction."""
     with transaction.atomic():
         state = state_locked()
+        if state.raw_retained_from is not None and start < state.raw_retained_from:
+            # The retention dropped raw views of the range while the stage was built.
+            raise RebuildBeforeHorizon(
+                f"is before {state.raw_retained_from}: the raw views before it were dropped by "
+                "the raw-view retention while this rebuild ran; nothing was changed"
+            )
         work_mem_raise(cursor)
         # Views absorbed while the stage was built are in the old rows; add them to the new.
         if state.absorbed_through_id > watermark:
@@ -526,17 +565,26 @@ def summaries_clear() -> None:
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
         state.absorbed_through_id = max(state.absorbed_through_id, int(cursor.fetchone()[0]))
         state.absorbed_through_at = cleared_at
+        # No summary of a month whose raw views were dropped is left to protect.
+        state.raw_retained_from = None
         state.rebuild_version += 1
         state.save()
     rebuild_version_publish()
 
 
 def rebuild_range_errors(*, start_date: date | None, end_date: date | None) -> dict[str, str]:
-    """What is wrong with a rebuild range, by field name (empty when nothing is)."""
+    """What is wrong with a rebuild range, by field name (empty when nothing is): a day outside
+    the service's range, a reversed range, or a start before the raw-view retention horizon
+    (``rollups.retention``)."""
     errors = {}
     for field, day in (("start_date", start_date), ("end_date", end_date)):
         if day is not None and not REBUILD_FIRST_DAY <= day <= REBUILD_LAST_DAY:
             errors[field] = f"must lie in {REBUILD_FIRST_DAY}..{REBUILD_LAST_DAY}"
     if not errors and start_date and end_date and start_date > end_date:
         errors["start_date"] = "is after end_date"
+    if not errors:
+        horizon = raw_horizon()
+        refused = None if horizon is None else _before_horizon(start_date, horizon)
+        if refused is not None:
+            errors["start_date"] = refused
     return errors

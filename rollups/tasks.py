@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from rollups import absorb, audit, jobs
+from rollups import absorb, audit, jobs, retention
 from rollups.models import RebuildJob
 
 logger = logging.getLogger(__name__)
@@ -67,11 +67,17 @@ def reap_rebuild_jobs_task() -> int:
     time_limit=settings.AUDIT_SOFT_TIME_LIMIT_SECONDS + 30,
 )
 def verify_rollups_task() -> int:
-    """The periodic drift audit (``rollups.audit``) of the last ``AUDIT_RANGE_DAYS`` days;
-    return the drifting groups found. With ``AUDIT_REPAIR``, queues a rebuild of their days."""
+    """The periodic drift audit (``rollups.audit``) of the last ``AUDIT_RANGE_DAYS`` days (from
+    the raw-view retention horizon at the earliest); return the drifting groups found. With
+    ``AUDIT_REPAIR``, queues a rebuild of their days."""
     yesterday = timezone.now().astimezone(UTC).date() - timedelta(days=1)
+    start = yesterday - timedelta(days=settings.AUDIT_RANGE_DAYS - 1)
+    horizon = retention.raw_horizon()
+    if horizon is not None:
+        # The days before it have no raw views left to recount.
+        start = max(start, horizon.day)
     days = audit.audit_days_sample(
-        start=yesterday - timedelta(days=settings.AUDIT_RANGE_DAYS - 1),
+        start=start,
         end=yesterday,
         random_days=settings.AUDIT_RANDOM_DAYS,
     )
@@ -79,3 +85,17 @@ def verify_rollups_task() -> int:
     if result.drifts and settings.AUDIT_REPAIR:
         audit.audit_repair(audit=result.audit)
     return len(result.drifts)
+
+
+@shared_task(
+    name="rollups.apply_raw_retention",
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def apply_raw_retention_task() -> int:
+    """Drop the raw views of the whole months before the ``RAW_RETENTION_MONTHS`` horizon that
+    the summaries hold (``rollups.retention``); return the months dropped. Nothing when the
+    setting is off. Limits: the CELERY_TASK_* defaults (a month's drop is a catalog change)."""
+    return len(retention.raw_retention_apply().months_dropped)

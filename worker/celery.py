@@ -54,6 +54,16 @@ def beat_schedule(
             "schedule": float(audit_interval_seconds),
             "options": {"expires": audit_interval_seconds},
         },
+        "create the raw views' monthly partitions ahead": {
+            "task": "ingest.ensure_raw_partitions",
+            "schedule": 86400.0,
+            "options": {"expires": 86400},
+        },
+        "drop raw views past their retention": {
+            "task": "rollups.apply_raw_retention",
+            "schedule": 86400.0,
+            "options": {"expires": 86400},
+        },
         "delete expired idempotency keys": {
             "task": "ingest.delete_expired_idempotency_keys",
             "schedule": 3600.0,

@@ -267,3 +267,17 @@ def test_gunicorn_gets_a_fresh_metrics_folder_when_none_is_given(
         assert folder.name.startswith("blogviews-metrics-")
     finally:
         folder.rmdir()
+
+
+def test_raw_retention_months_must_be_a_whole_number(checkout: Path) -> None:
+    for value in ("0", "", "12"):
+        assert (
+            _manage(checkout, "check", env=_operator_env(RAW_RETENTION_MONTHS=value)).returncode
+            == 0
+        )
+    for value in ("twelve", "-1", "1.5", "2401"):
+        result = _manage(
+            checkout, "check", env=_operator_env(RAW_RETENTION_MONTHS=value), check=False
+        )
+        assert result.returncode != 0
+        assert "RAW_RETENTION_MONTHS must be a whole number of months" in result.stderr

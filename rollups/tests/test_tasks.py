@@ -32,6 +32,8 @@ def test_task_names_are_stable():
         "rollups.rebuild_job",
         "rollups.reap_rebuild_jobs",
         "ingest.delete_expired_idempotency_keys",
+        "ingest.ensure_raw_partitions",
+        "rollups.apply_raw_retention",
     } <= names
 
 
@@ -42,6 +44,8 @@ def test_beat_schedule_runs_absorb_every_interval_and_every_entry_expires(settin
     schedule = beat_schedule(rollup_interval_seconds=7)
     assert schedule["absorb pending views"]["task"] == "rollups.absorb_pending"
     assert schedule["absorb pending views"]["schedule"] == 7.0
+    daily = {entry["task"]: entry["schedule"] for entry in schedule.values()}
+    assert daily["ingest.ensure_raw_partitions"] == daily["rollups.apply_raw_retention"] == 86400
     for entry in schedule.values():
         options = entry["options"]
         assert isinstance(options, dict)

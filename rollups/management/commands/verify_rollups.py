@@ -10,6 +10,7 @@ from core.exceptions import ApplicationError
 from rollups.audit import audit_days_sample, audit_repair, rollups_verify
 from rollups.management.commands.rebuild_rollups import day_argument
 from rollups.rebuild import REBUILD_FIRST_DAY, REBUILD_LAST_DAY
+from rollups.retention import raw_horizon
 
 
 class Command(BaseCommand):
@@ -60,6 +61,21 @@ class Command(BaseCommand):
             raise CommandError("--start-date is after --end-date.")
         if start < REBUILD_FIRST_DAY or end > REBUILD_LAST_DAY:
             raise CommandError(f"Days must be within {REBUILD_FIRST_DAY}..{REBUILD_LAST_DAY}.")
+        horizon = raw_horizon()
+        if horizon is not None and start < horizon.day:
+            if options["start_date"] is not None:
+                raise CommandError(
+                    f"--start-date {start} is before {horizon.day}: {horizon.reason}, so the "
+                    "days before it cannot be audited (no raw views to recount them from)."
+                )
+            self.stdout.write(
+                f"Auditing from {horizon.day}, not {start}: {horizon.reason} (no raw views "
+                "to recount the days before it from)."
+            )
+            start = horizon.day
+            if start > end:
+                self.stdout.write("No day to audit.")
+                return
         if options["all"]:
             days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
         else:
