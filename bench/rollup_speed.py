@@ -154,8 +154,10 @@ def table_sizes(database_url: str) -> list[tuple[str, int, int]]:
         with connection.cursor() as cursor:
             for table in (RAW, *SUMMARY_TABLES):
                 cursor.execute(
-                    f"SELECT count(*), (SELECT sum(pg_total_relation_size(relid)) "
-                    f"FROM pg_partition_tree('{table}')) FROM {table}"
+                    # pg_partition_tree has no rows for a table outside a partition tree.
+                    f"SELECT count(*), coalesce((SELECT sum(pg_total_relation_size(relid)) "
+                    f"FROM pg_partition_tree('{table}')), pg_total_relation_size('{table}')) "
+                    f"FROM {table}"
                 )
                 count, size = cursor.fetchone()  # type: ignore[misc]
                 rows.append((table, int(count), int(size)))
