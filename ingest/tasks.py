@@ -1,17 +1,14 @@
 """Celery tasks of the write side: thin wrappers around ingest.services, with stable names."""
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
 from ingest import partitions, services
+from worker.retries import RETRIED_ON_DATABASE_ERRORS
 
 
 @shared_task(
     name="ingest.delete_expired_idempotency_keys",
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=5,
+    **RETRIED_ON_DATABASE_ERRORS,
 )
 def delete_expired_idempotency_keys_task() -> int:
     """Delete the idempotency keys past their replay window; return how many.
@@ -23,10 +20,7 @@ def delete_expired_idempotency_keys_task() -> int:
 
 @shared_task(
     name="ingest.ensure_raw_partitions",
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=5,
+    **RETRIED_ON_DATABASE_ERRORS,
 )
 def ensure_raw_partitions_task() -> int:
     """Create the raw table's monthly partitions of this month and the next ones, and of any

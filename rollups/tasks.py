@@ -6,11 +6,11 @@ from datetime import UTC, timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from rollups import absorb, audit, jobs, retention
 from rollups.models import RebuildJob
+from worker.retries import RETRIED_ON_DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +23,7 @@ logger = logging.getLogger(__name__)
     reject_on_worker_lost=True,
     soft_time_limit=settings.ABSORB_SOFT_TIME_LIMIT_SECONDS,
     time_limit=settings.ABSORB_TIME_LIMIT_SECONDS,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=5,
+    **RETRIED_ON_DATABASE_ERRORS,
 )
 def absorb_pending_task(triggered: bool = False) -> int:
     """Absorb every pending raw view into the summaries; return how many.
@@ -89,10 +86,7 @@ def verify_rollups_task() -> int:
 
 @shared_task(
     name="rollups.apply_raw_retention",
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=5,
+    **RETRIED_ON_DATABASE_ERRORS,
 )
 def apply_raw_retention_task() -> int:
     """Drop the raw views of the whole months before the ``RAW_RETENTION_MONTHS`` horizon that
