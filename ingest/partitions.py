@@ -313,6 +313,21 @@ _TABLE = (
 )
 
 
+def _views_move_back(
+    cursor: CursorWrapper, aside: str, last_value: int, is_called: bool, *, primary_key: str
+) -> int:
+    """The second half of a conversion, either way: copy every view from the table set
+    ``aside`` into the new raw table with its id, build the indexes, let the id sequence go on
+    where it was, drop the old table; return the views moved."""
+    cursor.execute(f"INSERT INTO {RAW} ({COLUMNS}) SELECT {COLUMNS} FROM {aside}")
+    moved = cursor.rowcount
+    _indexes_create(cursor, primary_key)
+    _sequence_continue(cursor, last_value, is_called)
+    cursor.execute(f"DROP TABLE {aside}")
+    cursor.execute(f"ANALYZE {RAW}")
+    return moved
+
+
 def raw_table_partition(db: BaseDatabaseWrapper, *, today: date | None = None) -> int:
     """Convert the plain raw table, with its views, into the partitioned one; return the views
     moved. Every view keeps its id and the id sequence goes on where it was, so the absorb
@@ -342,13 +357,7 @@ def raw_table_partition(db: BaseDatabaseWrapper, *, today: date | None = None) -
                 [_month_start_moment(month), _month_start_moment(next_month(month))],
             )
         cursor.execute(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF {RAW} DEFAULT")
-        cursor.execute(f"INSERT INTO {RAW} ({COLUMNS}) SELECT {COLUMNS} FROM {aside}")
-        moved = cursor.rowcount
-        _indexes_create(cursor, "id, viewed_at")
-        _sequence_continue(cursor, last_value, is_called)
-        cursor.execute(f"DROP TABLE {aside}")
-        cursor.execute(f"ANALYZE {RAW}")
-    return moved
+        return _views_move_back(cursor, aside, last_value, is_called, primary_key="id, viewed_at")
 
 
 def raw_table_unpartition(db: BaseDatabaseWrapper) -> int:
@@ -359,10 +368,4 @@ def raw_table_unpartition(db: BaseDatabaseWrapper) -> int:
         cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
         aside, last_value, is_called = _rename_aside(cursor, "partitioned")
         cursor.execute(_TABLE.format(table=RAW, partitioning=""))
-        cursor.execute(f"INSERT INTO {RAW} ({COLUMNS}) SELECT {COLUMNS} FROM {aside}")
-        moved = cursor.rowcount
-        _indexes_create(cursor, "id")
-        _sequence_continue(cursor, last_value, is_called)
-        cursor.execute(f"DROP TABLE {aside}")
-        cursor.execute(f"ANALYZE {RAW}")
-    return moved
+        return _views_move_back(cursor, aside, last_value, is_called, primary_key="id")
