@@ -13,9 +13,7 @@ client at a time, so the figures are per-request latency, not throughput.
 
 ``cached``: one cached answer read with a JWT and with an API key, each over one kept-alive
 connection and over a new connection per request, in interleaved rounds, on a second server
-started with ``--keep-alive 5 --worker-connections 64`` (``GUNICORN_CMD_ARGS``; the web
-process's own gunicorn.conf.py keeps no connection alive, so its clients always pay for a new
-one).
+with the web process's own configuration (gunicorn.conf.py keeps connections alive).
 
 Realtime is measured last: quiet, then for each rate of ``--realtime-rates``, while a forked
 process ingests that many views/s (``viewed_at`` = now) and another absorbs every
@@ -384,7 +382,8 @@ def _realtime_explained(query: str, runs: int = 5) -> str:
 
 def _cached(port: int, env: dict[str, str], requests: int, year: int) -> None:
     """One cached answer with a JWT and with an API key, over one kept-alive connection and
-    over a new connection per request, in interleaved rounds (a server with keep-alive)."""
+    over a new connection per request, in interleaved rounds (the project's gunicorn keeps
+    connections alive)."""
     token, key = _token(), _api_key()
     url = "/api/analytics/blog-views/country/"
     body = json.dumps({"year": year, "exclude_country_codes": ["US"]}).encode()
@@ -394,9 +393,7 @@ def _cached(port: int, env: dict[str, str], requests: int, year: int) -> None:
         for connection, fresh in (("kept-alive", False), ("new connection", True))
     }
     times: dict[tuple[str, str], list[float]] = {combo: [] for combo in clients}
-    # gthread keeps connections alive only with more connections than threads per worker.
-    keep_alive = "--keep-alive 5 --worker-connections 64"
-    with gunicorn_serving({**env, "GUNICORN_CMD_ARGS": keep_alive}, port):
+    with gunicorn_serving(env, port):
         for client in clients.values():
             for _ in range(5):
                 client.timed("POST", url, body)
