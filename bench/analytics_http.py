@@ -125,10 +125,20 @@ class Client:
         sent = {**self.auth, **(headers or {})}
         if body is not None:
             sent["Content-Type"] = "application/json"
-        started = time.perf_counter()
-        self.connection.request(method, url, body, sent)
-        response = self.connection.getresponse()
-        payload = response.read()
+        for attempt in range(2):
+            started = time.perf_counter()
+            try:
+                self.connection.request(method, url, body, sent)
+                response = self.connection.getresponse()
+                payload = response.read()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                # The server closed the kept connection while it was idle (its keep-alive
+                # timeout): once more on a new one, timed from there (as matrix.Reader does).
+                self.connection.close()
+                if self.fresh or attempt:
+                    raise
+                continue
+            break
         if self.fresh:
             self.connection.close()
         elapsed = time.perf_counter() - started
