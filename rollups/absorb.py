@@ -50,6 +50,7 @@ from rollups.staging import (
     recent_stage_raw,
     stage_create,
     stage_raw,
+    stage_raw_minutes,
     stage_views,
     state_locked,
     work_mem_raise,
@@ -236,42 +237,61 @@ def recent_stage_apply(cursor: CursorWrapper, stage: str) -> None:
             execute(cursor, upsert_sql(table, level.keys, select))
 
 
-def _recent_absorb(cursor: CursorWrapper, state: AbsorbState, *, low: int, high: int) -> None:
+def _recent_window(cursor: CursorWrapper, state: AbsorbState, *, high: int) -> datetime | None:
     """Keep the per-minute levels (state locked): they count exactly the absorbed views viewed
     at or after ``state.recent_from``, which follows the clock ``RECENT_KEEP`` behind (on a
     5-minute boundary); the rows before it go.
 
-    Each transaction adds its views ``(low, high]`` of those minutes, from a second read of the
-    same raw ids (just read, so cached). A state without ``recent_from`` yet (the first run
-    with these tables) counts the already absorbed views of the kept hour from raw too.
+    Returns the instant from which this transaction's views ``(low, high]`` go into the
+    per-minute rows (the caller stages them in the same read of raw as the daily counts:
+    ``stage_raw_minutes``), or ``None`` when they are in already: a state without
+    ``recent_from`` yet (the first run with these tables, or after migration 0012) counts here,
+    from raw, every view of the kept hour up to ``high``, absorbed or not.
     """
     cut = recent_cut(timezone.now())
     kept: datetime | None = state.recent_from
     if kept is None:
-        where = sql("id <= {high}", high=high)
-        kept = cut
-    else:
-        where = sql("id > {low} AND id <= {high}", low=low, high=high)
-        if cut > kept:
-            for level in RECENT_LEVELS:
-                for table in level.tables:
-                    execute(
-                        cursor,
-                        sql(
-                            "DELETE FROM {table} WHERE minute < {cut}",
-                            table=name(table),
-                            cut=moment_param(cut),
-                        ),
-                    )
-            kept = cut
-        if high <= low:
-            state.recent_from = kept
-            return
-    where = sql("{where} AND viewed_at >= {kept}", where=where, kept=moment_param(kept))
-    recent_stage_raw(cursor, "absorb_recent_stage", where)
-    recent_stage_apply(cursor, "absorb_recent_stage")
-    cursor.execute("DELETE FROM absorb_recent_stage")
-    state.recent_from = kept
+        recent_stage_raw(
+            cursor,
+            "absorb_recent_stage",
+            sql("id <= {high} AND viewed_at >= {cut}", high=high, cut=moment_param(cut)),
+        )
+        recent_stage_apply(cursor, "absorb_recent_stage")
+        cursor.execute("DELETE FROM absorb_recent_stage")
+        state.recent_from = cut
+        return None
+    if cut > kept:
+        for level in RECENT_LEVELS:
+            for table in level.tables:
+                execute(
+                    cursor,
+                    sql(
+                        "DELETE FROM {table} WHERE minute < {cut}",
+                        table=name(table),
+                        cut=moment_param(cut),
+                    ),
+                )
+        state.recent_from = cut
+    return state.recent_from
+
+
+def _chunk_stage(cursor: CursorWrapper, kept: datetime | None, *, low: int, high: int) -> None:
+    """Stage the views ``(low, high]`` as (day, blog, country) counts in ``absorb_stage`` and,
+    with ``kept``, add those viewed at or after it to the per-minute levels, from one read of
+    raw: grouped by minute (NULL before ``kept``) and day, then grouped again by day."""
+    chunk = sql("id > {low} AND id <= {high}", low=low, high=high)
+    stage_create(cursor, "absorb_stage")
+    if kept is None:
+        stage_raw(cursor, "absorb_stage", chunk)
+        return
+    stage_raw_minutes(cursor, "absorb_minute_stage", chunk, kept=kept)
+    cursor.execute(
+        "INSERT INTO absorb_stage (day, blog_id, country_id, views) "
+        "SELECT day, blog_id, country_id, sum(views) FROM absorb_minute_stage GROUP BY 1, 2, 3"
+    )
+    cursor.execute("DELETE FROM absorb_minute_stage WHERE minute IS NULL")
+    recent_stage_apply(cursor, "absorb_minute_stage")
+    cursor.execute("DELETE FROM absorb_minute_stage")
 
 
 # --- Absorb --------------------------------------------------------------------------------------
@@ -356,15 +376,10 @@ def rollups_absorb_pending(
                 step = min(chunk_ids, ABSORB_FIRST_STEP_IDS) if first_step else chunk_ids
                 first_step = False
                 high = upper if following is None else min(upper, following - 1 + step)
-                _recent_absorb(cursor, state, low=low, high=max(low, high))
+                kept = _recent_window(cursor, state, high=max(low, high))
                 if high > low:
                     work_mem_raise(cursor)
-                    stage_create(cursor, "absorb_stage")
-                    stage_raw(
-                        cursor,
-                        "absorb_stage",
-                        sql("id > {low} AND id <= {high}", low=low, high=high),
-                    )
+                    _chunk_stage(cursor, kept, low=low, high=high)
                     staged_views, staged_groups = stage_views(cursor, "absorb_stage")
                     pass_views += staged_views
                     groups += staged_groups

@@ -1,9 +1,21 @@
 """What absorb and rebuild share: a per-connection staging table of (day, blog, country,
 views) counts aggregated from raw, the locked watermark row, and room to sort and hash."""
 
+from datetime import datetime
+
 from django.db.backends.utils import CursorWrapper
 
-from core.sql import SQL, day_of, execute, minute_start_of, month_of, name, postgres, sql
+from core.sql import (
+    SQL,
+    day_of,
+    execute,
+    minute_start_of,
+    moment_param,
+    month_of,
+    name,
+    postgres,
+    sql,
+)
 from rollups.models import AbsorbState
 from rollups.tables import RAW, STATE_NAME, Level
 
@@ -56,6 +68,36 @@ def recent_stage_raw(cursor: CursorWrapper, stage: str, where: SQL) -> None:
             "GROUP BY 1, 2, 3",
             stage=name(stage),
             minute=minute_start_of(SQL("viewed_at")),
+            raw=name(RAW),
+            where=where,
+        ),
+    )
+
+
+def stage_raw_minutes(cursor: CursorWrapper, stage: str, where: SQL, *, kept: datetime) -> None:
+    """Aggregate the raw views matching ``where`` into a per-connection staging table of
+    (minute, day, blog, country, views), emptied first: the minute is the view's where
+    ``viewed_at >= kept`` (the per-minute levels count it), else NULL.
+
+    One read of the raw rows gives both the (day, blog, country) counts (grouped again from
+    these rows, far fewer than the views) and the per-minute ones (see ``rollups.absorb``).
+    """
+    minute = "timestamptz" if postgres() else "text"
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (minute {minute}, day date, "
+        "blog_id bigint, country_id varchar(2), views bigint)"
+    )
+    cursor.execute(f"DELETE FROM {stage}")
+    execute(
+        cursor,
+        sql(
+            "INSERT INTO {stage} (minute, day, blog_id, country_id, views) "
+            "SELECT CASE WHEN viewed_at >= {kept} THEN {minute} END, {day}, blog_id, "
+            "country_id, count(*) FROM {raw} WHERE {where} GROUP BY 1, 2, 3, 4",
+            stage=name(stage),
+            kept=moment_param(kept),
+            minute=minute_start_of(SQL("viewed_at")),
+            day=day_of(SQL("viewed_at")),
             raw=name(RAW),
             where=where,
         ),
