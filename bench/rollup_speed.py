@@ -808,6 +808,9 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=30, help="ROLLUP_INTERVAL_SECONDS")
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument("--skip-small", action="store_true", help="no sizes at 1 M views")
+    parser.add_argument(
+        "--skip-rebuild", action="store_true", help="no full or one-month rebuild (absorb A/B)"
+    )
     args = parser.parse_args()
 
     if args.seed_bulk is None:
@@ -823,8 +826,9 @@ def main() -> None:
     sizes_print(f"sizes at {sizes[0][1]:,} views, compacted (after setup)", sizes)
     absorb(args)
     day_end()
-    rebuild(args)
-    rebuild_month(args)
+    if not args.skip_rebuild:
+        rebuild(args)
+        rebuild_month(args)
     if not args.skip_lag:
         lag(env, args)
     sizes = table_sizes(args.database_url)
