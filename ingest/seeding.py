@@ -492,6 +492,10 @@ def _secondary_indexes_dropped(cursor: CursorWrapper) -> Iterator[None]:
     indexes come back from their own definitions (``pg_indexes``), even if the block fails.
     The sorts get 512 MB (at 1 GB the backend building an index over 100 M views peaked at
     1.24 GB resident, its parallel workers at 0.4 GB each).
+
+    A partitioned table's index is defined ``ON ONLY`` the parent in ``pg_indexes``: run as it
+    is, that builds an invalid parent index and none on the partitions, so it is run without
+    ``ONLY`` (one index per partition, attached to the parent's).
     """
     cursor.execute(
         "SELECT i.indexname, i.indexdef FROM pg_indexes i "
@@ -507,7 +511,7 @@ def _secondary_indexes_dropped(cursor: CursorWrapper) -> Iterator[None]:
     finally:
         cursor.execute("SET maintenance_work_mem = '512MB'")
         for _, definition in definitions:
-            cursor.execute(definition)
+            cursor.execute(definition.replace(" ON ONLY ", " ON ", 1))
         cursor.execute("RESET maintenance_work_mem")
 
 
