@@ -63,9 +63,12 @@ from core.sql import (
 )
 from rollups.selectors import read_position
 from rollups.tables import (
+    ALL_TIME_COUNTRY_BLOGS,
     BLOG_COUNTRY_LEVEL,
     BLOG_LEVEL,
     COUNTRY_BLOGS,
+    DAY_LEVEL,
+    LAST_DAY_COUNTRY_BLOGS,
     NO_DAYS,
     PRESENCE,
     RAW,
@@ -475,23 +478,59 @@ class Facts:
             )
         return sql("({ranges})", ranges=SQL(" OR ").join(ranges))
 
+    def _kept_counts(self, start: date | None, end: date | None) -> SQL | None:
+        """(country_id, blogs) of the range's absorbed views from a count kept with the
+        presence rows, when one answers it exactly; else ``None``. Never with an author (the
+        counts are of every blog).
+
+        - A whole single year: the per-(year, country) counts.
+        - A range holding every absorbed day (open at both ends, or around the first and the
+          last day of the daily views, two index probes): the all-time counts.
+        - A range reaching the last absorbed day: a pair has a view in it exactly when its last
+          view is in it, so the per-(country, last day) counts from the range's first day on.
+        """
+        if self.author_id:
+            return None
+        countries = self._filters(("country_id",))
+        if (
+            start is not None
+            and end is not None
+            and (start, end) == (date(start.year, 1, 1), date(start.year, 12, 31))
+        ):
+            return sql(
+                "SELECT country_id, blogs FROM {country_blogs} WHERE {in_year}",
+                country_blogs=name(COUNTRY_BLOGS),
+                in_year=all_of([sql("year = {year}", year=start.year), *countries]),
+            )
+        if start is None and end is None:
+            first, last = None, None
+        else:
+            first, last = fetch_one(
+                sql("SELECT min(day), max(day) FROM {daily}", daily=name(DAY_LEVEL.daily))
+            )
+        reaches_last = end is None or last is None or end >= as_date(last)
+        if reaches_last and (start is None or first is None or start <= as_date(first)):
+            return sql(
+                "SELECT country_id, blogs FROM {all_time}{countries}",
+                all_time=name(ALL_TIME_COUNTRY_BLOGS),
+                countries=where_clause(countries),
+            )
+        if reaches_last and start is not None:
+            return sql(
+                "SELECT country_id, blogs FROM {last_days} WHERE {from_start}",
+                last_days=name(LAST_DAY_COUNTRY_BLOGS),
+                from_start=all_of([sql("day >= {start}", start=day_param(start)), *countries]),
+            )
+        return None
+
     def presence_blogs(self) -> SQL:
-        """(country_id, distinct blogs with a matching view in the range), from the yearly
-        presence bits (PostgreSQL only) plus the tail."""
+        """(country_id, distinct blogs with a matching view in the range), from the counts kept
+        with the yearly presence bits or from the bits themselves (PostgreSQL only), plus the
+        tail."""
         start, end = self.spec.first_day, self.spec.last_day
         presence = name(PRESENCE)
         in_range = all_of([self._presence_range(), *self._filters(("blog_id", "country_id"))])
         tail = self._tail(columns=("country_id", "blog_id"), start=start, end=end, days=False)
-        if start is None or end is None or start.year != end.year:
-            return sql(
-                "SELECT country_id, count(DISTINCT blog_id) FROM ("
-                "SELECT country_id, blog_id FROM {presence} WHERE {in_range} "
-                "UNION ALL SELECT country_id, blog_id FROM ({tail}) tail) pairs "
-                "GROUP BY country_id",
-                presence=presence,
-                in_range=in_range,
-                tail=tail,
-            )
         new_in_tail = sql(
             "SELECT country_id, count(DISTINCT blog_id) FROM ({tail}) tail "
             "WHERE NOT EXISTS (SELECT 1 FROM {presence} p WHERE {p_range} "
@@ -501,20 +540,24 @@ class Facts:
             presence=presence,
             p_range=self._presence_range(prefix="p."),
         )
-        if (start, end) == (date(start.year, 1, 1), date(start.year, 12, 31)) and not (
-            self.author_id
-        ):
-            # A whole year without an author: the per-country counts kept with the presence
-            # rows, plus the tail's pairs that have no presence row yet.
+        kept = self._kept_counts(start, end)
+        if kept is not None:
+            # The kept counts, plus the tail's pairs that have no presence row in the range.
             return sql(
-                "SELECT country_id, sum(blogs) FROM ("
-                "SELECT country_id, blogs FROM {country_blogs} WHERE {in_year} "
-                "UNION ALL {new_in_tail}) counts GROUP BY country_id",
-                country_blogs=name(COUNTRY_BLOGS),
-                in_year=all_of(
-                    [sql("year = {year}", year=start.year), *self._filters(("country_id",))]
-                ),
+                "SELECT country_id, sum(blogs) FROM ({kept} UNION ALL {new_in_tail}) counts "
+                "GROUP BY country_id",
+                kept=kept,
                 new_in_tail=new_in_tail,
+            )
+        if start is None or end is None or start.year != end.year:
+            return sql(
+                "SELECT country_id, count(DISTINCT blog_id) FROM ("
+                "SELECT country_id, blog_id FROM {presence} WHERE {in_range} "
+                "UNION ALL SELECT country_id, blog_id FROM ({tail}) tail) pairs "
+                "GROUP BY country_id",
+                presence=presence,
+                in_range=in_range,
+                tail=tail,
             )
         # Within one year a (country, blog) has one presence row: count rows, and add the
         # tail's pairs that have none (no DISTINCT over every pair: about 3x faster).

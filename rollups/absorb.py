@@ -56,8 +56,11 @@ from rollups.staging import (
     work_mem_raise,
 )
 from rollups.tables import (
+    ALL_TIME_COUNTRY_BLOGS,
     BLOG_COUNTRY_LEVEL,
     COUNTRY_BLOGS,
+    LAST_DAY_COUNTRY_BLOGS,
+    LAST_PRESENT_DAY,
     LEVELS,
     NO_DAYS,
     PRESENCE,
@@ -109,11 +112,19 @@ def upsert_sql(table: str, keys: tuple[str, ...], select: SQL) -> SQL:
 
 def _with_presence(upsert: SQL) -> SQL:
     """PostgreSQL: the (day, blog, country) upsert, chained to the presence bits of the rows it
-    inserted, chained to the yearly per-country counts of the presence rows those created.
+    inserted, chained to the yearly per-country counts of the presence rows those created, to
+    the all-time per-country counts of the (country, blog) pairs that had none before, and to
+    the per-(country, last day) counts of the pairs whose last viewed day moved.
 
     A presence bit is set exactly when its (day, blog, country) row exists, and absorb only
     adds views: a row the upsert updated had its bit already, so only inserted rows need one.
-    ``xmax = 0`` marks a row an upsert inserted rather than updated.
+    ``xmax = 0`` marks a row an upsert inserted rather than updated. Every part of one statement
+    reads the presence table as it was before the statement (PostgreSQL runs data-modifying
+    ``WITH`` parts on one snapshot): a pair is new for all time when no year had a presence row
+    for it, and its last day before is the last bit of its latest year's row (one step back in
+    the (blog, year, country) index). Absorbs and rebuilds hold the state row, so nothing else
+    writes presence meanwhile. Only inserted (day, blog, country) rows can move a pair's last
+    day; new presence rows, and so the all-time check, are rarer still.
     """
     return sql(
         "WITH added AS ({upsert} RETURNING day, blog_id, country_id, xmax = 0 AS inserted), "
@@ -122,15 +133,36 @@ def _with_presence(upsert: SQL) -> SQL:
         "bit_or(set_bit({no_days}::bit(366), extract(doy FROM day)::int - 1, 1)) FROM added "
         "WHERE inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
         "ON CONFLICT (year, country_id, blog_id) DO UPDATE SET days = {presence}.days | "
-        "excluded.days RETURNING year, country_id, xmax = 0 AS inserted) "
-        "INSERT INTO {country_blogs} (year, country_id, blogs) "
+        "excluded.days RETURNING year, country_id, blog_id, xmax = 0 AS inserted), "
+        "yearly AS (INSERT INTO {country_blogs} (year, country_id, blogs) "
         "SELECT year, country_id, count(*) FROM present WHERE inserted GROUP BY 1, 2 "
         "ON CONFLICT (year, country_id) DO UPDATE SET blogs = {country_blogs}.blogs + "
-        "excluded.blogs",
+        "excluded.blogs), "
+        "all_time AS (INSERT INTO {all_time} (country_id, blogs) "
+        "SELECT country_id, count(*) FROM ("
+        "SELECT DISTINCT country_id, blog_id FROM present WHERE inserted) pairs "
+        "WHERE NOT EXISTS (SELECT 1 FROM {presence} p "
+        "WHERE p.blog_id = pairs.blog_id AND p.country_id = pairs.country_id) GROUP BY 1 "
+        "ON CONFLICT (country_id) DO UPDATE SET blogs = {all_time}.blogs + excluded.blogs), "
+        "moved AS (SELECT latest.country_id, latest.day, before.day AS before "
+        "FROM (SELECT country_id, blog_id, max(day) AS day FROM added WHERE inserted "
+        "GROUP BY 1, 2) latest LEFT JOIN LATERAL (SELECT {last_present_day} AS day "
+        "FROM {presence} p WHERE p.blog_id = latest.blog_id AND p.country_id = latest.country_id "
+        "ORDER BY p.year DESC LIMIT 1) before ON true "
+        "WHERE before.day IS NULL OR before.day < latest.day) "
+        "INSERT INTO {last_days} (country_id, day, blogs) "
+        "SELECT country_id, day, sum(blogs) FROM ("
+        "SELECT country_id, day, 1 AS blogs FROM moved "
+        "UNION ALL SELECT country_id, before, -1 FROM moved WHERE before IS NOT NULL) moves "
+        "GROUP BY 1, 2 ORDER BY 1, 2 "
+        "ON CONFLICT (country_id, day) DO UPDATE SET blogs = {last_days}.blogs + excluded.blogs",
         upsert=upsert,
         presence=name(PRESENCE),
         no_days=NO_DAYS,
         country_blogs=name(COUNTRY_BLOGS),
+        all_time=name(ALL_TIME_COUNTRY_BLOGS),
+        last_present_day=SQL(LAST_PRESENT_DAY),
+        last_days=name(LAST_DAY_COUNTRY_BLOGS),
     )
 
 
@@ -183,13 +215,20 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
     daily rows, which under the state lock count exactly the absorbed views, to their months'
     rows: one day's rows, a small upsert. The open day only moves forward. With no open day yet
     (a new state row, or rows from before this scheme, which count every day), the current
-    month's rows and later ones are recomputed from the days before today instead.
+    month's rows and later ones are recomputed from the days before today instead. The same
+    first run deletes the (country, last day) counts that absorb has emptied.
     """
     today = timezone.now().astimezone(UTC).date()
     open_from = state.monthly_open_from
     if open_from is not None and open_from >= today:
         return
     work_mem_raise(cursor)
+    if postgres():
+        # The (country, last day) rows that absorb emptied by moving their pairs on.
+        execute(
+            cursor,
+            sql("DELETE FROM {last_days} WHERE blogs = 0", last_days=name(LAST_DAY_COUNTRY_BLOGS)),
+        )
     folded = [
         (level, level.monthly)
         for level in LEVELS

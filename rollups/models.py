@@ -246,6 +246,51 @@ class YearlyCountryBlogs(models.Model):
         return f"({self.year}, {self.country_id}): {self.blogs} blogs"
 
 
+class AllTimeCountryBlogs(models.Model):
+    """Distinct blogs viewed from each country, all time (PostgreSQL only).
+
+    The number of (country, blog) pairs with a presence row in any year, kept with them: an
+    all-time question (or one whose range holds every absorbed day) reads one row per country
+    instead of counting the distinct blogs of every year's presence rows (255 k rows sorted at
+    10 M views).
+    """
+
+    country = _country()
+    blogs = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["country"], name="alltimecountryblogs_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"({self.country_id}): {self.blogs} blogs"
+
+
+class LastDayCountryBlogs(models.Model):
+    """For each country and day: how many of its (country, blog) pairs were last viewed that
+    day, over every absorbed view (PostgreSQL only).
+
+    A range that reaches the last absorbed day holds a pair's views exactly when it holds the
+    pair's last one: the distinct blogs per country of "the last 90 days" are the sum of the
+    rows from its first day on (21 k rows at 10 M views), instead of testing the year's 208 k
+    presence rows against the range's bit mask. Absorb moves a pair from its old day to its new
+    one (a row may fall to 0 blogs; the first run of a day deletes those).
+    """
+
+    country = _country()
+    day = models.DateField()
+    blogs = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["country", "day"], name="lastdaycountryblogs_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"({self.country_id}, {self.day}): {self.blogs} blogs"
+
+
 class AbsorbState(models.Model):
     """The watermark: every raw view with ``id <= absorbed_through_id`` is in the summaries.
 

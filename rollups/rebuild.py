@@ -58,9 +58,12 @@ from rollups.staging import (
     work_mem_raise,
 )
 from rollups.tables import (
+    ALL_TIME_COUNTRY_BLOGS,
     BLOG_COUNTRY_LEVEL,
     COUNTRY_BLOGS,
     DAY_LEVEL,
+    LAST_DAY_COUNTRY_BLOGS,
+    LAST_PRESENT_DAY,
     LEVELS,
     NO_DAYS,
     PRESENCE,
@@ -484,6 +487,39 @@ def _rebuild_swap(
                     presence=name(PRESENCE),
                     years=years,
                 ),
+            )
+            # A pair may have gained or lost its only year, or its last day: recount every
+            # country's pairs (a pass over the presence rows each, 0.2 s and 1.2 s at 10 M
+            # views; only the counts that differ are written).
+            _replace_rows(
+                cursor,
+                ALL_TIME_COUNTRY_BLOGS,
+                ("country_id",),
+                source=sql(
+                    "SELECT country_id, count(DISTINCT blog_id) FROM {presence} "
+                    "GROUP BY country_id",
+                    presence=name(PRESENCE),
+                ),
+                in_range=SQL("true"),
+                missing=None,
+                value="blogs",
+            )
+            # The same for each pair's last day (its latest presence row's last bit).
+            _replace_rows(
+                cursor,
+                LAST_DAY_COUNTRY_BLOGS,
+                ("country_id", "day"),
+                source=sql(
+                    "SELECT country_id, day, count(*) FROM ("
+                    "SELECT DISTINCT ON (p.country_id, p.blog_id) p.country_id, "
+                    "{last_present_day} AS day FROM {presence} p "
+                    "ORDER BY p.country_id, p.blog_id, p.year DESC) pairs GROUP BY 1, 2",
+                    last_present_day=SQL(LAST_PRESENT_DAY),
+                    presence=name(PRESENCE),
+                ),
+                in_range=SQL("true"),
+                missing=None,
+                value="blogs",
             )
         # Cached answers from before the rebuild carry the old version and are never served.
         state.rebuild_version += 1

@@ -11,7 +11,8 @@ The *recent* levels (``RECENT_LEVELS``) count the views of the last hour or so p
 write them too, and absorb drops their rows older than ``RECENT_KEEP``.
 
 Beside the levels: the raw table, the yearly presence bits per (year, country, blog) with the
-per-(year, country) blog counts kept from them (PostgreSQL only), and the watermark row's name.
+per-(year, country), all-time per-country and per-(country, last day) blog counts kept from
+them (PostgreSQL only), and the watermark row's name.
 """
 
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from datetime import date, datetime, timedelta
 
 from ingest.models import BlogView
 from rollups.models import (
+    AllTimeCountryBlogs,
     DailyBlogCountryViews,
     DailyBlogViews,
     DailyCountryViews,
     DailyViews,
     FiveMinuteBlogViews,
+    LastDayCountryBlogs,
     MinuteBlogCountryViews,
     MinuteBlogViews,
     MinuteCountryViews,
@@ -40,8 +43,13 @@ STATE_NAME = "views"
 RAW = BlogView._meta.db_table
 PRESENCE = YearlyPresence._meta.db_table
 COUNTRY_BLOGS = YearlyCountryBlogs._meta.db_table
+ALL_TIME_COUNTRY_BLOGS = AllTimeCountryBlogs._meta.db_table
+LAST_DAY_COUNTRY_BLOGS = LastDayCountryBlogs._meta.db_table
 # A presence row's days: 366 bits, bit ``day of year - 1`` set when the day has a view.
 NO_DAYS = "0" * 366
+# The last day with a view of a presence row (``p``): its year's first day plus the position of
+# its last set bit (a row always has one).
+LAST_PRESENT_DAY = "make_date(p.year, 1, 1) + (length(rtrim(p.days::text, '0')) - 1)"
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,8 @@ SUMMARY_TABLES = (
     *(table for level in RECENT_LEVELS for table in level.tables),
     PRESENCE,
     COUNTRY_BLOGS,
+    ALL_TIME_COUNTRY_BLOGS,
+    LAST_DAY_COUNTRY_BLOGS,
 )
 
 

@@ -177,6 +177,61 @@ def test_pages_at_the_edges_match_a_recount_from_raw(client):
                 assert answer["results"] == expected[:limit], (kind, top)
 
 
+def test_ranges_answered_from_kept_counts_match_a_recount_from_raw(client):
+    """Distinct blogs per country over the ranges PostgreSQL answers from counts kept with the
+    presence rows: all time, ranges holding every absorbed day but not every tail view, ranges
+    reaching the last absorbed day (from the per-last-day counts), and ranges just short of
+    those (from the bits). The tail has pairs new for all time, pairs known from other years
+    or from before the range, and views outside the range."""
+    # A blog viewed only on the first and the last absorbed day, from one country each.
+    edge = Blog.objects.create(
+        title="Edge", author=get_user_model().objects.create_user(username="edge_author")
+    )
+    views_record(
+        views=[
+            (edge.pk, "ET", datetime(2024, 1, 1, tzinfo=UTC)),
+            (edge.pk, "US", datetime(2025, 12, 31, 12, tzinfo=UTC)),
+        ]
+    )
+    blog_ids = analytics_data(seed=5, absorbed_share=0.5)
+    newcomer = Blog.objects.create(title="New", author=Blog.objects.get(pk=blog_ids[0]).author)
+    views_record(
+        views=[
+            (newcomer.pk, "US", datetime(2025, 12, 31, 23, tzinfo=UTC)),
+            (newcomer.pk, "DE", datetime(2026, 1, 9, tzinfo=UTC)),
+            (blog_ids[-1], "ET", datetime(2023, 12, 31, tzinfo=UTC)),
+            (blog_ids[0], "US", datetime(2026, 1, 10, tzinfo=UTC)),
+        ]
+    )
+    for dates in (
+        {},
+        {"start_date": "2024-01-01", "end_date": "2025-12-31"},
+        {"start_date": "2023-12-31", "end_date": "2026-01-09"},
+        {"start_date": "2020-01-01"},
+        {"end_date": "2030-12-31"},
+        # Not every absorbed day: from the presence rows.
+        {"start_date": "2024-01-02", "end_date": "2026-01-10"},
+        {"start_date": "2023-06-01", "end_date": "2025-12-30"},
+        {"start_date": "2025-12-31"},
+        {"start_date": "2025-10-01", "end_date": "2025-12-31"},
+        {"start_date": "2025-12-01", "end_date": "2026-01-09"},
+        {"start_date": "2025-10-01", "end_date": "2025-12-30"},
+        {"start_date": "2024-01-02", "end_date": "2025-12-31"},
+    ):
+        for filters in (
+            {},
+            {"exclude_country_codes": ["US"]},
+            {"country_codes": ["DE", "ET"]},
+            {"author_username": AUTHORS[0]},
+        ):
+            body = {**dates, **filters}
+            expected = oracle.by_country(body)
+            answer = _post(client, "/api/analytics/blog-views/country/", body)
+            assert answer["results"] == expected, body
+            top = _post(client, "/api/analytics/top/country/", {**body, "limit": 2})
+            assert top["results"] == expected[:2], body
+
+
 @pytest.mark.skipif(
     not settings.DATABASE_IS_POSTGRES, reason="SQLite compares text by code point already"
 )

@@ -1,12 +1,19 @@
 """An independent recount of every summary from the raw views, in plain Python."""
 
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 
 from django.db import connection
 
 from ingest.models import BlogView
-from rollups.models import AbsorbState, Summary, YearlyCountryBlogs, YearlyPresence
+from rollups.models import (
+    AbsorbState,
+    AllTimeCountryBlogs,
+    LastDayCountryBlogs,
+    Summary,
+    YearlyCountryBlogs,
+    YearlyPresence,
+)
 from rollups.tables import LEVELS, RECENT_BLOCK_MINUTES, RECENT_LEVELS, STATE_NAME
 
 # Every summary table's rows, by table name: ``{key: views}``.
@@ -118,6 +125,24 @@ def assert_summaries_exact(*, through_id: int | None = None) -> None:
             )
         }
         assert counted == dict(per_country), "yearly country blogs"
+        pairs = {(country, blog) for _, country, blog in expected_presence}
+        all_time: Counter = Counter(country for country, _ in pairs)
+        kept = dict(AllTimeCountryBlogs.objects.values_list("country_id", "blogs"))
+        assert kept == dict(all_time), "all-time country blogs"
+        last_days: dict[tuple[str, int], date] = {}
+        for (year, country, blog), days in expected_presence.items():
+            last = date(year, 1, 1) + timedelta(days=days.rindex("1"))
+            last_days[country, blog] = max(last, last_days.get((country, blog), last))
+        by_last_day: Counter = Counter((country, day) for (country, _), day in last_days.items())
+        stored_last = {
+            (country, day): blogs
+            for country, day, blogs in LastDayCountryBlogs.objects.values_list(
+                "country_id", "day", "blogs"
+            )
+            # Absorb leaves a row whose pairs all moved on at 0 until the day's first run.
+            if blogs
+        }
+        assert stored_last == dict(by_last_day), "last-day country blogs"
 
 
 def watermark() -> int:

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
+from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ from rollups import absorb
 from rollups.absorb import rollups_absorb_pending
 from rollups.models import (
     AbsorbState,
+    AllTimeCountryBlogs,
+    LastDayCountryBlogs,
     MonthlyBlogCountryViews,
 )
 from rollups.rebuild import rollups_rebuild, summaries_clear
@@ -254,3 +257,98 @@ def test_a_run_that_caught_up_early_takes_one_more_bound_later(ingest_random, tr
     ingest_random(10, rng=random.Random(9))
     assert rollups_absorb_pending(trail_seconds=0).views == 10
     assert len(trailing_sleeps) == 1
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="presence and its counts are PostgreSQL's"
+)
+def test_all_time_blogs_count_a_pair_once_across_years_and_runs(blog_ids):
+    """A (country, blog) pair is one blog of its country for all time, however many years it
+    has views in: whether its years arrive in one run, in separate runs, or late."""
+
+    def all_time() -> dict[str, int]:
+        return dict(AllTimeCountryBlogs.objects.values_list("country_id", "blogs"))
+
+    first, second = blog_ids[:2]
+    # One run: a new pair in two years, and a second blog in one of them.
+    views_record(
+        views=[
+            (first, "US", datetime(2024, 3, 1, tzinfo=UTC)),
+            (first, "US", datetime(2025, 3, 1, tzinfo=UTC)),
+            (second, "US", datetime(2025, 3, 2, tzinfo=UTC)),
+        ]
+    )
+    rollups_absorb_pending()
+    assert all_time() == {"US": 2}
+    # Separate runs: a known pair's new year, then a late view of an earlier year.
+    views_record(views=[(second, "US", datetime(2024, 12, 31, tzinfo=UTC))])
+    rollups_absorb_pending()
+    views_record(views=[(first, "US", datetime(2023, 6, 1, tzinfo=UTC))])
+    rollups_absorb_pending()
+    assert all_time() == {"US": 2}
+    # A new country for a known blog counts there only.
+    views_record(views=[(first, "DE", datetime(2025, 3, 1, tzinfo=UTC))])
+    rollups_absorb_pending()
+    assert all_time() == {"US": 2, "DE": 1}
+    assert_summaries_exact()
+    # A rebuild after views were deleted behind the API: a pair losing one of its years keeps
+    # its count, a pair losing its only year goes.
+    BlogView.objects.filter(blog_id=first, country_id="US", viewed_at__year=2024).delete()
+    BlogView.objects.filter(blog_id=first, country_id="DE").delete()
+    rollups_rebuild()
+    assert all_time() == {"US": 2}
+    assert_summaries_exact()
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="presence and its counts are PostgreSQL's"
+)
+def test_last_day_blogs_follow_each_pairs_last_view(blog_ids):
+    """A pair moves to its new last day when a later view comes (in one run or across a year),
+    stays when a late view comes, goes back after a rebuild drops its last view; the day's
+    first run deletes the rows left at 0."""
+
+    def last_days() -> dict[tuple[str, date], int]:
+        return {
+            (country, day): blogs
+            for country, day, blogs in LastDayCountryBlogs.objects.values_list(
+                "country_id", "day", "blogs"
+            )
+        }
+
+    first, second = blog_ids[:2]
+    with time_machine.travel(datetime(2025, 1, 5, 12, tzinfo=UTC), tick=False):
+        views_record(
+            views=[
+                (first, "US", datetime(2024, 12, 30, tzinfo=UTC)),
+                (first, "US", datetime(2024, 12, 31, tzinfo=UTC)),
+                (second, "US", datetime(2024, 12, 31, tzinfo=UTC)),
+            ]
+        )
+        rollups_absorb_pending()
+        assert last_days() == {("US", date(2024, 12, 31)): 2}
+        # Into the next year, and a late view that changes nothing.
+        views_record(
+            views=[
+                (first, "US", datetime(2025, 1, 2, tzinfo=UTC)),
+                (second, "US", datetime(2024, 3, 1, tzinfo=UTC)),
+            ]
+        )
+        rollups_absorb_pending()
+        assert last_days() == {("US", date(2024, 12, 31)): 1, ("US", date(2025, 1, 2)): 1}
+        views_record(views=[(second, "US", datetime(2025, 1, 3, tzinfo=UTC))])
+        rollups_absorb_pending()
+        assert last_days() == {
+            ("US", date(2024, 12, 31)): 0,
+            ("US", date(2025, 1, 2)): 1,
+            ("US", date(2025, 1, 3)): 1,
+        }
+        assert_summaries_exact()
+    with time_machine.travel(datetime(2025, 1, 6, 0, 1, tzinfo=UTC), tick=False):
+        rollups_absorb_pending()
+        assert last_days() == {("US", date(2025, 1, 2)): 1, ("US", date(2025, 1, 3)): 1}
+        # A rebuild after the last view of a pair was deleted behind the API.
+        BlogView.objects.filter(viewed_at__gte=datetime(2025, 1, 3, tzinfo=UTC)).delete()
+        rollups_rebuild()
+        assert last_days() == {("US", date(2025, 1, 2)): 1, ("US", date(2024, 12, 31)): 1}
+        assert_summaries_exact()
