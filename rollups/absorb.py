@@ -117,23 +117,26 @@ def _with_presence(upsert: SQL) -> SQL:
     the per-(country, last day) counts of the pairs whose last viewed day moved.
 
     A presence bit is set exactly when its (day, blog, country) row exists, and absorb only
-    adds views: a row the upsert updated had its bit already, so only inserted rows need one.
-    ``xmax = 0`` marks a row an upsert inserted rather than updated. Every part of one statement
-    reads the presence table as it was before the statement (PostgreSQL runs data-modifying
-    ``WITH`` parts on one snapshot): a pair is new for all time when no year had a presence row
-    for it, and its last day before is the last bit of its latest year's row (one step back in
-    the (blog, year, country) index). Absorbs and rebuilds hold the state row, so nothing else
-    writes presence meanwhile. Only inserted (day, blog, country) rows can move a pair's last
-    day; new presence rows, and so the all-time check, are rarer still.
+    adds views: a row the upsert updated had its bit already, so only inserted rows need one,
+    and only they can move a pair's last day. ``xmax = 0`` marks a row an upsert inserted
+    rather than updated. Every part of one statement reads the tables as they were before it
+    (PostgreSQL runs data-modifying ``WITH`` parts on one snapshot): a pair is new for all time
+    when no year had a presence row for it. A pair's last day before is the last bit of its
+    latest presence row; for the year of its latest new day, that row's bits without the new
+    ones (the row the upsert returned), so the presence index is looked into only when that
+    year had no bit before or a later year may have some (a late view): the first view of a
+    pair in a year, or views of a year before the latest. Absorbs and rebuilds hold the state
+    row, so nothing else writes presence meanwhile.
     """
     return sql(
         "WITH added AS ({upsert} RETURNING day, blog_id, country_id, xmax = 0 AS inserted), "
+        "fresh AS (SELECT extract(year FROM day)::int AS year, country_id, blog_id, "
+        "bit_or(set_bit({no_days}::bit(366), extract(doy FROM day)::int - 1, 1)) AS days "
+        "FROM added WHERE inserted GROUP BY 1, 2, 3), "
         "present AS (INSERT INTO {presence} (year, country_id, blog_id, days) "
-        "SELECT extract(year FROM day)::int, country_id, blog_id, "
-        "bit_or(set_bit({no_days}::bit(366), extract(doy FROM day)::int - 1, 1)) FROM added "
-        "WHERE inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+        "SELECT year, country_id, blog_id, days FROM fresh ORDER BY 1, 2, 3 "
         "ON CONFLICT (year, country_id, blog_id) DO UPDATE SET days = {presence}.days | "
-        "excluded.days RETURNING year, country_id, blog_id, xmax = 0 AS inserted), "
+        "excluded.days RETURNING year, country_id, blog_id, days, xmax = 0 AS inserted), "
         "yearly AS (INSERT INTO {country_blogs} (year, country_id, blogs) "
         "SELECT year, country_id, count(*) FROM present WHERE inserted GROUP BY 1, 2 "
         "ON CONFLICT (year, country_id) DO UPDATE SET blogs = {country_blogs}.blogs + "
@@ -144,16 +147,29 @@ def _with_presence(upsert: SQL) -> SQL:
         "WHERE NOT EXISTS (SELECT 1 FROM {presence} p "
         "WHERE p.blog_id = pairs.blog_id AND p.country_id = pairs.country_id) GROUP BY 1 "
         "ON CONFLICT (country_id) DO UPDATE SET blogs = {all_time}.blogs + excluded.blogs), "
-        "moved AS (SELECT latest.country_id, latest.day, before.day AS before "
-        "FROM (SELECT country_id, blog_id, max(day) AS day FROM added WHERE inserted "
-        "GROUP BY 1, 2) latest LEFT JOIN LATERAL (SELECT {last_present_day} AS day "
-        "FROM {presence} p WHERE p.blog_id = latest.blog_id AND p.country_id = latest.country_id "
-        "ORDER BY p.year DESC LIMIT 1) before ON true "
-        "WHERE before.day IS NULL OR before.day < latest.day) "
+        # Per pair, the latest year with new days: its new last day and its bits before
+        # (the row returned minus the new bits). One pass over both, grouped: joining the two
+        # CTEs, whose sizes the planner cannot estimate, risked a nested loop over both.
+        "latest AS (SELECT DISTINCT ON (country_id, blog_id) country_id, blog_id, year, "
+        "make_date(year, 1, 1) + (length(rtrim(new_days::text, '0')) - 1) AS day, "
+        "nullif(all_days & ~new_days, {no_days}::bit(366)) AS days FROM ("
+        "SELECT year, country_id, blog_id, bit_or(days) FILTER (WHERE returned) AS all_days, "
+        "bit_or(days) FILTER (WHERE NOT returned) AS new_days FROM ("
+        "SELECT true AS returned, year, country_id, blog_id, days FROM present "
+        "UNION ALL SELECT false, year, country_id, blog_id, days FROM fresh) rows "
+        "GROUP BY 1, 2, 3) years ORDER BY country_id, blog_id, year DESC), "
+        "moved AS (SELECT k.country_id, k.day, CASE WHEN k.days IS NOT NULL "
+        "THEN make_date(k.year, 1, 1) + (length(rtrim(k.days::text, '0')) - 1) "
+        "ELSE other.day END AS before FROM latest k LEFT JOIN LATERAL ("
+        "SELECT p.year, {last_present_day} AS day FROM {presence} p "
+        "WHERE (k.days IS NULL OR k.year < (SELECT max(year) FROM {presence})) "
+        "AND p.blog_id = k.blog_id AND p.country_id = k.country_id AND p.year <> k.year "
+        "ORDER BY p.year DESC LIMIT 1) other ON true "
+        "WHERE other.year IS NULL OR other.year < k.year) "
         "INSERT INTO {last_days} (country_id, day, blogs) "
         "SELECT country_id, day, sum(blogs) FROM ("
-        "SELECT country_id, day, 1 AS blogs FROM moved "
-        "UNION ALL SELECT country_id, before, -1 FROM moved WHERE before IS NOT NULL) moves "
+        "SELECT country_id, day, 1 AS blogs FROM moved WHERE before IS NULL OR before < day "
+        "UNION ALL SELECT country_id, before, -1 FROM moved WHERE before < day) moves "
         "GROUP BY 1, 2 ORDER BY 1, 2 "
         "ON CONFLICT (country_id, day) DO UPDATE SET blogs = {last_days}.blogs + excluded.blogs",
         upsert=upsert,
