@@ -70,6 +70,10 @@ def _probe(env: dict[str, str]) -> dict[str, object]:
     return dict(json.loads(printed.strip().splitlines()[-1]))
 
 
+class CellFailed(Exception):
+    """A cell answered something else than 200 (e.g. 503 after the read timeout)."""
+
+
 def _timed(port: int, token: str, cell: Cell) -> float:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     body = json.dumps(cell.body).encode()
@@ -85,7 +89,7 @@ def _timed(port: int, token: str, cell: Cell) -> float:
     elapsed = (time.perf_counter() - started) * 1000
     connection.close()
     if response.status != 200:
-        raise SystemExit(f"{cell.label}: {response.status} {payload[:300]!r}")
+        raise CellFailed(f"{response.status} {payload[:160]!r}")
     return elapsed
 
 
@@ -144,14 +148,27 @@ def main() -> None:
             f"{'small p50/p95':>14} {'big p50/p95':>14} {'growth':>6}  verdict"
         )
         print(header, flush=True)
+        failed = 0
         for cell in matrix:
             row: dict[str, object] = {"cell": cell.label}
             times = {}
-            for size, _, port in sizes:
-                token = str(probes[size]["token"])
-                _timed(port, token, cell)
-                times[size] = [_timed(port, token, cell) for _ in range(args.requests)]
-                row[size] = {"p50": statistics.median(times[size]), "p95": _p95(times[size])}
+            try:
+                for size, _, port in sizes:
+                    token = str(probes[size]["token"])
+                    _timed(port, token, cell)
+                    times[size] = [_timed(port, token, cell) for _ in range(args.requests)]
+                    row[size] = {"p50": statistics.median(times[size]), "p95": _p95(times[size])}
+            except CellFailed as error:
+                # A missed cell, not the end of the run: the others still say how reads grow.
+                failed += 1
+                row["error"] = f"{size}: {error}"
+                figures.append(row)
+                print(
+                    f"{cell.endpoint:<19} {cell.range_name:<8} {cell.filter_name:<21} "
+                    f"FAILED at {size}: {error}",
+                    flush=True,
+                )
+                continue
             small_p50, big_p50 = statistics.median(times["small"]), statistics.median(times["big"])
             growth = big_p50 / small_p50
             misses = [
@@ -174,10 +191,12 @@ def main() -> None:
                 + ("MISSES " + ", ".join(misses) if misses else "meets"),
                 flush=True,
             )
-    growths = sorted(float(row["growth"]) for row in figures)  # type: ignore[arg-type]
+    growths = sorted(float(row["growth"]) for row in figures if "growth" in row)  # type: ignore[arg-type]
+    if not growths:
+        raise SystemExit(f"every cell failed; load {_load()}")
     print(
-        f"matrix: p50 growth median {statistics.median(growths):.2f}x, max {growths[-1]:.2f}x; "
-        f"load {_load()}",
+        f"matrix: p50 growth median {statistics.median(growths):.2f}x, max {growths[-1]:.2f}x "
+        f"over {len(growths)} cells; {failed} cell(s) failed; load {_load()}",
         flush=True,
     )
     if args.json:

@@ -308,6 +308,9 @@ def main() -> None:
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART)
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
+    if args.requests < 1 or args.cached_requests < 1:
+        # Every column of the report (p50, p95, misses, heat map) needs a figure per mode.
+        parser.error("--requests and --cached-requests must each be at least 1")
 
     database_ensure(args.database_url)
     env = bench_env(args.database_url, redis_url=args.redis_url)
