@@ -309,3 +309,22 @@ def test_bulk_needs_postgresql():
     with pytest.raises(CommandError, match="--bulk needs PostgreSQL"):
         _seed("--views", "10", "--authors", "1", "--blogs", "1", "--bulk")
     assert not Blog.objects.exists()
+
+
+@postgres_only
+@pytest.mark.django_db
+@pytest.mark.usefixtures("frozen_clock")
+def test_seeding_gives_the_planner_statistics_of_what_it_filled():
+    def analyzed() -> set[str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT tablename FROM pg_stats WHERE tablename IN (%s, %s) "
+                "AND attname IN ('author_id', 'blog_id')",
+                [Blog._meta.db_table, BlogView._meta.db_table],
+            )
+            return {row[0] for row in cursor.fetchall()}
+
+    assert Blog._meta.db_table not in analyzed()
+    _seed("--views", "500", "--authors", "3", "--blogs", "12", "--seed", "4")
+
+    assert analyzed() == {Blog._meta.db_table, BlogView._meta.db_table}
