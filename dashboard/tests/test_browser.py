@@ -118,10 +118,14 @@ def _generation(driver: WebDriver) -> int:
 
 def _wait_ready(driver: WebDriver, after: int = 0) -> None:
     """Until every panel of a load newer than generation ``after`` is filled."""
+    # Right after a sign-in the browser may still show the login page, which has no
+    # #dashboard: not ready yet (reading its dataset threw, and WebDriverWait does not retry on
+    # a JavaScript error).
     WebDriverWait(driver, WAIT_SECONDS).until(
         lambda d: d.execute_script(
             "const r = document.getElementById('dashboard');"
-            "return r.dataset.state === 'ready' && Number(r.dataset.generation) > arguments[0];",
+            "return r !== null && r.dataset.state === 'ready'"
+            " && Number(r.dataset.generation) > arguments[0];",
             after,
         )
     )
