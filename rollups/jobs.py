@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # A running rebuild job beats this many times per REBUILD_STALE_SECONDS (see _job_heartbeat).
 HEARTBEATS_PER_STALE = 6
+# How long the end of a rebuild job waits for a beat already under way (see _job_heartbeat).
+HEARTBEAT_JOIN_SECONDS = 5.0
 # Sending a rebuild job's task must not hang a request on a broker that does not answer: each
 # attempt's socket waits at most this long, and the send is tried at most 3 times, about 4 s in all.
 PUBLISH_SOCKET_SECONDS = 1.0
@@ -271,8 +273,11 @@ def _job_heartbeat(*, job_id: str) -> Iterator[None]:
     try:
         yield
     finally:
-        # Not joined: a beat waiting on a lock must not hold up the job's own ending.
         stop.set()
+        # A beat already under way ends before the block's ending is reported, so nothing beats
+        # after it. Joined with a bound: a beat stuck behind a lock must not hold up the job's
+        # ending for long (a late beat only touches a job still running).
+        thread.join(timeout=HEARTBEAT_JOIN_SECONDS)
 
 
 def rebuild_jobs_reap(
