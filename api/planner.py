@@ -9,7 +9,9 @@ as ``UNION ALL`` of:
   ``(day, country)`` when neither blogs nor authors matter, ``(day|month, blog)`` when countries
   do not, else ``(day|month, blog, country)``;
 - for the blog levels, monthly rows for the whole months inside the range and daily rows for the
-  edge days (monthly rows are skipped when the caller needs days, e.g. weekly buckets);
+  edge days, or, for an edge that covers most of its month, that month's rows minus the daily
+  rows of its other days (monthly rows are skipped when the caller needs days, e.g. weekly
+  buckets);
 - the *tail*: raw views not absorbed yet (``id > watermark``), grouped the same way.
 
 Around it, one function per answer shape (``country_groups``, ``author_groups``,
@@ -233,7 +235,7 @@ class DaySplit:
     """A day range split into whole months (for monthly rows) and edge day ranges."""
 
     months: tuple[date | None, date | None] | None
-    edges: tuple[tuple[date | None, date | None], ...]
+    edges: tuple[tuple[date, date], ...]
 
 
 def split_range(start: date | None, end: date | None) -> DaySplit:
@@ -246,14 +248,40 @@ def split_range(start: date | None, end: date | None) -> DaySplit:
         else (next_month(end) if end + timedelta(days=1) == next_month(end) else month_start(end))
     )
     if first is not None and after is not None and first >= after:
+        # Both ends are days here (``first`` and ``after`` come from them).
+        assert start is not None and end is not None
         return DaySplit(months=None, edges=((start, end),))
-    edges: list[tuple[date | None, date | None]] = []
+    edges: list[tuple[date, date]] = []
     if start is not None and first is not None and start < first:
         edges.append((start, first - timedelta(days=1)))
     if end is not None and after is not None and after <= end:
         edges.append((after, end))
     last_month = None if after is None else month_start(after - timedelta(days=1))
     return DaySplit(months=(first, last_month), edges=tuple(edges))
+
+
+def _month_pieces(low: date, high: date) -> list[tuple[date, date]]:
+    """``low..high`` cut at month boundaries."""
+    pieces = []
+    while next_month(low) <= high:
+        pieces.append((low, next_month(low) - timedelta(days=1)))
+        low = next_month(low)
+    return [*pieces, (low, high)]
+
+
+def _months_with(
+    months: tuple[date | None, date | None] | None, month: date
+) -> tuple[date | None, date | None]:
+    """The run of whole months ``months`` (``None``: none) with ``month`` added; ``month`` is
+    next to it (an edge's month) or the run is empty or a neighbour edge's month."""
+    if months is None:
+        return (month, month)
+    first, last = months
+    if first is not None and month < first:
+        return (month, last)
+    if last is not None and month > last:
+        return (first, month)
+    return months
 
 
 # --- The virtual fact table ----------------------------------------------------------------------
@@ -398,11 +426,19 @@ class Facts:
         only: tuple[str, ...] | None = None,
         negate: bool = False,
     ) -> list[SQL]:
-        """The SELECTs of ``level``'s rows over ``start..end`` (monthly where it can)."""
-        filters = self._filters(level.columns, only=only)
-        views = SQL("-views AS views" if negate else "views AS views")
+        """The SELECTs of ``level``'s rows over ``start..end`` (monthly where it can).
 
-        def part(table: str, day_column: str, low: date | None, high: date | None) -> SQL:
+        Whole months come from the monthly rows, the days around them from the daily rows. An
+        edge that covers most of a month whose monthly rows are complete is read as that
+        month's rows *minus* the daily rows of its days outside the range (negative
+        ``views``, as for excluded countries): the 90 days ending on the 1st then read three
+        months and 3 days of daily rows, not two months and 29 days of them.
+        """
+        filters = self._filters(level.columns, only=only)
+
+        def part(
+            table: str, day_column: str, low: date | None, high: date | None, minus: bool = False
+        ) -> SQL:
             day = name(day_column)
             conditions = []
             if low is not None:
@@ -411,19 +447,48 @@ class Facts:
                 conditions.append(sql("{day} <= {high}", day=day, high=day_param(high)))
             return sql(
                 "SELECT {selected} FROM {table}{where}",
-                selected=_columns(columns, day + SQL(" AS day"), last=views),
+                selected=_columns(
+                    columns,
+                    day + SQL(" AS day"),
+                    last=SQL("-views AS views" if negate != minus else "views AS views"),
+                ),
                 table=name(table),
                 where=where_clause([*conditions, *filters]),
             )
 
-        split = split_range(start, end) if monthly and level.monthly else None
-        if split is None or split.months is None or level.monthly is None:
+        if not monthly or level.monthly is None:
             return [part(level.daily, "day", start, end)]
-        parts = []
-        first_month, last_month = split.months
+        split = split_range(start, end)
         open_from = self.snapshot.monthly_open_from
+        folded = level.monthly_folded and open_from is not None
+        months = split.months
+        parts = []
+        # The edges, month by month: read as daily rows, or as their month minus the others.
+        for low, high in (piece for edge in split.edges for piece in _month_pieces(*edge)):
+            month, after = month_start(low), next_month(low)
+            inside = (high - low).days + 1
+            closed = not folded or (open_from is not None and after <= open_from)
+            if not closed or 2 * inside <= (after - month).days:
+                parts.append(part(level.daily, "day", low, high))
+                continue
+            months = _months_with(months, month)
+            if month < low:
+                parts.append(part(level.daily, "day", month, low - timedelta(days=1), True))
+            if high < after - timedelta(days=1):
+                parts.append(
+                    part(
+                        level.daily,
+                        "day",
+                        high + timedelta(days=1),
+                        after - timedelta(days=1),
+                        True,
+                    )
+                )
+        if months is None:
+            return parts
+        first_month, last_month = months
         if (
-            level.monthly_folded
+            folded
             and open_from is not None
             and (last_month is None or next_month(last_month) > open_from)
         ):
@@ -440,7 +505,6 @@ class Facts:
             last_month = month_start(open_from)
         if first_month is None or last_month is None or first_month <= last_month:
             parts.append(part(level.monthly, "month", first_month, last_month))
-        parts += [part(level.daily, "day", low, high) for low, high in split.edges]
         return parts
 
     def _presence_range(self, prefix: str = "") -> SQL:
@@ -646,7 +710,7 @@ def country_groups(facts: Facts, limit: int, offset: int) -> Groups:
         sql(
             "SELECT f.country_id, c.name, sum(f.views) AS views FROM ({facts}) f "
             "JOIN {country} c ON c.code = f.country_id GROUP BY f.country_id, c.name "
-            "ORDER BY views DESC, {code}",
+            "HAVING sum(f.views) > 0 ORDER BY views DESC, {code}",
             facts=facts.sql(countries=True, days=False),
             country=name(COUNTRY),
             code=binary_order(SQL("f.country_id")),
@@ -667,7 +731,8 @@ def country_groups(facts: Facts, limit: int, offset: int) -> Groups:
         counts = facts.presence_blogs()
     else:
         counts = sql(
-            "SELECT country_id, count(DISTINCT blog_id) FROM ({pairs}) p GROUP BY country_id",
+            "SELECT country_id, count(*) FROM (SELECT country_id, blog_id FROM ({pairs}) p "
+            "GROUP BY country_id, blog_id HAVING sum(views) > 0) v GROUP BY country_id",
             pairs=facts.sql(blogs=True, countries=True, days=False),
         )
     blogs = dict(fetch_all(counts))

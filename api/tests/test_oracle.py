@@ -232,6 +232,53 @@ def test_ranges_answered_from_kept_counts_match_a_recount_from_raw(client):
             assert top["results"] == expected[:2], body
 
 
+def test_edges_read_as_their_month_minus_the_days_outside_match_a_recount_from_raw(client):
+    """A range that covers most of a month reads that month's rows minus the daily rows of its
+    days outside the range. A blog, an author and a country viewed only on those outside days
+    must then be left out (their views sum to zero), not listed with 0 views or counted as a
+    viewed blog."""
+    analytics_data(seed=6, absorbed_share=1.0)
+    outsider = get_user_model().objects.create_user(username="outsider")
+    only_outside = Blog.objects.create(title="Outside", author=outsider)
+    views_record(
+        views=[
+            # Before and after the ranges below, inside their months.
+            (only_outside.pk, "FR", datetime(2025, 3, 1, 8, tzinfo=UTC)),
+            (only_outside.pk, "NZ", datetime(2025, 3, 2, 23, tzinfo=UTC)),
+            (only_outside.pk, "JP", datetime(2025, 5, 31, 1, tzinfo=UTC)),
+            (only_outside.pk, "ET", datetime(2025, 2, 3, tzinfo=UTC)),
+        ]
+    )
+    rollups_absorb_pending()
+    for dates in (
+        {"start_date": "2025-03-03", "end_date": "2025-05-30"},
+        {"start_date": "2025-03-03", "end_date": "2025-03-31"},
+        {"start_date": "2025-03-03", "end_date": "2025-04-20"},
+        {"start_date": "2025-02-04", "end_date": "2025-03-30"},
+        {"start_date": "2025-05-02", "end_date": "2025-05-30"},
+    ):
+        for filters in (
+            {},
+            {"country_codes": ["FR", "US"]},
+            {"exclude_country_codes": ["US"]},
+            {"author_username": "outsider"},
+        ):
+            body = {**dates, **filters}
+            for kind, expected in (
+                ("country", oracle.by_country(body)),
+                ("user", oracle.by_author(body)),
+            ):
+                answer = _post(client, f"/api/analytics/blog-views/{kind}/", body)
+                assert answer["results"] == expected, (kind, body)
+                assert answer["meta"]["total"] == len(expected), (kind, body)
+            answer = _post(client, "/api/analytics/top/blog/", {**body, "limit": 100})
+            assert answer["results"] == oracle.top_blogs(body), body
+            for period in ("day", "month"):
+                series = {**body, "compare_period": period}
+                answer = _post(client, "/api/analytics/performance/", series)
+                assert answer["results"] == oracle.performance(series, today=TODAY.date()), series
+
+
 @pytest.mark.skipif(
     not settings.DATABASE_IS_POSTGRES, reason="SQLite compares text by code point already"
 )
