@@ -417,7 +417,7 @@ ROLLUP_INTERVAL_SECONDS = env.int("ROLLUP_INTERVAL_SECONDS", default=30)
 # Ingest sends an absorb run as soon as this many views are pending (0: only beat's runs), at
 # most one per ABSORB_TRIGGER_SECONDS: every exact read adds the pending views from the raw
 # table, so this bounds their cost at any ingest rate (rollups.trigger; README "Freshness").
-ABSORB_TRIGGER_PENDING = env.int("ABSORB_TRIGGER_PENDING", default=20_000)
+ABSORB_TRIGGER_PENDING = env.int("ABSORB_TRIGGER_PENDING", default=5_000)
 ABSORB_TRIGGER_SECONDS = env.int("ABSORB_TRIGGER_SECONDS", default=1)
 if ABSORB_TRIGGER_PENDING < 0 or ABSORB_TRIGGER_SECONDS < 1:
     raise ImproperlyConfigured(
