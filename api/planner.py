@@ -316,14 +316,7 @@ class Facts:
 
         ``only`` replaces the spec's country filters by "country in ``only``".
         """
-        where: list[SQL] = []
-        if "country_id" in level_columns:
-            include = only if only is not None else self.spec.country_codes
-            exclude = None if only is not None else self.spec.exclude_country_codes
-            if include is not None:
-                where.append(sql("country_id IN ({codes})", codes=values(include)))
-            if exclude is not None:
-                where.append(sql("country_id NOT IN ({codes})", codes=values(exclude)))
+        where = self._country_filters(level_columns, only=only)
         if self.author_id is not None:
             where.append(
                 sql(
@@ -332,6 +325,20 @@ class Facts:
                     author=self.author_id,
                 )
             )
+        return where
+
+    def _country_filters(
+        self, level_columns: tuple[str, ...], *, only: tuple[str, ...] | None = None
+    ) -> list[SQL]:
+        """The country conditions of ``_filters``."""
+        where: list[SQL] = []
+        if "country_id" in level_columns:
+            include = only if only is not None else self.spec.country_codes
+            exclude = None if only is not None else self.spec.exclude_country_codes
+            if include is not None:
+                where.append(sql("country_id IN ({codes})", codes=values(include)))
+            if exclude is not None:
+                where.append(sql("country_id NOT IN ({codes})", codes=values(exclude)))
         return where
 
     def sql(
@@ -638,19 +645,36 @@ class Facts:
         """The earliest day with a matching view (before ``end``), or ``None``."""
         level = self.level(blogs=False, countries=False)
         filters = self._filters(level.columns)
-        daily_where = list(filters)
+        before_end: list[SQL] = []
         tail_where = [sql("id > {watermark}", watermark=self.snapshot.watermark), *filters]
         end = self.spec.last_day
         if end is not None:
-            daily_where.append(sql("day <= {end}", end=day_param(end)))
+            before_end.append(sql("day <= {end}", end=day_param(end)))
             tail_where.append(
                 sql("viewed_at < {after}", after=day_start_param(end + timedelta(days=1)))
             )
-        first = "SELECT min({column}) FROM {table} WHERE {where}"
+        if self.author_id is None:
+            daily = sql(
+                "SELECT min(day) FROM {table} WHERE {where}",
+                table=name(level.daily),
+                where=all_of([*filters, *before_end]),
+            )
+        else:
+            # Blog by blog through the blog-first indexes, each stopping at its first matching
+            # row: one min() over all the author's rows with a country filter read them all
+            # (518 ms for a 144-blog author and 2 countries at 10 M views; 3.7 ms so).
+            daily = sql(
+                "SELECT min((SELECT min(day) FROM {table} d WHERE {where})) FROM {blog} b "
+                "WHERE b.author_id = {author}",
+                table=name(level.daily),
+                where=all_of(
+                    [sql("d.blog_id = b.id"), *self._country_filters(level.columns), *before_end]
+                ),
+                blog=name(BLOG),
+                author=self.author_id,
+            )
         found = [
-            fetch_one(
-                sql(first, column=SQL("day"), table=name(level.daily), where=all_of(daily_where))
-            )[0],
+            fetch_one(daily)[0],
             # The tail's views through the primary key (``id > watermark``), behind a fence:
             # else PostgreSQL answers min() by walking the viewed_at index from the oldest
             # view, skipping every absorbed one (measured: over 5 s at 10 M views with 10,000
