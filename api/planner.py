@@ -732,12 +732,15 @@ def country_groups(facts: Facts, limit: int, offset: int) -> Groups:
     # bits on PostgreSQL, else from the (day|month, blog, country) rows.
     views = fetch_all(
         sql(
-            "SELECT f.country_id, c.name, sum(f.views) AS views FROM ({facts}) f "
-            "JOIN {country} c ON c.code = f.country_id GROUP BY f.country_id, c.name "
-            "HAVING sum(f.views) > 0 ORDER BY views DESC, {code}",
+            # Summed per country before the names are joined: the facts can be tens of
+            # thousands of rows (an author's blogs), the countries are at most 250.
+            "SELECT v.country_id, c.name, v.views FROM ("
+            "SELECT f.country_id, sum(f.views) AS views FROM ({facts}) f GROUP BY f.country_id "
+            "HAVING sum(f.views) > 0) v JOIN {country} c ON c.code = v.country_id "
+            "ORDER BY v.views DESC, {code}",
             facts=facts.sql(countries=True, days=False),
             country=name(COUNTRY),
-            code=binary_order(SQL("f.country_id")),
+            code=binary_order(SQL("v.country_id")),
         )
     )
     page = views[offset : offset + limit]

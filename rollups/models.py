@@ -136,15 +136,20 @@ class MonthlyBlogCountryViews(Summary):
             ),
         ]
         indexes = [
-            # Covering (migration 0014): a country's months are read index-only. The rows
-            # change only when a day is folded in or late views arrive, so the non-HOT updates
-            # an indexed count causes are rare here (unlike the daily rows).
+            # Both covering (migrations 0014, 0015): a country's or an author's months are read
+            # index-only. The rows change only when a day is folded in or late views arrive,
+            # so the non-HOT updates an indexed count causes are rare here (unlike the daily
+            # rows, whose author index 0011 made not covering).
             models.Index(
                 fields=["country", "month", "blog"],
                 include=["views"],
                 name="monthlyblogcountry_country",
             ),
-            models.Index(fields=["blog", "month", "country"], name="monthlyblogcountry_blog"),
+            models.Index(
+                fields=["blog", "month", "country"],
+                include=["views"],
+                name="monthlyblogcountry_blog",
+            ),
         ]
 
 
