@@ -47,7 +47,6 @@ from rollups.models import AbsorbState
 from rollups.selectors import rollups_status
 from rollups.staging import (
     month_keys,
-    recent_stage_raw,
     stage_create,
     stage_raw,
     stage_raw_minutes,
@@ -306,7 +305,7 @@ def _recent_window(cursor: CursorWrapper, state: AbsorbState, *, high: int) -> d
     cut = recent_cut(timezone.now())
     kept: datetime | None = state.recent_from
     if kept is None:
-        recent_stage_raw(
+        stage_raw_minutes(
             cursor,
             "absorb_recent_stage",
             sql("id <= {high} AND viewed_at >= {cut}", high=high, cut=moment_param(cut)),
@@ -339,7 +338,7 @@ def _chunk_stage(cursor: CursorWrapper, kept: datetime | None, *, low: int, high
     if kept is None:
         stage_raw(cursor, "absorb_stage", chunk)
         return
-    stage_raw_minutes(cursor, "absorb_minute_stage", chunk, kept=kept)
+    stage_raw_minutes(cursor, "absorb_minute_stage", chunk, kept=kept, days=True)
     cursor.execute(
         "INSERT INTO absorb_stage (day, blog_id, country_id, views) "
         "SELECT day, blog_id, country_id, sum(views) FROM absorb_minute_stage GROUP BY 1, 2, 3"

@@ -50,9 +50,9 @@ from rollups.selectors import (
 )
 from rollups.staging import (
     month_keys,
-    recent_stage_raw,
     stage_create,
     stage_raw,
+    stage_raw_minutes,
     stage_views,
     state_locked,
     work_mem_raise,
@@ -549,7 +549,7 @@ def _recent_rebuild(cursor: CursorWrapper, state: AbsorbState, *, start: date, e
                 cursor,
                 sql("DELETE FROM {table} WHERE {in_range}", table=name(table), in_range=in_range),
             )
-    recent_stage_raw(
+    stage_raw_minutes(
         cursor,
         "rebuild_recent_stage",
         sql(

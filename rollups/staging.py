@@ -51,55 +51,53 @@ def stage_raw(cursor: CursorWrapper, stage: str, where: SQL) -> None:
     )
 
 
-def recent_stage_raw(cursor: CursorWrapper, stage: str, where: SQL) -> None:
-    """A per-connection staging table of (minute, blog, country, views), emptied, then filled
-    with the raw views matching ``where`` (the per-minute levels' source)."""
-    minute = "timestamptz" if postgres() else "text"
-    cursor.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
-        f"(minute {minute}, blog_id bigint, country_id varchar(2), views bigint)"
-    )
-    cursor.execute(f"DELETE FROM {stage}")
-    execute(
-        cursor,
-        sql(
-            "INSERT INTO {stage} (minute, blog_id, country_id, views) "
-            "SELECT {minute}, blog_id, country_id, count(*) FROM {raw} WHERE {where} "
-            "GROUP BY 1, 2, 3",
-            stage=name(stage),
-            minute=minute_start_of(SQL("viewed_at")),
-            raw=name(RAW),
-            where=where,
-        ),
-    )
-
-
-def stage_raw_minutes(cursor: CursorWrapper, stage: str, where: SQL, *, kept: datetime) -> None:
+def stage_raw_minutes(
+    cursor: CursorWrapper,
+    stage: str,
+    where: SQL,
+    *,
+    kept: datetime | None = None,
+    days: bool = False,
+) -> None:
     """Aggregate the raw views matching ``where`` into a per-connection staging table of
-    (minute, day, blog, country, views), emptied first: the minute is the view's where
-    ``viewed_at >= kept`` (the per-minute levels count it), else NULL.
+    (minute, [day,] blog, country, views), emptied first: the per-minute levels' source.
 
-    One read of the raw rows gives both the (day, blog, country) counts (grouped again from
-    these rows, far fewer than the views) and the per-minute ones (see ``rollups.absorb``).
+    With ``kept``, the minute is the view's where ``viewed_at >= kept`` (the per-minute levels
+    count it), else NULL. With ``days``, the rows also hold the view's UTC day: one read of the
+    raw rows then gives both the (day, blog, country) counts (grouped again from these rows,
+    far fewer than the views) and the per-minute ones (see ``rollups.absorb``).
     """
-    minute = "timestamptz" if postgres() else "text"
+    minute_type = "timestamptz" if postgres() else "text"
+    day_column = " day date," if days else ""
     cursor.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (minute {minute}, day date, "
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (minute {minute_type},{day_column} "
         "blog_id bigint, country_id varchar(2), views bigint)"
     )
     cursor.execute(f"DELETE FROM {stage}")
+    minute = minute_start_of(SQL("viewed_at"))
+    if kept is not None:
+        minute = sql(
+            "CASE WHEN viewed_at >= {kept} THEN {minute} END",
+            kept=moment_param(kept),
+            minute=minute,
+        )
+    keys = [
+        minute,
+        *([day_of(SQL("viewed_at"))] if days else []),
+        SQL("blog_id"),
+        SQL("country_id"),
+    ]
     execute(
         cursor,
         sql(
-            "INSERT INTO {stage} (minute, day, blog_id, country_id, views) "
-            "SELECT CASE WHEN viewed_at >= {kept} THEN {minute} END, {day}, blog_id, "
-            "country_id, count(*) FROM {raw} WHERE {where} GROUP BY 1, 2, 3, 4",
+            "INSERT INTO {stage} (minute,{day} blog_id, country_id, views) "
+            "SELECT {keys}, count(*) FROM {raw} WHERE {where} GROUP BY {ordinals}",
             stage=name(stage),
-            kept=moment_param(kept),
-            minute=minute_start_of(SQL("viewed_at")),
-            day=day_of(SQL("viewed_at")),
+            day=SQL(" day," if days else ""),
+            keys=SQL(", ").join(keys),
             raw=name(RAW),
             where=where,
+            ordinals=SQL(", ".join(str(n) for n in range(1, len(keys) + 1))),
         ),
     )
 
