@@ -97,6 +97,11 @@ def values(items: Sequence[Param]) -> SQL:
     return SQL(", ".join(["%s"] * len(items)), tuple(items))
 
 
+def ordinals(count: int) -> SQL:
+    """``1, 2, ..., count``: the first ``count`` select-list columns, for GROUP BY / ORDER BY."""
+    return SQL(", ".join(str(n) for n in range(1, count + 1)))
+
+
 def all_of(conditions: Iterable[SQL]) -> SQL:
     """The conditions joined by ``AND``; ``true`` when there are none."""
     found = list(conditions)

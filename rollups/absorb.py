@@ -40,6 +40,7 @@ from core.sql import (
     month_start,
     name,
     names,
+    ordinals,
     postgres,
     sql,
 )
@@ -281,12 +282,11 @@ def recent_stage_apply(cursor: CursorWrapper, stage: str) -> None:
             blocks.append((level.block_table, block_start_of(SQL("minute"), RECENT_BLOCK_MINUTES)))
         for table, minute in blocks:
             keys = SQL(", ").join([minute, *(name(column) for column in level.columns)])
-            ordinals = ", ".join(str(n) for n in range(1, len(level.keys) + 1))
             select = sql(
                 "SELECT {keys}, sum(views) FROM {stage} GROUP BY {ordinals} ORDER BY {ordinals}",
                 keys=keys,
                 stage=name(stage),
-                ordinals=SQL(ordinals),
+                ordinals=ordinals(len(level.keys)),
             )
             execute(cursor, upsert_sql(table, level.keys, select))
 

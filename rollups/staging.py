@@ -13,6 +13,7 @@ from core.sql import (
     moment_param,
     month_of,
     name,
+    ordinals,
     postgres,
     sql,
 )
@@ -67,13 +68,6 @@ def stage_raw_minutes(
     raw rows then gives both the (day, blog, country) counts (grouped again from these rows,
     far fewer than the views) and the per-minute ones (see ``rollups.absorb``).
     """
-    minute_type = "timestamptz" if postgres() else "text"
-    day_column = " day date," if days else ""
-    cursor.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (minute {minute_type},{day_column} "
-        "blog_id bigint, country_id varchar(2), views bigint)"
-    )
-    cursor.execute(f"DELETE FROM {stage}")
     minute = minute_start_of(SQL("viewed_at"))
     if kept is not None:
         minute = sql(
@@ -81,23 +75,25 @@ def stage_raw_minutes(
             kept=moment_param(kept),
             minute=minute,
         )
-    keys = [
-        minute,
-        *([day_of(SQL("viewed_at"))] if days else []),
-        SQL("blog_id"),
-        SQL("country_id"),
-    ]
+    # (column, type, value from raw): the key columns, the count after them.
+    keys = [("minute", "timestamptz" if postgres() else "text", minute)]
+    if days:
+        keys.append(("day", "date", day_of(SQL("viewed_at"))))
+    keys += [("blog_id", "bigint", SQL("blog_id")), ("country_id", "varchar(2)", SQL("country_id"))]
+    columns = ", ".join(f"{column} {kind}" for column, kind, _ in keys)
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns}, views bigint)")
+    cursor.execute(f"DELETE FROM {stage}")
     execute(
         cursor,
         sql(
-            "INSERT INTO {stage} (minute,{day} blog_id, country_id, views) "
-            "SELECT {keys}, count(*) FROM {raw} WHERE {where} GROUP BY {ordinals}",
+            "INSERT INTO {stage} ({columns}, views) "
+            "SELECT {values}, count(*) FROM {raw} WHERE {where} GROUP BY {ordinals}",
             stage=name(stage),
-            day=SQL(" day," if days else ""),
-            keys=SQL(", ").join(keys),
+            columns=SQL(", ".join(column for column, _, _ in keys)),
+            values=SQL(", ").join(value for _, _, value in keys),
             raw=name(RAW),
             where=where,
-            ordinals=SQL(", ".join(str(n) for n in range(1, len(keys) + 1))),
+            ordinals=ordinals(len(keys)),
         ),
     )
 
