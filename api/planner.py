@@ -310,21 +310,31 @@ class Facts:
         return level_for(needed)
 
     def _filters(
-        self, level_columns: tuple[str, ...], *, only: tuple[str, ...] | None = None
+        self,
+        level_columns: tuple[str, ...],
+        *,
+        only: tuple[str, ...] | None = None,
+        blog_by_blog: bool = False,
     ) -> list[SQL]:
         """WHERE conditions for the spec's filters on a table with ``level_columns``.
 
-        ``only`` replaces the spec's country filters by "country in ``only``".
+        ``only`` replaces the spec's country filters by "country in ``only``". With
+        ``blog_by_blog`` (PostgreSQL), the author's blogs are an array: the planner then walks
+        a blog-first key blog by blog, where for an author with many views it would hash the
+        blogs and scan every row of the range (the per-minute rows: 26 instead of 77 ms for
+        an author with a third of the window's views).
         """
         where = self._country_filters(level_columns, only=only)
         if self.author_id is not None:
-            where.append(
-                sql(
-                    "blog_id IN (SELECT id FROM {blog} WHERE author_id = {author})",
-                    blog=name(BLOG),
-                    author=self.author_id,
-                )
+            blogs = sql(
+                "SELECT id FROM {blog} WHERE author_id = {author}",
+                blog=name(BLOG),
+                author=self.author_id,
             )
+            if blog_by_blog and postgres():
+                where.append(sql("blog_id = ANY(ARRAY({blogs}))", blogs=blogs))
+            else:
+                where.append(sql("blog_id IN ({blogs})", blogs=blogs))
         return where
 
     def _country_filters(
@@ -999,7 +1009,7 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
     ) -> list[SQL]:
         """The SELECTs of ``level``'s rows of the window (the blocks inside it by their rows,
         with ``blocks``), tagged ``part`` and keeping the column ``kept``."""
-        filters = facts._filters(level.columns, only=only)
+        filters = facts._filters(level.columns, only=only, blog_by_blog=True)
         ranges: list[tuple[str, datetime, datetime]] = [(level.minute_table, start, end)]
         if blocks and level.block_table is not None:
             first, after = _blocks_inside(start, end)

@@ -1,4 +1,5 @@
-"""Helpers for tests that start the project's own processes (Celery worker, beat, commands)."""
+"""Helpers for tests: the project's own processes (Celery worker, beat, commands) and the
+schema moved to an earlier or later migration."""
 
 import os
 import pwd
@@ -18,7 +19,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
-from django.db import connections
+from django.db import connection, connections
+from django.db.migrations.executor import MigrationExecutor
 
 
 def child_database_url() -> str:
@@ -30,6 +32,13 @@ def child_database_url() -> str:
     if db["PASSWORD"]:
         credentials += ":" + quote(db["PASSWORD"], safe="")
     return f"postgres://{credentials}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def migrate_to(app: str, migration: str) -> None:
+    """Migrate the test database's ``app`` forwards or backwards to ``migration``."""
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate([(app, migration)])
 
 
 def child_env(**extra: str) -> dict[str, str]:

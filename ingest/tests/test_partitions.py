@@ -6,10 +6,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from core.models import Blog
+from core.testing import migrate_to
 from ingest.models import BlogView
 from ingest.partitions import (
     AHEAD_MONTHS,
@@ -220,12 +220,6 @@ def test_absorb_rebuild_and_the_tail_across_a_month_boundary(blog_id, reader):
 # --- The migration path -------------------------------------------------------------------
 
 
-def _migrate(target: tuple[str, str]) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate([target])
-
-
 @postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_converts_a_plain_table_with_its_views_keeping_their_ids(
@@ -235,7 +229,7 @@ def test_the_migration_converts_a_plain_table_with_its_views_keeping_their_ids(
     blogs = [Blog.objects.create(title=f"Blog {n}", author=author).pk for n in range(3)]
     client = auth_client(user)
     now = timezone.now()
-    _migrate(("ingest", "0002_idempotency_key"))
+    migrate_to("ingest", "0002_idempotency_key")
     try:
         assert not raw_is_partitioned()
         months = [add_months(now.date().replace(day=1), -back) for back in (14, 3, 1, 0)]
@@ -268,7 +262,7 @@ def test_the_migration_converts_a_plain_table_with_its_views_keeping_their_ids(
         answered = answers()
         pending = watermark()
     finally:
-        _migrate(("ingest", "0003_partition_raw_views"))
+        migrate_to("ingest", "0003_partition_raw_views")
 
     assert raw_is_partitioned()
     assert _stored() == before  # every view, with its id

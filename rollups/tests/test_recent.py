@@ -1,12 +1,14 @@
 """The per-minute levels of the last hour (rollups.tables.RECENT_LEVELS): absorb keeps them
 exact for the views viewed from ``recent_from`` on, drops what falls behind ``RECENT_KEEP``,
-fills them on its first run, and a rebuild recounts them."""
+fills them on its first run, and a rebuild recounts them; migration 0016 re-keys them."""
 
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import time_machine
 
+from core.testing import migrate_to
 from ingest.models import BlogView
 from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending
@@ -109,4 +111,25 @@ def test_a_rebuild_recounts_the_kept_minutes(blog_ids):
         rollups_rebuild(
             start_date=NOW.date() - timedelta(days=3), end_date=NOW.date() - timedelta(days=2)
         )
+        assert_summaries_exact()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0016_rekeys_the_minutes_and_the_next_absorb_counts_them_again(blog_ids):
+    with time_machine.travel(NOW, tick=False):
+        migrate_to("rollups", "0015_monthly_blog_covering")
+        try:
+            # Absorbed into the minute-first (minute, blog, country) rows of before.
+            _views(blog_ids, 300, around=NOW, seed=8)
+            rollups_absorb_pending()
+            assert AbsorbState.objects.get().recent_from == recent_cut(NOW)
+            assert _recent_rows() > 0
+        finally:
+            migrate_to("rollups", "0016_recent_blog_first")
+        # Every per-minute table is empty and the state says so: nothing is counted twice.
+        assert AbsorbState.objects.get().recent_from is None
+        assert _recent_rows() == 0
+        _views(blog_ids, 40, around=NOW, seed=9)
+        rollups_absorb_pending()
+        assert AbsorbState.objects.get().recent_from == recent_cut(NOW)
         assert_summaries_exact()
