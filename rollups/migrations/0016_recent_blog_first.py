@@ -42,6 +42,17 @@ def empty_recent(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> No
         apps.get_model("rollups", model).objects.using(alias).all().delete()
 
 
+def _reference(to: str) -> models.ForeignKey:
+    """A blog or country column as the summaries declare it: no constraint, no index."""
+    return models.ForeignKey(
+        db_constraint=False,
+        db_index=False,
+        on_delete=models.deletion.DO_NOTHING,
+        related_name="+",
+        to=to,
+    )
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("core", "0003_throttle_counter"),
@@ -68,26 +79,8 @@ class Migration(migrations.Migration):
                 ),
                 ("views", models.BigIntegerField()),
                 ("minute", models.DateTimeField(help_text="The minute's first instant (UTC).")),
-                (
-                    "blog",
-                    models.ForeignKey(
-                        db_constraint=False,
-                        db_index=False,
-                        on_delete=models.deletion.DO_NOTHING,
-                        related_name="+",
-                        to="core.blog",
-                    ),
-                ),
-                (
-                    "country",
-                    models.ForeignKey(
-                        db_constraint=False,
-                        db_index=False,
-                        on_delete=models.deletion.DO_NOTHING,
-                        related_name="+",
-                        to="core.country",
-                    ),
-                ),
+                ("blog", _reference("core.blog")),
+                ("country", _reference("core.country")),
             ],
             options={
                 "indexes": [
