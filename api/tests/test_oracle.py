@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.test import APIClient
 
+from api.planner import FEW_COUNTRIES
 from api.tests import oracle
 from api.tests.conftest import AUTHORS, COUNTRIES, TODAY, analytics_data
 from core.models import Blog
@@ -396,3 +397,26 @@ def test_previous_year_maps_feb_29_to_feb_28(client):
         "previous_views": 3,
         "change_pct": 0.0,
     }
+
+
+def test_an_author_with_many_countries_named_matches_a_recount_from_raw(client):
+    """More countries than ``planner.FEW_COUNTRIES``: the author's rows are walked blog by blog
+    on PostgreSQL then, as without countries; with a few, found through the countries."""
+    analytics_data(seed=4, absorbed_at=None, absorbed_share=0.7)
+    many = [*COUNTRIES, "GB", "CA", "MX", "ES"]
+    assert len(many) > FEW_COUNTRIES
+    rows = 0
+    for countries in (many, COUNTRIES[:2], None):
+        for author in AUTHORS:
+            body: dict[str, Any] = {"author_username": author}
+            if countries is not None:
+                body["country_codes"] = countries
+            answer = _post(client, "/api/analytics/blog-views/country/", {**body, "limit": 3})
+            assert answer["results"] == oracle.by_country(body)[:3], body
+            answer = _post(client, "/api/analytics/top/blog/", body)
+            assert answer["results"] == oracle.top_blogs(body)[:10], body
+            series = {**body, "start_date": "2025-02-11", "end_date": "2025-05-20"}
+            answer = _post(client, "/api/analytics/performance/", series)
+            assert answer["results"] == oracle.performance(series, today=TODAY.date()), series
+            rows += sum(row["views"] for row in answer["results"])
+    assert rows > 0
