@@ -1034,7 +1034,8 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         negate: bool = False,
     ) -> list[SQL]:
         """The SELECTs of ``level``'s rows of the window (the blocks inside it by their rows,
-        with ``blocks``), tagged ``part`` and keeping the column ``kept``."""
+        with ``blocks``), tagged ``part``, summed per ``kept`` (so that the final grouping
+        gets one row per minute, blog or country of each, not every row read)."""
         filters = facts._filters(level.columns, only=only, blog_by_blog=True)
         ranges: list[tuple[str, datetime, datetime]] = [(level.minute_table, start, end)]
         if blocks and level.block_table is not None:
@@ -1047,10 +1048,11 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
                 ]
         return [
             sql(
-                "SELECT {columns}, {views} FROM {table} WHERE {where}",
+                "SELECT {columns}, sum({views}) FROM {table} WHERE {where} GROUP BY {kept}",
                 columns=columns(part, kept),
                 views=SQL("-views" if negate else "views"),
                 table=name(table),
+                kept=name(kept),
                 where=all_of(
                     [
                         sql("minute >= {low}", low=moment_param(low)),
