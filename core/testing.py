@@ -34,11 +34,16 @@ def child_database_url() -> str:
     return f"postgres://{credentials}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def migrate_to(app: str, migration: str) -> None:
-    """Migrate the test database's ``app`` forwards or backwards to ``migration``."""
+def migrate_to(app: str, migration: str | None = None) -> None:
+    """Migrate the test database's ``app`` forwards or backwards to ``migration`` (default:
+    its latest, as the other tests expect the schema)."""
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
-    executor.migrate([(app, migration)])
+    if migration is None:
+        (target,) = executor.loader.graph.leaf_nodes(app)
+    else:
+        target = (app, migration)
+    executor.migrate([target])
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -262,7 +262,7 @@ def test_the_migration_converts_a_plain_table_with_its_views_keeping_their_ids(
         answered = answers()
         pending = watermark()
     finally:
-        migrate_to("ingest", "0003_partition_raw_views")
+        migrate_to("ingest")
 
     assert raw_is_partitioned()
     assert _stored() == before  # every view, with its id

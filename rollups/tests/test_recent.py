@@ -125,7 +125,7 @@ def test_migration_0016_rekeys_the_minutes_and_the_next_absorb_counts_them_again
             assert AbsorbState.objects.get().recent_from == recent_cut(NOW)
             assert _recent_rows() > 0
         finally:
-            migrate_to("rollups", "0016_recent_blog_first")
+            migrate_to("rollups")
         # Every per-minute table is empty and the state says so: nothing is counted twice.
         assert AbsorbState.objects.get().recent_from is None
         assert _recent_rows() == 0
