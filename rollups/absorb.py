@@ -24,7 +24,7 @@ A rebuild (``rollups.rebuild``) recomputes a range from raw under the same state
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
@@ -67,7 +67,11 @@ from rollups.tables import (
     RAW,
     RECENT_BLOCK_MINUTES,
     RECENT_LEVELS,
+    RECENT_WINDOW_MINUTES,
+    RECENT_WINDOWS,
+    recent_blocks_inside,
     recent_cut,
+    recent_window_ends,
 )
 
 logger = logging.getLogger(__name__)
@@ -329,6 +333,60 @@ def _recent_window(cursor: CursorWrapper, state: AbsorbState, *, high: int) -> d
     return state.recent_from
 
 
+def recent_windows_refresh(cursor: CursorWrapper, state: AbsorbState, now: datetime) -> None:
+    """Sum the per-minute rows (state locked, as of ``state.absorbed_through_id``) over the
+    realtime windows of ``now``'s minute and of the next one (``recent_window_ends``), per blog
+    and per country, into the window rows, replacing what they held; unless they already hold
+    those windows at this watermark. Without per-minute rows there is nothing to sum.
+
+    The caller saves ``state``. A few thousand rows per window (one per blog or country viewed
+    in it), summed from the 5-minute blocks inside it and its edge minutes.
+    """
+    ends = recent_window_ends(now)
+    if state.recent_from is None or (
+        state.recent_window_end == ends[0]
+        and state.recent_window_through_id == state.absorbed_through_id
+    ):
+        return
+    for window in RECENT_WINDOWS:
+        execute(cursor, sql("DELETE FROM {table}", table=name(window.table)))
+        level = window.source
+        for end in ends:
+            start = end - timedelta(minutes=RECENT_WINDOW_MINUTES)
+            ranges = [(level.minute_table, start, end)]
+            first, after = recent_blocks_inside(start, end)
+            if level.block_table is not None and first < after:
+                ranges = [
+                    (level.minute_table, start, first),
+                    (level.block_table, first, after),
+                    (level.minute_table, after, end),
+                ]
+            rows = SQL(" UNION ALL ").join(
+                sql(
+                    "SELECT {column}, views FROM {table} WHERE minute >= {low} AND minute < {high}",
+                    column=name(window.column),
+                    table=name(table),
+                    low=moment_param(low),
+                    high=moment_param(high),
+                )
+                for table, low, high in ranges
+                if low < high
+            )
+            execute(
+                cursor,
+                sql(
+                    "INSERT INTO {table} (window_end, {column}, views) "
+                    "SELECT {end}, {column}, sum(views) FROM ({rows}) r GROUP BY {column}",
+                    table=name(window.table),
+                    column=name(window.column),
+                    end=moment_param(end),
+                    rows=rows,
+                ),
+            )
+    state.recent_window_end = ends[0]
+    state.recent_window_through_id = state.absorbed_through_id
+
+
 def _chunk_stage(cursor: CursorWrapper, kept: datetime | None, *, low: int, high: int) -> None:
     """Stage the views ``(low, high]`` as (day, blog, country) counts in ``absorb_stage`` and,
     with ``kept``, add those viewed at or after it to the per-minute levels, from one read of
@@ -444,6 +502,8 @@ def rollups_absorb_pending(
                     state.absorbed_through_at is None or state.absorbed_through_at < bound_at
                 ):
                     state.absorbed_through_at = bound_at
+                if high >= upper:
+                    recent_windows_refresh(cursor, state, timezone.now())
                 state.last_run_at = timezone.now()
                 state.last_run_duration_ms = int((time.perf_counter() - started) * 1000)
                 state.last_run_views = absorbed + pass_views

@@ -214,6 +214,43 @@ class MinuteCountryViews(Summary):
     pk = models.CompositePrimaryKey("minute", "country")
 
 
+class MinuteViews(Summary):
+    """Views per UTC minute of the last hour or so: the realtime answer's minutes without
+    filters (one row a minute, where the (minute, country) rows have one per country)."""
+
+    minute = models.DateTimeField(primary_key=True, help_text="The minute's first instant (UTC).")
+
+
+class WindowBlogViews(Summary):
+    """Views per blog of a realtime window (the 30 minutes before ``window_end``), summed from
+    the (minute, blog) rows by the absorb run that last moved the watermark, for the window of
+    its current minute and of the next one (``AbsorbState.recent_window_end``). An unfiltered
+    realtime answer reads the window's most viewed blogs here, and adds the tail: the blogs it
+    ranks are the window's ``limit`` first ones and the tail's, whatever the number of blogs
+    viewed (``api.planner.recent_views``). Rewritten whole by each refresh."""
+
+    window_end = models.DateTimeField(help_text="The window's end (exclusive; UTC minute).")
+    blog = _blog()
+
+    pk = models.CompositePrimaryKey("window_end", "blog")
+
+    class Meta:
+        indexes = [
+            models.Index(
+                "window_end", models.F("views").desc(), "blog", name="windowblog_most_viewed"
+            )
+        ]
+
+
+class WindowCountryViews(Summary):
+    """Views per country of a realtime window, as ``WindowBlogViews`` for blogs."""
+
+    window_end = models.DateTimeField(help_text="The window's end (exclusive; UTC minute).")
+    country = _country()
+
+    pk = models.CompositePrimaryKey("window_end", "country")
+
+
 class DayBits(models.Field):
     """A year's days as a bit string (bit n = day of year n + 1): ``bit(366)`` on PostgreSQL.
 
@@ -341,6 +378,18 @@ class AbsorbState(models.Model):
         blank=True,
         help_text="The per-minute rows count exactly the absorbed views viewed at or after this "
         "instant (a 5-minute boundary; empty: no per-minute rows yet).",
+    )
+    recent_window_end = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The realtime window rows sum the per-minute rows of the 30 minutes before "
+        "this instant and of the 30 before the minute after it.",
+    )
+    recent_window_through_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The watermark the realtime window rows were summed at: they hold only while "
+        "it is the current one (empty: none).",
     )
     raw_retained_from = models.DateField(
         null=True,

@@ -39,7 +39,7 @@ from core.sql import (
     postgres,
     sql,
 )
-from rollups.absorb import recent_stage_apply, rollups_absorb_pending
+from rollups.absorb import recent_stage_apply, recent_windows_refresh, rollups_absorb_pending
 from rollups.models import AbsorbState
 from rollups.retention import RawHorizon, raw_horizon
 from rollups.selectors import (
@@ -561,6 +561,10 @@ def _recent_rebuild(cursor: CursorWrapper, state: AbsorbState, *, start: date, e
     )
     recent_stage_apply(cursor, "rebuild_recent_stage")
     cursor.execute("DELETE FROM rebuild_recent_stage")
+    # The window rows sum the per-minute rows just recounted: sum them again.
+    state.recent_window_through_id = None
+    recent_windows_refresh(cursor, state, timezone.now())
+    state.save(update_fields=["recent_window_end", "recent_window_through_id"])
 
 
 def rebuild_version_publish() -> None:
@@ -603,6 +607,7 @@ def summaries_clear() -> None:
         state.absorbed_through_at = cleared_at
         # No summary of a month whose raw views were dropped is left to protect.
         state.raw_retained_from = None
+        state.recent_window_through_id = None
         state.rebuild_version += 1
         state.save()
     rebuild_version_publish()

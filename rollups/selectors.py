@@ -2,13 +2,15 @@
 the analytics cache checks its answers against)."""
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from django.core.cache import caches
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from core.cache import RedisCache
+from core.routers import read_alias
 from ingest.models import BlogView
 from rollups.models import AbsorbState
 from rollups.tables import STATE_NAME
@@ -58,23 +60,60 @@ def rollups_status() -> RollupStatus:
 @dataclass(frozen=True)
 class ReadPosition:
     """What a reader needs of the state row: the watermark (views above it are only in raw),
-    the rebuild version, the day the folded monthly rows stop before (None: none), and the
-    instant the per-minute rows start at (None: none kept)."""
+    the rebuild version, the day the folded monthly rows stop before (None: none), the
+    instant the per-minute rows start at (None: none kept), and the realtime windows the
+    window rows sum (the first one's end, and the watermark they were summed at)."""
 
     watermark: int
     rebuild_version: int
     monthly_open_from: date | None
     recent_from: datetime | None = None
+    recent_window_end: datetime | None = None
+    recent_window_through_id: int | None = None
+
+
+_POSITION_SQL = (
+    "SELECT absorbed_through_id, rebuild_version, monthly_open_from, recent_from, "
+    f"recent_window_end, recent_window_through_id FROM {AbsorbState._meta.db_table} "
+    "WHERE name = %s"
+)
 
 
 def read_position() -> ReadPosition:
-    """The state row as the current transaction sees it (one query)."""
-    row = (
-        AbsorbState.objects.filter(name=STATE_NAME)
-        .values_list("absorbed_through_id", "rebuild_version", "monthly_open_from", "recent_from")
-        .first()
+    """The state row as the current transaction sees it (one query, on the database the
+    answer is read from: ``core.routers.reading_from``).
+
+    Plain SQL, as ``rebuild_version``: every uncached answer pays for this query, and the
+    ORM's compile step cost 0.85 ms of its 0.95 (measured over 1,000 calls).
+    """
+    with connections[read_alias()].cursor() as cursor:
+        cursor.execute(_POSITION_SQL, [STATE_NAME])
+        row = cursor.fetchone()
+    if row is None:
+        return ReadPosition(0, 0, None)
+    watermark, version, open_from, recent_from, window_end, window_through_id = row
+    return ReadPosition(
+        watermark=int(watermark),
+        rebuild_version=int(version),
+        monthly_open_from=_day(open_from),
+        recent_from=_moment(recent_from),
+        recent_window_end=_moment(window_end),
+        recent_window_through_id=None if window_through_id is None else int(window_through_id),
     )
-    return ReadPosition(*row) if row else ReadPosition(0, 0, None, None)
+
+
+def _day(value: date | str | None) -> date | None:
+    """A date column's value as the driver returned it (ISO text on SQLite)."""
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _moment(value: datetime | str | None) -> datetime | None:
+    """A datetime column's value as the driver returned it (UTC text on SQLite), aware."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 _VERSION_SQL = f"SELECT rebuild_version FROM {AbsorbState._meta.db_table} WHERE name = %s"

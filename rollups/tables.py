@@ -8,7 +8,9 @@ smallest, per ``(month, *columns)`` in its monthly one. Absorb and rebuild write
 
 The *recent* levels (``RECENT_LEVELS``) count the views of the last hour or so per UTC minute
 (and per 5 minutes where a level has many rows), for the realtime answer; absorb and rebuild
-write them too, and absorb drops their rows older than ``RECENT_KEEP``.
+write them too, and absorb drops their rows older than ``RECENT_KEEP``. The *window* rows
+(``RECENT_WINDOWS``) sum them per blog and per country over whole realtime windows, for the
+unfiltered answer's rankings (``recent_window_ends``).
 
 Beside the levels: the raw table, the yearly presence bits per (year, country, blog) with the
 per-(year, country), all-time per-country and per-(country, last day) blog counts kept from
@@ -30,10 +32,13 @@ from rollups.models import (
     MinuteBlogCountryViews,
     MinuteBlogViews,
     MinuteCountryViews,
+    MinuteViews,
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     MonthlyCountryViews,
     Summary,
+    WindowBlogViews,
+    WindowCountryViews,
     YearlyCountryBlogs,
     YearlyPresence,
 )
@@ -130,20 +135,44 @@ class RecentLevel:
 
 # Blog questions without country filters (and an author's minutes) read (minute, blog) rows,
 # 5-minute blocks inside the window; minutes and countries without an author, (minute, country)
-# rows; the rest, (minute, blog, country) rows.
+# rows (the minutes without any filter, the per-minute totals); the rest, (minute, blog,
+# country) rows.
 RECENT_BLOG_COUNTRY = RecentLevel(("blog_id", "country_id"), MinuteBlogCountryViews)
 RECENT_BLOG = RecentLevel(("blog_id",), MinuteBlogViews, FiveMinuteBlogViews)
 RECENT_COUNTRY = RecentLevel(("country_id",), MinuteCountryViews)
-RECENT_LEVELS = (RECENT_BLOG_COUNTRY, RECENT_BLOG, RECENT_COUNTRY)
+RECENT_TOTAL = RecentLevel((), MinuteViews)
+RECENT_LEVELS = (RECENT_BLOG_COUNTRY, RECENT_BLOG, RECENT_COUNTRY, RECENT_TOTAL)
 # How long the per-minute rows are kept: the realtime window (30 minutes) and room for the
 # clocks of the web and worker processes to differ and for absorb to fall behind.
 RECENT_KEEP = timedelta(hours=1)
 RECENT_BLOCK_MINUTES = 5
+# The realtime window: the current UTC minute and the ones before it.
+RECENT_WINDOW_MINUTES = 30
+
+
+@dataclass(frozen=True)
+class RecentWindow:
+    """Per-``column`` sums of a per-minute level over whole realtime windows."""
+
+    column: str
+    model: type[Summary]
+    source: RecentLevel
+
+    @property
+    def table(self) -> str:
+        return self.model._meta.db_table
+
+
+RECENT_WINDOWS = (
+    RecentWindow("blog_id", WindowBlogViews, RECENT_BLOG),
+    RecentWindow("country_id", WindowCountryViews, RECENT_COUNTRY),
+)
 
 SUMMARY_TABLES = (
     *(level.daily for level in LEVELS),
     *(level.monthly for level in LEVELS if level.monthly is not None),
     *(table for level in RECENT_LEVELS for table in level.tables),
+    *(window.table for window in RECENT_WINDOWS),
     PRESENCE,
     COUNTRY_BLOGS,
     ALL_TIME_COUNTRY_BLOGS,
@@ -158,6 +187,23 @@ def recent_cut(now: datetime) -> datetime:
     return cut.replace(
         minute=cut.minute - cut.minute % RECENT_BLOCK_MINUTES, second=0, microsecond=0
     )
+
+
+def recent_window_ends(now: datetime) -> tuple[datetime, datetime]:
+    """The ends of the realtime windows whose rows a refresh at ``now`` writes: the current
+    minute's window (it ends with that minute) and the next minute's. A read finds its window
+    among them until the minute after the refresh is over."""
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return end, end + timedelta(minutes=1)
+
+
+def recent_blocks_inside(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The first and the after-last instant of the whole 5-minute blocks inside
+    ``start..end`` (the first after the second when there is none)."""
+    width = RECENT_BLOCK_MINUTES
+    first = start + timedelta(minutes=(-start.minute) % width)
+    after = end - timedelta(minutes=end.minute % width)
+    return first, after
 
 
 def level_for(columns: set[str]) -> Level:

@@ -1,7 +1,7 @@
 """An independent recount of every summary from the raw views, in plain Python."""
 
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.db import connection
 
@@ -14,7 +14,14 @@ from rollups.models import (
     YearlyCountryBlogs,
     YearlyPresence,
 )
-from rollups.tables import LEVELS, RECENT_BLOCK_MINUTES, RECENT_LEVELS, STATE_NAME
+from rollups.tables import (
+    LEVELS,
+    RECENT_BLOCK_MINUTES,
+    RECENT_LEVELS,
+    RECENT_WINDOW_MINUTES,
+    RECENT_WINDOWS,
+    STATE_NAME,
+)
 
 # Every summary table's rows, by table name: ``{key: views}``.
 Tables = dict[str, Counter]
@@ -102,12 +109,60 @@ def presence_from_raw(*, through_id: int | None = None) -> dict[tuple[int, str, 
     }
 
 
+def windows_from_raw() -> dict[str, dict[datetime, Counter]]:
+    """What the realtime window rows must hold when the state says they hold (else nothing):
+    per window end, the absorbed views of its 30 minutes per blog and per country."""
+    state = AbsorbState.objects.filter(name=STATE_NAME).first()
+    if (
+        state is None
+        or state.recent_window_end is None
+        or state.recent_window_through_id != state.absorbed_through_id
+    ):
+        return {}
+    ends = (state.recent_window_end, state.recent_window_end + timedelta(minutes=1))
+    expected: dict[str, dict[datetime, Counter]] = {
+        window.table: {end: Counter() for end in ends} for window in RECENT_WINDOWS
+    }
+    rows = BlogView.objects.filter(
+        id__lte=state.absorbed_through_id,
+        viewed_at__gte=ends[0] - timedelta(minutes=RECENT_WINDOW_MINUTES),
+        viewed_at__lt=ends[1],
+    )
+    for blog, country, viewed_at in rows.values_list("blog_id", "country_id", "viewed_at"):
+        values = {"blog_id": blog, "country_id": country}
+        for end in ends:
+            if end - timedelta(minutes=RECENT_WINDOW_MINUTES) <= viewed_at < end:
+                for window in RECENT_WINDOWS:
+                    expected[window.table][end][values[window.column]] += 1
+    return expected
+
+
+def windows_in_db() -> dict[str, dict[datetime, Counter]]:
+    """The realtime window rows, per table and window end."""
+    found: dict[str, dict[datetime, Counter]] = {}
+    for window in RECENT_WINDOWS:
+        by_end: dict[datetime, Counter] = {}
+        for end, key, views in window.model._default_manager.values_list(
+            "window_end", window.column, "views"
+        ):
+            by_end.setdefault(end, Counter())[key] = views
+        found[window.table] = by_end
+    return found
+
+
 def assert_summaries_exact(*, through_id: int | None = None) -> None:
-    """Every summary equals the recount from raw, table by table, key by key."""
+    """Every summary equals the recount from raw, table by table, key by key; and so do the
+    realtime window rows, when the state says they hold."""
     expected = recount_from_raw(through_id=through_id)
     found = summaries_in_db()
     for name, _ in _tables():
         assert dict(found[name]) == dict(expected[name]), name
+    windows = windows_from_raw()
+    if windows:
+        in_db = windows_in_db()
+        for table, by_end in windows.items():
+            summed = {end: dict(counts) for end, counts in in_db[table].items() if counts}
+            assert summed == {end: dict(counts) for end, counts in by_end.items() if counts}, table
     if connection.vendor == "postgresql":
         stored = {
             (year, country, blog): days

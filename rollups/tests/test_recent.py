@@ -1,12 +1,14 @@
 """The per-minute levels of the last hour (rollups.tables.RECENT_LEVELS): absorb keeps them
 exact for the views viewed from ``recent_from`` on, drops what falls behind ``RECENT_KEEP``,
-fills them on its first run, and a rebuild recounts them; migration 0016 re-keys them."""
+fills them on its first run, and a rebuild recounts them; migration 0016 re-keys them, 0017
+adds the per-minute totals; absorb sums them over the realtime windows."""
 
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.db import connection
 
 from core.testing import migrate_to
 from ingest.models import BlogView
@@ -114,22 +116,57 @@ def test_a_rebuild_recounts_the_kept_minutes(blog_ids):
         assert_summaries_exact()
 
 
+# The per-minute tables before migration 0017 (MinuteViews is new there), by table: their key.
+OLD_RECENT_TABLES = {
+    "rollups_minuteblogcountryviews": ("minute", "blog_id", "country_id"),
+    "rollups_minuteblogviews": ("minute", "blog_id"),
+    "rollups_fiveminuteblogviews": ("minute", "blog_id"),
+    "rollups_minutecountryviews": ("minute", "country_id"),
+}
+
+
+def _old_recent_rows() -> None:
+    """At an older schema, the per-minute rows an absorb of then would have left: the absorbed
+    views of the kept hour, counted from raw (this code's absorb needs the latest schema)."""
+    AbsorbState.objects.update(recent_from=recent_cut(NOW))
+    expected = recount_from_raw()
+    with connection.cursor() as cursor:
+        for table, keys in OLD_RECENT_TABLES.items():
+            assert expected[table], table
+            cursor.executemany(
+                f"INSERT INTO {table} ({', '.join(keys)}, views) "
+                f"VALUES ({', '.join(['%s'] * (len(keys) + 1))})",
+                [
+                    (connection.ops.adapt_datetimefield_value(minute), *rest, views)
+                    for (minute, *rest), views in expected[table].items()
+                ],
+            )
+
+
 @pytest.mark.django_db(transaction=True)
-def test_migration_0016_rekeys_the_minutes_and_the_next_absorb_counts_them_again(blog_ids):
+@pytest.mark.parametrize("before", ["0015_monthly_blog_covering", "0016_recent_blog_first"])
+def test_migrations_0016_and_0017_empty_the_minutes_and_the_next_absorb_counts_them_again(
+    blog_ids, before
+):
+    """0016 re-keys the (minute, blog, country) rows, 0017 adds the per-minute totals: both
+    empty the per-minute rows and ``recent_from``, and the next absorb counts the hour again."""
     with time_machine.travel(NOW, tick=False):
-        migrate_to("rollups", "0015_monthly_blog_covering")
+        _views(blog_ids, 300, around=NOW, seed=8)
+        rollups_absorb_pending()
+        migrate_to("rollups", before)
         try:
-            # Absorbed into the minute-first (minute, blog, country) rows of before.
-            _views(blog_ids, 300, around=NOW, seed=8)
-            rollups_absorb_pending()
-            assert AbsorbState.objects.get().recent_from == recent_cut(NOW)
-            assert _recent_rows() > 0
+            # Going back emptied them too; as an absorb of then would have left them.
+            _old_recent_rows()
         finally:
             migrate_to("rollups")
         # Every per-minute table is empty and the state says so: nothing is counted twice.
-        assert AbsorbState.objects.get().recent_from is None
+        state = AbsorbState.objects.get()
+        assert state.recent_from is None
+        assert state.recent_window_through_id is None
         assert _recent_rows() == 0
         _views(blog_ids, 40, around=NOW, seed=9)
         rollups_absorb_pending()
-        assert AbsorbState.objects.get().recent_from == recent_cut(NOW)
+        state = AbsorbState.objects.get()
+        assert state.recent_from == recent_cut(NOW)
+        assert state.recent_window_through_id == state.absorbed_through_id
         assert_summaries_exact()
