@@ -74,13 +74,16 @@ from rollups.tables import (
     NO_DAYS,
     PRESENCE,
     RAW,
-    RECENT_BLOCK_MINUTES,
     RECENT_BLOG,
     RECENT_BLOG_COUNTRY,
     RECENT_COUNTRY,
+    RECENT_TOTAL,
+    RECENT_WINDOWS,
     Level,
     RecentLevel,
+    RecentWindow,
     level_for,
+    recent_blocks_inside,
     year_masks,
 )
 
@@ -110,6 +113,19 @@ class Snapshot:
     monthly_open_from: date | None = None
     # The per-minute rows count the absorbed views viewed from this instant on (None: none).
     recent_from: datetime | None = None
+    # The window rows sum them over the windows ending at this instant and a minute later, as
+    # of this watermark (they hold only while it is ``watermark``).
+    recent_window_end: datetime | None = None
+    recent_window_through_id: int | None = None
+
+    def recent_window_holds(self, end: datetime) -> bool:
+        """Whether the window rows sum the absorbed views of the realtime window ending at
+        ``end`` (``rollups.absorb.recent_windows_refresh``)."""
+        return (
+            self.recent_window_end is not None
+            and self.recent_window_through_id == self.watermark
+            and end in (self.recent_window_end, self.recent_window_end + timedelta(minutes=1))
+        )
 
 
 @contextmanager
@@ -215,6 +231,8 @@ def _snapshot_read(as_of: datetime) -> Snapshot:
         rebuild_version=position.rebuild_version,
         monthly_open_from=position.monthly_open_from,
         recent_from=position.recent_from,
+        recent_window_end=position.recent_window_end,
+        recent_window_through_id=position.recent_window_through_id,
     )
 
 
@@ -996,14 +1014,17 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
     """``recent_views`` from the per-minute levels and the tail, in one statement.
 
     Each of the three parts reads the smallest level that holds its columns and the filtered
-    ones: the minutes and the countries (minute, country) rows without an author, else
-    (minute, blog[, country]) rows; the blogs (minute, blog) rows without country filters,
-    taking the window's whole 5-minute blocks from the block rows (a fifth of the rows), else
-    the kept countries' (minute, blog, country) rows, or, when countries are only excluded,
-    the blog rows minus the excluded countries' rows (as ``Facts.sql``). The tail (raw views
-    ``id > watermark`` of the window) is grouped once and added to each part. Only the
-    ``limit`` first blogs and countries leave the database, with their titles, authors and
-    names: one round trip in all.
+    ones: the minutes their totals without any filter, (minute, country) rows without an
+    author, else (minute, blog[, country]) rows; the countries (minute, country) rows without
+    an author; the blogs (minute, blog) rows without country filters, taking the window's
+    whole 5-minute blocks from the block rows (a fifth of the rows), else the kept countries'
+    (minute, blog, country) rows, or, when countries are only excluded, the blog rows minus
+    the excluded countries' rows (as ``Facts.sql``). Without any filter, the countries and
+    blogs come from the window rows instead when they sum this window at this watermark: the
+    ``limit`` first of the window and those in the tail, whatever the number viewed. The tail
+    (raw views ``id > watermark`` of the window) is grouped once and added to each part. Only
+    the ``limit`` first blogs and countries leave the database, with their titles, authors
+    and names: one round trip in all.
     """
     spec = facts.spec
     author = facts.author_id is not None
@@ -1039,7 +1060,7 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         filters = facts._filters(level.columns, only=only, blog_by_blog=True)
         ranges: list[tuple[str, datetime, datetime]] = [(level.minute_table, start, end)]
         if blocks and level.block_table is not None:
-            first, after = _blocks_inside(start, end)
+            first, after = recent_blocks_inside(start, end)
             if first < after:
                 ranges = [
                     (level.minute_table, start, first),
@@ -1065,29 +1086,100 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
             if low < high
         ]
 
-    parts = rows("m", "minute", RECENT_BLOG if author else RECENT_COUNTRY)
-    if author and spec.countries_filtered:
-        parts = rows("m", "minute", RECENT_BLOG_COUNTRY)
-    parts += rows("c", "country_id", RECENT_BLOG_COUNTRY if author else RECENT_COUNTRY)
-    if not spec.countries_filtered:
-        parts += rows("b", "blog_id", RECENT_BLOG, blocks=True)
-    elif spec.country_codes is not None:
-        excluded = set(spec.exclude_country_codes or ())
-        kept = tuple(code for code in spec.country_codes if code not in excluded)
-        if kept:
-            parts += rows("b", "blog_id", RECENT_BLOG_COUNTRY, only=kept)
-    else:
-        parts += rows("b", "blog_id", RECENT_BLOG, blocks=True)
-        parts += rows(
+    # The tail's views per blog or per country, for the parts from the window rows.
+    ctes: list[SQL] = []
+
+    def ranked(part: str, window: RecentWindow) -> SQL:
+        """The window's views plus the tail's, per key, of the keys that can rank among the
+        ``limit`` first, tagged ``part``.
+
+        Those keys have at least T views, the window's ``limit``-th (0 when it has fewer
+        keys): its ``limit`` first keys have that many before the tail adds any, so a key
+        short of T is passed by all of them. The tail adds at most M views to a key (its
+        largest count), so a key reaching T has at least T - M in the window: only the
+        window rows from T - M up are read (through the (window_end, views) index), summed
+        with the tail's per key, and kept from T up. A key whose window row was not read
+        sums at most M < T there, and is short of T in truth too. So the rows read are a few
+        more than ``limit`` and the tail's keys, whatever the number viewed.
+        """
+        column = name(window.column)
+        table = name(window.table)
+        added = name(f"tail_{part}")
+        ctes.append(
+            sql(
+                "{added} AS (SELECT {column}, count(*) AS views FROM tail GROUP BY {column}), ",
+                added=added,
+                column=column,
+            )
+        )
+        least = sql(
+            "(SELECT CASE WHEN count(*) < {limit} THEN 0 ELSE min(views) END FROM ("
+            "SELECT views FROM {table} WHERE window_end = {end} "
+            "ORDER BY views DESC LIMIT {limit}) l)",
+            limit=limit,
+            table=table,
+            end=moment_param(end),
+        )
+        return sql(
+            "SELECT {columns}, views FROM ("
+            "SELECT {column}, sum(views) AS views FROM ("
+            "SELECT {column}, views FROM {table} WHERE window_end = {end} "
+            "AND views >= {least} - (SELECT coalesce(max(views), 0) FROM {added}) "
+            "UNION ALL SELECT {column}, views FROM {added}) u "
+            "GROUP BY {column} HAVING sum(views) >= {least}) k",
+            columns=columns(part, window.column),
+            column=column,
+            table=table,
+            end=moment_param(end),
+            least=least,
+            added=added,
+        )
+
+    def blog_parts() -> list[SQL]:
+        """The blogs' rows of the window under the filters."""
+        if not spec.countries_filtered:
+            return rows("b", "blog_id", RECENT_BLOG, blocks=True)
+        if spec.country_codes is not None:
+            excluded = set(spec.exclude_country_codes or ())
+            kept = tuple(code for code in spec.country_codes if code not in excluded)
+            return rows("b", "blog_id", RECENT_BLOG_COUNTRY, only=kept) if kept else []
+        return rows("b", "blog_id", RECENT_BLOG, blocks=True) + rows(
             "b",
             "blog_id",
             RECENT_BLOG_COUNTRY,
             only=tuple(sorted(spec.exclude_country_codes or ())),
             negate=True,
         )
+
+    # The tail's views are added to each part, per minute, blog or country (the window rows'
+    # parts add them themselves).
+    tail_parts = ["minute", "blog_id", "country_id"]
+    if not author and not spec.countries_filtered:
+        # No filter: the minutes from their totals; the countries and blogs from the window
+        # rows when they sum this window (absorb keeps them as it moves the watermark).
+        parts = rows("m", "minute", RECENT_TOTAL)
+        if facts.snapshot.recent_window_holds(end):
+            blogs, countries = RECENT_WINDOWS
+            parts += [ranked("c", countries), ranked("b", blogs)]
+            tail_parts = ["minute"]
+        else:
+            parts += rows("c", "country_id", RECENT_COUNTRY)
+            parts += rows("b", "blog_id", RECENT_BLOG, blocks=True)
+    else:
+        minutes = RECENT_COUNTRY
+        if author:
+            minutes = RECENT_BLOG_COUNTRY if spec.countries_filtered else RECENT_BLOG
+        parts = rows("m", "minute", minutes)
+        parts += rows("c", "country_id", RECENT_BLOG_COUNTRY if author else RECENT_COUNTRY)
+        parts += blog_parts()
     parts += [
-        sql("SELECT {columns}, views FROM tail", columns=columns(part, kept))
+        sql(
+            "SELECT {columns}, count(*) FROM tail GROUP BY {kept}",
+            columns=columns(part, kept),
+            kept=name(kept),
+        )
         for part, kept in (("m", "minute"), ("b", "blog_id"), ("c", "country_id"))
+        if kept in tail_parts
     ]
     # The tail is found through the primary key (id > watermark), then cut to the window: with
     # the window's condition beside it, PostgreSQL may take the viewed_at index on stale
@@ -1103,15 +1195,15 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         ),
     )
     tail = sql(
-        "SELECT {minute} AS minute, blog_id, country_id, count(*) AS views FROM pending "
-        "WHERE viewed_at >= {low} AND viewed_at < {high} GROUP BY 1, 2, 3",
+        "SELECT {minute} AS minute, blog_id, country_id FROM pending "
+        "WHERE viewed_at >= {low} AND viewed_at < {high}",
         minute=minute_start_of(SQL("viewed_at")),
         low=moment_param(start),
         high=moment_param(end),
     )
     found = fetch_all(
         sql(
-            "WITH pending AS MATERIALIZED ({pending}), tail AS ({tail}), "
+            "WITH pending AS MATERIALIZED ({pending}), tail AS ({tail}), {ctes}"
             "facts (part, minute, blog_id, country_id, views) AS ({parts}) "
             "SELECT r.part, r.minute, r.blog_id, r.country_id, r.views, b.title, {username}, "
             "c.name FROM ("
@@ -1123,6 +1215,7 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
             "WHERE r.part = 'm' OR r.place <= {limit}",
             pending=pending,
             tail=tail,
+            ctes=SQL("").join(ctes),
             parts=SQL(" UNION ALL ").join(parts),
             username=name(f"u.{USERNAME}"),
             code=binary_order(SQL("country_id")),
@@ -1147,15 +1240,6 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
             for _, _, _, code, views, _, _, country in by_country
         ],
     )
-
-
-def _blocks_inside(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The first and the after-last instant of the whole 5-minute blocks inside
-    ``start..end`` (the first after the second when there is none)."""
-    width = RECENT_BLOCK_MINUTES
-    first = start + timedelta(minutes=(-start.minute) % width)
-    after = end - timedelta(minutes=end.minute % width)
-    return first, after
 
 
 def _recent_from_raw(facts: Facts, start: datetime, end: datetime, limit: int) -> Recent:

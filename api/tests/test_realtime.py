@@ -9,14 +9,17 @@ from typing import Any
 import pytest
 import time_machine
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from core.models import Blog, Country
 from ingest.models import BlogView
 from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending
-from rollups.models import AbsorbState
+from rollups.models import AbsorbState, WindowBlogViews
 from rollups.rebuild import rollups_rebuild
+from rollups.tests.recount import assert_summaries_exact
 
 NOW = datetime(2026, 1, 10, 15, 30, 20, tzinfo=UTC)
 URL = "/api/analytics/realtime/"
@@ -258,3 +261,80 @@ def _data_blogs() -> list[int]:
         Blog.objects.create(title=f"blog {n}", author=(ada, bob)[n % 2], created_at=NOW).pk
         for n in range(7)
     ]
+
+
+def _window_statement(client: APIClient, query: str = "") -> tuple[dict[str, Any], bool]:
+    """The answer without the cache, and whether it read the window rows."""
+    with CaptureQueriesContext(connection) as queries:
+        answer = client.get(f"{URL}?{query}", HTTP_CACHE_CONTROL="no-cache").json()
+    table = WindowBlogViews._meta.db_table
+    return answer, any(table in query["sql"] for query in queries.captured_queries)
+
+
+def test_window_rows_rank_the_window_with_the_tail(db, settings):
+    """Without filters, the blogs and countries come from the window rows absorb summed, plus
+    the tail: a blog or country outside the window's first ones that the tail lifts into
+    them, ties by id and code point, and reads in the minute after the absorb; two minutes
+    later the rows no longer hold that window and the per-minute rows answer."""
+    settings.ANALYTICS_PUBLIC_READ = True
+    settings.REALTIME_CACHE_SECONDS = 0
+    client = APIClient()
+    blogs = _data_blogs()
+    at = NOW.replace(second=0)
+    with time_machine.travel(at, tick=False):
+        # Absorbed: blog 0 has 5 views, 1 has 4, 2 has 3, 3 has 1; countries US 5, DE 4, ET 3, IN 1.
+        views_record(
+            views=[
+                (blogs[n], ("US", "DE", "ET", "IN")[n], at - timedelta(minutes=3 * n + 1))
+                for n, count in enumerate((5, 4, 3, 1))
+                for _ in range(count)
+            ]
+        )
+        rollups_absorb_pending()
+        state = AbsorbState.objects.get()
+        assert state.recent_window_through_id == state.absorbed_through_id
+        assert state.recent_window_end == at + timedelta(minutes=1)
+        # The tail: blog 3 (and IN) rises to tie blog 0 (US), blog 2 (ET) passes them all.
+        views_record(
+            views=[(blogs[3], "IN", at - timedelta(minutes=2))] * 4
+            + [(blogs[2], "ET", at - timedelta(minutes=20))] * 3
+        )
+        for limit in (1, 2, 3, 10):
+            answer, windows = _window_statement(client, f"limit={limit}")
+            assert windows
+            assert answer["results"] == _recount(now=at, limit=limit), limit
+        top = [row["blog_id"] for row in answer["results"]["top_blogs"]]
+        assert top == [blogs[2], blogs[0], blogs[3], blogs[1]]
+        codes = [row["country_code"] for row in answer["results"]["top_countries"]]
+        assert codes == ["ET", "IN", "US", "DE"]
+        # Filters read the per-minute rows, not the windows.
+        assert not _window_statement(client, "country_codes=US,IN")[1]
+        # Absorbed, and a tail of one view for a blog far down: the window rows below the
+        # first ones' views minus the tail's largest count are not read, and it stays out.
+        rollups_absorb_pending()
+        views_record(views=[(blogs[n], "DE", at - timedelta(minutes=4)) for n in (1, 4)])
+        for limit in (1, 2, 4, 5):
+            answer, windows = _window_statement(client, f"limit={limit}")
+            assert windows
+            assert answer["results"] == _recount(now=at, limit=limit), limit
+    # The next minute: its window was summed too (views leave it and arrive in it).
+    later = at + timedelta(minutes=1, seconds=40)
+    with time_machine.travel(later, tick=False):
+        views_record(views=[(blogs[1], "DE", later)] * 3)
+        for limit in (2, 10):
+            answer, windows = _window_statement(client, f"limit={limit}")
+            assert windows
+            assert answer["results"] == _recount(now=later, limit=limit), limit
+    # Two minutes on, without an absorb: not summed, the per-minute rows answer, as exactly.
+    gone = at + timedelta(minutes=2, seconds=5)
+    with time_machine.travel(gone, tick=False):
+        answer, windows = _window_statement(client, "limit=2")
+        assert not windows
+        assert answer["results"] == _recount(now=gone, limit=2)
+        # An absorb sums that minute's windows, also with nothing new to absorb.
+        rollups_absorb_pending()
+        rollups_absorb_pending()
+        answer, windows = _window_statement(client, "limit=2")
+        assert windows
+        assert answer["results"] == _recount(now=gone, limit=2)
+        assert_summaries_exact()
