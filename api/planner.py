@@ -1038,7 +1038,7 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         """The tag, then the four columns: ``kept`` as it is, the others NULL."""
         picked = {**nothing, kept: name(kept)}
         return sql(
-            "{part}, {minute}, {blog_id}, {country_id}",
+            "{part} AS part, {minute} AS minute, {blog_id} AS blog_id, {country_id} AS country_id",
             part=part,
             minute=picked["minute"],
             blog_id=picked["blog_id"],
@@ -1201,28 +1201,45 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         low=moment_param(start),
         high=moment_param(end),
     )
+    # Each part is summed per key on its own, the blogs and countries cut to the ``limit``
+    # first (a bounded sort of each, where one ranking over every part sorted all their rows).
+    ranking = {
+        "b": sql(" ORDER BY sum(views) DESC, blog_id LIMIT {limit}", limit=limit),
+        "c": sql(
+            " ORDER BY sum(views) DESC, {code} LIMIT {limit}",
+            code=binary_order(SQL("country_id")),
+            limit=limit,
+        ),
+    }
+    ranked_keys = SQL(" UNION ALL ").join(
+        sql(
+            "SELECT * FROM (SELECT {columns}, sum(views) AS views FROM facts "
+            "WHERE part = {part} GROUP BY {key} HAVING sum(views) > 0{ranking}) {alias}",
+            columns=columns(part, key),
+            part=part,
+            key=name(key),
+            ranking=ranking.get(part, SQL("")),
+            alias=name(f"ranked_{part}"),
+        )
+        for part, key in (("m", "minute"), ("b", "blog_id"), ("c", "country_id"))
+    )
     found = fetch_all(
         sql(
             "WITH pending AS MATERIALIZED ({pending}), tail AS ({tail}), {ctes}"
             "facts (part, minute, blog_id, country_id, views) AS ({parts}) "
             "SELECT r.part, r.minute, r.blog_id, r.country_id, r.views, b.title, {username}, "
-            "c.name FROM ("
-            "SELECT part, minute, blog_id, country_id, sum(views) AS views, row_number() OVER ("
-            "PARTITION BY part ORDER BY sum(views) DESC, blog_id, {code}) AS place "
-            "FROM facts GROUP BY part, minute, blog_id, country_id HAVING sum(views) > 0"
-            ") r LEFT JOIN {blog} b ON b.id = r.blog_id LEFT JOIN {user} u ON u.id = b.author_id "
-            "LEFT JOIN {country} c ON c.code = r.country_id "
-            "WHERE r.part = 'm' OR r.place <= {limit}",
+            "c.name FROM ({ranked}) r "
+            "LEFT JOIN {blog} b ON b.id = r.blog_id LEFT JOIN {user} u ON u.id = b.author_id "
+            "LEFT JOIN {country} c ON c.code = r.country_id",
             pending=pending,
             tail=tail,
             ctes=SQL("").join(ctes),
             parts=SQL(" UNION ALL ").join(parts),
+            ranked=ranked_keys,
             username=name(f"u.{USERNAME}"),
-            code=binary_order(SQL("country_id")),
             blog=name(BLOG),
             user=name(USER),
             country=name(COUNTRY),
-            limit=limit,
         )
     )
     by_blog = sorted(
