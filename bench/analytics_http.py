@@ -17,8 +17,9 @@ with the web process's own configuration (gunicorn.conf.py keeps connections ali
 
 Realtime is measured last: quiet, then for each rate of ``--realtime-rates``, while a forked
 process ingests that many views/s (``viewed_at`` = now) and another absorbs every
-``ROLLUP_INTERVAL_SECONDS`` as beat would (``absorb_pending_task``), after the last 30 minutes
-were filled at that rate and absorbed: that writes to the database. Requests are spread over
+``ROLLUP_INTERVAL_SECONDS`` and tends the realtime tables every minute as beat would
+(``absorb_pending_task``, ``tend_recent_tables_task``), after the last 30 minutes were filled at
+that rate and absorbed: that writes to the database. Requests are spread over
 ``--realtime-seconds``, so that they meet every size of the unabsorbed tail. ``--realtime-rates
 0`` measures it quiet only and writes nothing.
 """
@@ -224,16 +225,22 @@ def _ingest(rate: float, seconds: float, blogs: list[int], codes: list[str]) -> 
 
 
 def _absorb_as_beat(seconds: float) -> None:
-    """Run the beat task's absorb every ``ROLLUP_INTERVAL_SECONDS`` for ``seconds`` (forked)."""
+    """Run the beat task's absorb every ``ROLLUP_INTERVAL_SECONDS``, and its tending of the
+    realtime tables every minute, for ``seconds`` (forked)."""
     from django.conf import settings
 
-    from rollups.tasks import absorb_pending_task
+    from rollups.tasks import absorb_pending_task, tend_recent_tables_task
 
     deadline = time.monotonic() + seconds
+    tended = time.monotonic()
     while time.monotonic() < deadline:
         started = time.monotonic()
         views = absorb_pending_task()
         print(f"    (absorb: {views:,} views in {time.monotonic() - started:.2f} s)", flush=True)
+        if time.monotonic() - tended >= 60:
+            tended = time.monotonic()
+            statements = tend_recent_tables_task()
+            print(f"    (tending: {statements} tables vacuumed or analyzed)", flush=True)
         time.sleep(max(0.0, settings.ROLLUP_INTERVAL_SECONDS - (time.monotonic() - started)))
 
 
@@ -259,6 +266,7 @@ def _realtime(client: Client, requests: int, rates: list[float], seconds: float)
     from core.models import Blog
     from ingest.services import views_record
     from rollups.absorb import rollups_absorb_pending
+    from rollups.tending import recent_tables_tend
 
     author = (
         get_user_model()
@@ -305,6 +313,8 @@ def _realtime(client: Client, requests: int, rates: list[float], seconds: float)
             print(f"            EXPLAIN ANALYZE: {_realtime_explained(query[1:])}", flush=True)
 
     rollups_absorb_pending()
+    # As beat's tending would have left the realtime tables (rollups.tending).
+    recent_tables_tend()
     measure("quiet", 0)
     blogs = list(Blog.objects.values_list("pk", flat=True))
     codes = ["US", "IN", "DE", "GB", "BR", "FR", "JP", "ET", "ZZ", "CA"]
@@ -327,6 +337,7 @@ def _realtime(client: Client, requests: int, rates: list[float], seconds: float)
                 ]
             )
         rollups_absorb_pending()
+        recent_tables_tend()
         connections.close_all()
         duration = 2 + len(variants) * seconds * 1.25 + 5
         fork = multiprocessing.get_context("fork")

@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from rollups import absorb, audit, jobs, retention
+from rollups import absorb, audit, jobs, retention, tending
 from rollups.models import RebuildJob
 from worker.retries import RETRIED_ON_DATABASE_ERRORS
 
@@ -93,3 +93,10 @@ def apply_raw_retention_task() -> int:
     the summaries hold (``rollups.retention``); return the months dropped. Nothing when the
     setting is off. Limits: the CELERY_TASK_* defaults (a month's drop is a catalog change)."""
     return len(retention.raw_retention_apply().months_dropped)
+
+
+@shared_task(name="rollups.tend_recent_tables", **RETRIED_ON_DATABASE_ERRORS)
+def tend_recent_tables_task() -> int:
+    """Vacuum and analyze the realtime tables that are due (``rollups.tending``); return how
+    many statements ran."""
+    return len(tending.recent_tables_tend())

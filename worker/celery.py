@@ -49,6 +49,11 @@ def beat_schedule(
             "schedule": 60.0,
             "options": {"expires": 60},
         },
+        "vacuum and analyze the realtime tables": {
+            "task": "rollups.tend_recent_tables",
+            "schedule": 60.0,
+            "options": {"expires": 60},
+        },
         "verify rollups against the raw views": {
             "task": "rollups.verify_rollups",
             "schedule": float(audit_interval_seconds),

@@ -34,6 +34,7 @@ def test_task_names_are_stable():
         "ingest.delete_expired_idempotency_keys",
         "ingest.ensure_raw_partitions",
         "rollups.apply_raw_retention",
+        "rollups.tend_recent_tables",
     } <= names
 
 

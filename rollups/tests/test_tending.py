@@ -1,0 +1,91 @@
+"""The realtime tables vacuumed and analyzed when due (rollups.tending), on the real server."""
+
+import random
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from ingest.services import views_record
+from rollups.absorb import rollups_absorb_pending
+from rollups.tables import RECENT_WINDOWS
+from rollups.tasks import tend_recent_tables_task
+from rollups.tending import TENDED_TABLES, recent_tables_tend
+from rollups.tests.conftest import COUNTRIES
+from rollups.tests.recount import assert_summaries_exact
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL only: VACUUM and its statistics"
+)
+
+WINDOW_BLOGS = RECENT_WINDOWS[0].table
+
+
+def _statistics(table: str) -> tuple[int, int, bool, bool]:
+    """(dead rows, rows changed since the last analysis, vacuumed, analyzed) of ``table``,
+    once this connection's counts have reached the statistics (they are sent when it goes
+    idle, at most once a second unless forced)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT n_dead_tup, n_mod_since_analyze, last_vacuum IS NOT NULL, "
+            "last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            [table],
+        )
+        return cursor.fetchone()
+
+
+def _views(blog_ids: list[int], count: int, *, seed: int) -> None:
+    rng = random.Random(seed)
+    now = timezone.now()
+    views_record(
+        views=[
+            (
+                rng.choice(blog_ids),
+                rng.choice(COUNTRIES),
+                now - timedelta(seconds=rng.randint(0, 900)),
+            )
+            for _ in range(count)
+        ]
+    )
+
+
+def _dead_rows_in_window_blogs(blog_ids: list[int]) -> int:
+    """Absorb runs, each rewriting the window rows, until the statistics show dead rows past
+    the vacuum threshold in them."""
+    deadline = time.monotonic() + 20
+    for run in range(1000):
+        _views(blog_ids, 40, seed=run)
+        rollups_absorb_pending()
+        dead, *_ = _statistics(WINDOW_BLOGS)
+        if dead > 200:
+            return dead
+        assert time.monotonic() < deadline, "the statistics never showed the dead rows"
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_realtime_tables_are_vacuumed_and_analyzed_when_due_and_left_alone_after(blog_ids):
+    _dead_rows_in_window_blogs(blog_ids)
+    assert_summaries_exact()
+
+    ran = recent_tables_tend()
+
+    # The window rows, rewritten by every run, and the per-minute tables the runs wrote.
+    assert f"VACUUM (ANALYZE, SKIP_LOCKED) {WINDOW_BLOGS}" in ran
+    assert all(statement.split()[-1] in TENDED_TABLES for statement in ran)
+    dead, changed, vacuumed, analyzed = _statistics(WINDOW_BLOGS)
+    assert (dead, changed, vacuumed, analyzed) == (0, 0, True, True)
+    # Nothing is due until they churn again; the answers are the same.
+    assert recent_tables_tend() == []
+    assert_summaries_exact()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_beat_task_tends_them(blog_ids):
+    _dead_rows_in_window_blogs(blog_ids)
+    assert tend_recent_tables_task() >= 1
+    assert _statistics(WINDOW_BLOGS)[0] == 0
