@@ -15,6 +15,7 @@ from core.models import Blog, Country
 from ingest.models import BlogView
 from ingest.seeding import SEED_EMAIL_DOMAIN, demo_data_seed
 from rollups.models import DailyViews
+from rollups.tables import BLOG_COUNTRY_LEVEL, PRESENCE
 
 NOW = datetime(2025, 6, 1, 15, 30, 12, tzinfo=UTC)
 MIDNIGHT = datetime(2025, 6, 1, tzinfo=UTC)
@@ -324,7 +325,18 @@ def test_seeding_gives_the_planner_statistics_of_what_it_filled():
             )
             return {row[0] for row in cursor.fetchall()}
 
+    def summaries_analyzed() -> set[str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT tablename FROM pg_stats WHERE tablename IN (%s, %s)",
+                [BLOG_COUNTRY_LEVEL.daily, PRESENCE],
+            )
+            return {row[0] for row in cursor.fetchall()}
+
     assert Blog._meta.db_table not in analyzed()
+    assert not summaries_analyzed()
     _seed("--views", "500", "--authors", "3", "--blogs", "12", "--seed", "4")
 
     assert analyzed() == {Blog._meta.db_table, BlogView._meta.db_table}
+    # And the summaries it filled from them (absorbed here, rebuilt with --bulk).
+    assert summaries_analyzed() == {BLOG_COUNTRY_LEVEL.daily, PRESENCE}
