@@ -340,3 +340,26 @@ def test_seeding_gives_the_planner_statistics_of_what_it_filled():
     assert analyzed() == {Blog._meta.db_table, BlogView._meta.db_table}
     # And the summaries it filled from them (absorbed here, rebuilt with --bulk).
     assert summaries_analyzed() == {BLOG_COUNTRY_LEVEL.daily, PRESENCE}
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("frozen_clock")
+@pytest.mark.parametrize("bulk", [False, True])
+def test_seeding_from_the_command_line_vacuums_the_summaries(bulk):
+    """Outside a transaction the summaries are vacuumed too: their visibility map lets the
+    covering indexes be read index-only before autovacuum gets to them."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        started = cursor.fetchone()[0]
+    _seed("--views", "500", "--authors", "3", "--blogs", "12", "--seed", "4", *(["--bulk"] * bulk))
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE relname IN (%s, %s) "
+            "AND last_vacuum >= %s AND last_analyze >= %s",
+            [BLOG_COUNTRY_LEVEL.daily, PRESENCE, started, started],
+        )
+        assert {row[0] for row in cursor.fetchall()} == {BLOG_COUNTRY_LEVEL.daily, PRESENCE}

@@ -23,13 +23,23 @@ from rollups.rebuild import rollups_rebuild, summaries_clear
 from rollups.tables import SUMMARY_TABLES
 
 
-def summaries_analyze() -> None:
-    """PostgreSQL: statistics for the summaries just filled, as for the seeded tables (with
-    autovacuum off they had none: the planner guessed 977 presence rows where 118,890 matched
-    and planned a serial scan)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {', '.join(map(connection.ops.quote_name, SUMMARY_TABLES))}")
+def summaries_tend() -> None:
+    """PostgreSQL: vacuum and analyze the summaries just filled (only analyze them inside a
+    transaction, where ``VACUUM`` cannot run).
+
+    Until autovacuum gets to them, or never where it is off, they have no statistics (the
+    planner guessed 977 presence rows where 118,890 matched) and no visibility map, so the
+    covering indexes cannot be read index-only: at 10 M views the author breakdown for three
+    countries took 27.9 ms in the process before ``VACUUM``, 12.9 ms after.
+    """
+    if connection.vendor != "postgresql":
+        return
+    tables = ", ".join(map(connection.ops.quote_name, SUMMARY_TABLES))
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            cursor.execute(f"ANALYZE {tables}")
+        else:
+            cursor.execute(f"VACUUM (ANALYZE) {tables}")
 
 
 def seeded_tables() -> list[str]:
@@ -126,12 +136,12 @@ class Command(BaseCommand):
             # Recounting everything from raw beats absorbing a huge backlog chunk by chunk.
             summaries_clear()
             rebuilt = rollups_rebuild()
-            summaries_analyze()
+            summaries_tend()
             self.stdout.write(
                 f"Summaries rebuilt from raw ({rebuilt.views:,} views in "
                 f"{rebuilt.duration_ms / 1000:.1f} s)."
             )
             return
         absorbed = rollups_absorb_pending()
-        summaries_analyze()
+        summaries_tend()
         self.stdout.write(f"Summaries up to date ({absorbed.views:,} views absorbed).")
