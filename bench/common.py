@@ -99,7 +99,15 @@ def seed(
 
 
 # The server settings that decide these figures (docker-compose.yml sets them for production).
-SERVER_SETTINGS = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_compression")
+# autovacuum: where it is off, nothing but the project's own tending (rollups.tending,
+# seed_data) vacuums or analyzes the tables, and reads slow down (README, Measured).
+SERVER_SETTINGS = (
+    "shared_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "wal_compression",
+    "autovacuum",
+)
 
 
 def server_settings() -> str:
