@@ -46,6 +46,7 @@ from core.routers import read_source
 from core.sql import (
     SQL,
     all_of,
+    as_date,
     binary_order,
     day_of,
     day_param,
@@ -83,7 +84,6 @@ from rollups.tables import (
     RecentLevel,
     RecentWindow,
     level_for,
-    recent_blocks_inside,
     year_masks,
 )
 
@@ -234,18 +234,6 @@ def _snapshot_read(as_of: datetime) -> Snapshot:
         recent_window_end=position.recent_window_end,
         recent_window_through_id=position.recent_window_through_id,
     )
-
-
-# --- Values the database returned ------------------------------------------------------------
-
-
-def as_date(value: object) -> date:
-    """A day as the database returned it (``date``, or ISO text on SQLite)."""
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
 
 
 # --- Ranges --------------------------------------------------------------------------------------
@@ -1058,15 +1046,6 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         with ``blocks``), tagged ``part``, summed per ``kept`` (so that the final grouping
         gets one row per minute, blog or country of each, not every row read)."""
         filters = facts._filters(level.columns, only=only, blog_by_blog=True)
-        ranges: list[tuple[str, datetime, datetime]] = [(level.minute_table, start, end)]
-        if blocks and level.block_table is not None:
-            first, after = recent_blocks_inside(start, end)
-            if first < after:
-                ranges = [
-                    (level.minute_table, start, first),
-                    (level.block_table, first, after),
-                    (level.minute_table, after, end),
-                ]
         return [
             sql(
                 "SELECT {columns}, sum({views}) FROM {table} WHERE {where} GROUP BY {kept}",
@@ -1082,8 +1061,7 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
                     ]
                 ),
             )
-            for table, low, high in ranges
-            if low < high
+            for table, low, high in level.spans(start, end, blocks=blocks)
         ]
 
     # The tail's views per blog or per country, for the parts from the window rows.

@@ -231,3 +231,21 @@ def block_start_of(column: SQL, minutes: int) -> SQL:
         column=column,
         n=int(minutes),
     )
+
+
+# --- Values the database returned ------------------------------------------------------------
+
+
+def as_date(value: object) -> date:
+    """A day as the database returned it (``date``, or ISO text on SQLite)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def as_moment(value: object) -> datetime:
+    """An instant as the database returned it (``datetime``, or UTC text on SQLite), aware."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -69,7 +69,6 @@ from rollups.tables import (
     RECENT_LEVELS,
     RECENT_WINDOW_MINUTES,
     RECENT_WINDOWS,
-    recent_blocks_inside,
     recent_cut,
     recent_window_ends,
 )
@@ -350,17 +349,8 @@ def recent_windows_refresh(cursor: CursorWrapper, state: AbsorbState, now: datet
         return
     for window in RECENT_WINDOWS:
         execute(cursor, sql("DELETE FROM {table}", table=name(window.table)))
-        level = window.source
         for end in ends:
             start = end - timedelta(minutes=RECENT_WINDOW_MINUTES)
-            ranges = [(level.minute_table, start, end)]
-            first, after = recent_blocks_inside(start, end)
-            if level.block_table is not None and first < after:
-                ranges = [
-                    (level.minute_table, start, first),
-                    (level.block_table, first, after),
-                    (level.minute_table, after, end),
-                ]
             rows = SQL(" UNION ALL ").join(
                 sql(
                     "SELECT {column}, views FROM {table} WHERE minute >= {low} AND minute < {high}",
@@ -369,8 +359,7 @@ def recent_windows_refresh(cursor: CursorWrapper, state: AbsorbState, now: datet
                     low=moment_param(low),
                     high=moment_param(high),
                 )
-                for table, low, high in ranges
-                if low < high
+                for table, low, high in window.source.spans(start, end)
             )
             execute(
                 cursor,

@@ -2,15 +2,15 @@
 the analytics cache checks its answers against)."""
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from django.core.cache import caches
 from django.db import connection, connections
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from core.cache import RedisCache
 from core.routers import read_alias
+from core.sql import as_date, as_moment
 from ingest.models import BlogView
 from rollups.models import AbsorbState
 from rollups.tables import STATE_NAME
@@ -95,25 +95,11 @@ def read_position() -> ReadPosition:
     return ReadPosition(
         watermark=int(watermark),
         rebuild_version=int(version),
-        monthly_open_from=_day(open_from),
-        recent_from=_moment(recent_from),
-        recent_window_end=_moment(window_end),
+        monthly_open_from=None if open_from is None else as_date(open_from),
+        recent_from=None if recent_from is None else as_moment(recent_from),
+        recent_window_end=None if window_end is None else as_moment(window_end),
         recent_window_through_id=None if window_through_id is None else int(window_through_id),
     )
-
-
-def _day(value: date | str | None) -> date | None:
-    """A date column's value as the driver returned it (ISO text on SQLite)."""
-    return date.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _moment(value: datetime | str | None) -> datetime | None:
-    """A datetime column's value as the driver returned it (UTC text on SQLite), aware."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if value is not None and timezone.is_naive(value):
-        value = value.replace(tzinfo=UTC)
-    return value
 
 
 _VERSION_SQL = f"SELECT rebuild_version FROM {AbsorbState._meta.db_table} WHERE name = %s"

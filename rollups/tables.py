@@ -132,6 +132,23 @@ class RecentLevel:
     def tables(self) -> tuple[str, ...]:
         return (self.minute_table, *filter(None, [self.block_table]))
 
+    def spans(
+        self, start: datetime, end: datetime, *, blocks: bool = True
+    ) -> list[tuple[str, datetime, datetime]]:
+        """``(table, low, high)`` for the rows of the minutes ``start..end``: the whole 5-minute
+        blocks inside it from the block rows (with ``blocks``, where the level has them), the
+        edge minutes and the rest from the minute rows; no empty span."""
+        spans = [(self.minute_table, start, end)]
+        if blocks and self.block_table is not None:
+            first, after = _blocks_inside(start, end)
+            if first < after:
+                spans = [
+                    (self.minute_table, start, first),
+                    (self.block_table, first, after),
+                    (self.minute_table, after, end),
+                ]
+        return [(table, low, high) for table, low, high in spans if low < high]
+
 
 # Blog questions without country filters (and an author's minutes) read (minute, blog) rows,
 # 5-minute blocks inside the window; minutes and countries without an author, (minute, country)
@@ -197,7 +214,7 @@ def recent_window_ends(now: datetime) -> tuple[datetime, datetime]:
     return end, end + timedelta(minutes=1)
 
 
-def recent_blocks_inside(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+def _blocks_inside(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """The first and the after-last instant of the whole 5-minute blocks inside
     ``start..end`` (the first after the second when there is none)."""
     width = RECENT_BLOCK_MINUTES
