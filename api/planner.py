@@ -72,6 +72,7 @@ from rollups.tables import (
     COUNTRY_BLOGS,
     DAY_LEVEL,
     LAST_DAY_COUNTRY_BLOGS,
+    MONTH_RANGE_COUNTRY_BLOGS,
     NO_DAYS,
     PRESENCE,
     RAW,
@@ -590,7 +591,8 @@ class Facts:
         presence rows, when one answers it exactly; else ``None``. Never with an author (the
         counts are of every blog).
 
-        - A whole single year: the per-(year, country) counts.
+        - A whole single year: the per-(year, country) counts; whole months of one year (such
+          as February to May): the per-(year, month range, country) counts.
         - A range holding every absorbed day (open at both ends, or around the first and the
           last day of the daily views, two index probes): the all-time counts.
         - A range reaching the last absorbed day: a pair has a view in it exactly when its last
@@ -602,12 +604,26 @@ class Facts:
         if (
             start is not None
             and end is not None
-            and (start, end) == (date(start.year, 1, 1), date(start.year, 12, 31))
+            and start.year == end.year
+            and start.day == 1
+            and end == next_month(end) - timedelta(days=1)
         ):
+            year = sql("year = {year}", year=start.year)
+            if (start.month, end.month) == (1, 12):
+                return sql(
+                    "SELECT country_id, blogs FROM {country_blogs} WHERE {in_year}",
+                    country_blogs=name(COUNTRY_BLOGS),
+                    in_year=all_of([year, *countries]),
+                )
+            months = sql(
+                "first_month = {first} AND last_month = {last}",
+                first=start.month,
+                last=end.month,
+            )
             return sql(
-                "SELECT country_id, blogs FROM {country_blogs} WHERE {in_year}",
-                country_blogs=name(COUNTRY_BLOGS),
-                in_year=all_of([sql("year = {year}", year=start.year), *countries]),
+                "SELECT country_id, blogs FROM {month_ranges} WHERE {in_months}",
+                month_ranges=name(MONTH_RANGE_COUNTRY_BLOGS),
+                in_months=all_of([year, months, *countries]),
             )
         if start is None and end is None:
             first, last = None, None

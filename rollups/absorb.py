@@ -62,6 +62,7 @@ from rollups.tables import (
     LAST_DAY_COUNTRY_BLOGS,
     LAST_PRESENT_DAY,
     LEVELS,
+    MONTH_RANGE_COUNTRY_BLOGS,
     NO_DAYS,
     PRESENCE,
     RAW,
@@ -69,6 +70,7 @@ from rollups.tables import (
     RECENT_LEVELS,
     RECENT_WINDOW_MINUTES,
     RECENT_WINDOWS,
+    month_ranges_sql,
     recent_cut,
     recent_window_ends,
 )
@@ -116,7 +118,8 @@ def upsert_sql(table: str, keys: tuple[str, ...], select: SQL) -> SQL:
 def _with_presence(upsert: SQL) -> SQL:
     """PostgreSQL: the (day, blog, country) upsert, chained to the presence bits of the rows it
     inserted, chained to the yearly per-country counts of the presence rows those created, to
-    the all-time per-country counts of the (country, blog) pairs that had none before, and to
+    the all-time per-country counts of the (country, blog) pairs that had none before, to the
+    per-(year, whole-month range, country) counts of the pairs first seen in a range, and to
     the per-(country, last day) counts of the pairs whose last viewed day moved.
 
     A presence bit is set exactly when its (day, blog, country) row exists, and absorb only
@@ -134,12 +137,25 @@ def _with_presence(upsert: SQL) -> SQL:
     return sql(
         "WITH added AS ({upsert} RETURNING day, blog_id, country_id, xmax = 0 AS inserted), "
         "fresh AS (SELECT extract(year FROM day)::int AS year, country_id, blog_id, "
-        "bit_or(set_bit({no_days}::bit(366), extract(doy FROM day)::int - 1, 1)) AS days "
+        "bit_or(set_bit({no_days}::bit(366), extract(doy FROM day)::int - 1, 1)) AS days, "
+        "bit_or(1 << (extract(month FROM day)::int - 1))::smallint AS months "
         "FROM added WHERE inserted GROUP BY 1, 2, 3), "
-        "present AS (INSERT INTO {presence} (year, country_id, blog_id, days) "
-        "SELECT year, country_id, blog_id, days FROM fresh ORDER BY 1, 2, 3 "
+        "present AS (INSERT INTO {presence} (year, country_id, blog_id, days, months_added) "
+        "SELECT year, country_id, blog_id, days, months FROM fresh ORDER BY 1, 2, 3 "
         "ON CONFLICT (year, country_id, blog_id) DO UPDATE SET days = {presence}.days | "
-        "excluded.days RETURNING year, country_id, blog_id, days, xmax = 0 AS inserted), "
+        "excluded.days, months_added = excluded.months_added & ~{presence}.months "
+        "RETURNING year, country_id, blog_id, days, months, months_added, "
+        "xmax = 0 AS inserted), "
+        # A pair counts in a whole-month range from the first month of it that it is seen in:
+        # the range holds a month it gained and none it had.
+        "month_ranges AS (INSERT INTO {month_ranges} "
+        "(year, first_month, last_month, country_id, blogs) "
+        "SELECT year, ranges.first_month, ranges.last_month, country_id, count(*) "
+        "FROM present JOIN {ranges} ON (months_added & ranges.mask) <> 0 "
+        "AND (months & ~months_added & ranges.mask) = 0 "
+        "WHERE months_added <> 0 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
+        "ON CONFLICT (year, first_month, last_month, country_id) "
+        "DO UPDATE SET blogs = {month_ranges}.blogs + excluded.blogs), "
         "yearly AS (INSERT INTO {country_blogs} (year, country_id, blogs) "
         "SELECT year, country_id, count(*) FROM present WHERE inserted GROUP BY 1, 2 "
         "ON CONFLICT (year, country_id) DO UPDATE SET blogs = {country_blogs}.blogs + "
@@ -182,6 +198,8 @@ def _with_presence(upsert: SQL) -> SQL:
         all_time=name(ALL_TIME_COUNTRY_BLOGS),
         last_present_day=SQL(LAST_PRESENT_DAY),
         last_days=name(LAST_DAY_COUNTRY_BLOGS),
+        month_ranges=name(MONTH_RANGE_COUNTRY_BLOGS),
+        ranges=month_ranges_sql(),
     )
 
 

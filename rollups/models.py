@@ -273,6 +273,12 @@ class YearlyPresence(models.Model):
 
     Answers "how many distinct blogs were viewed from each country" for any day range from one
     row per pair and year, instead of every (day, blog, country) row of the range.
+
+    On PostgreSQL, migration ``rollups.0019`` adds two columns the model does not declare (no
+    other database has them): ``months``, generated from ``days`` (bit ``m - 1`` set when
+    month ``m`` has a view), and ``months_added``, the months the latest absorb upsert of the
+    row added (``RETURNING`` gives only the row after an update; with this it also tells what
+    was new, for ``MonthRangeCountryBlogs``).
     """
 
     year = models.SmallIntegerField()
@@ -333,6 +339,39 @@ class AllTimeCountryBlogs(models.Model):
 
     def __str__(self) -> str:
         return f"({self.country_id}): {self.blogs} blogs"
+
+
+class MonthRangeCountryBlogs(models.Model):
+    """Distinct blogs viewed from each country in each range of whole months of a year
+    (``first_month..last_month``, 78 ranges a year), over every absorbed view (PostgreSQL only).
+
+    A range such as February to May reaches neither end of the data, so neither the all-time
+    nor the last-day counts answer it; this reads one row per country instead of testing the
+    year's presence rows against the range's bit mask (84 k rows at 10 M views, 33 ms). Kept
+    from the presence rows' ``months`` (a PostgreSQL generated column, migration
+    ``rollups.0019``): absorb adds a pair to each range that holds one of the months it was
+    first seen in and none it was seen in before.
+    """
+
+    year = models.SmallIntegerField()
+    first_month = models.SmallIntegerField()
+    last_month = models.SmallIntegerField()
+    country = _country()
+    blogs = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["year", "first_month", "last_month", "country"],
+                name="monthrangecountryblogs_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"({self.year}, {self.first_month}..{self.last_month}, {self.country_id}): "
+            f"{self.blogs} blogs"
+        )
 
 
 class LastDayCountryBlogs(models.Model):

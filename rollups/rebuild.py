@@ -65,12 +65,14 @@ from rollups.tables import (
     LAST_DAY_COUNTRY_BLOGS,
     LAST_PRESENT_DAY,
     LEVELS,
+    MONTH_RANGE_COUNTRY_BLOGS,
     NO_DAYS,
     PRESENCE,
     RAW,
     RECENT_LEVELS,
     STATE_NAME,
     SUMMARY_TABLES,
+    month_ranges_sql,
     year_masks,
 )
 
@@ -365,6 +367,36 @@ def _presence_source(stage: str, start: date, end: date) -> SQL:
     )
 
 
+def _month_range_counts(years: SQL) -> SQL:
+    """(year, first_month, last_month, country_id, blogs) of every whole-month range of
+    ``years``, counted from the presence rows' generated ``months``.
+
+    A pair has a view in ``first..last`` when the first month it has a view in from ``first``
+    on is at most ``last``: the pairs are counted per (year, country, first, that month), 12
+    rows per distinct month set at most, and each range sums its ``first``'s rows up to its
+    ``last``. Testing each of the 78 ranges against each set instead made 4.3 M rows to group
+    for 2026 at 10 M views (6.4 s; 0.8 s so).
+    """
+    lowest_bits = ", ".join(f"({1 << (month - 1)}, {month})" for month in range(1, 13))
+    return sql(
+        "WITH sets AS (SELECT year, country_id, months::int AS months, count(*) AS pairs "
+        "FROM {presence} WHERE {years} GROUP BY 1, 2, 3), "
+        "firsts AS (SELECT s.year, s.country_id, starts.first_month, "
+        "bits.month + starts.first_month - 1 AS month, sum(s.pairs) AS pairs "
+        "FROM sets s CROSS JOIN generate_series(1, 12) AS starts (first_month) "
+        "JOIN (VALUES {lowest_bits}) AS bits (bit, month) "
+        "ON bits.bit = (s.months >> (starts.first_month - 1)) "
+        "& -(s.months >> (starts.first_month - 1)) GROUP BY 1, 2, 3, 4) "
+        "SELECT f.year, ranges.first_month, ranges.last_month, f.country_id, sum(f.pairs)::int "
+        "FROM firsts f JOIN {ranges} ON ranges.first_month = f.first_month "
+        "AND f.month <= ranges.last_month GROUP BY 1, 2, 3, 4",
+        presence=name(PRESENCE),
+        years=years,
+        lowest_bits=SQL(lowest_bits),
+        ranges=month_ranges_sql(),
+    )
+
+
 def _rebuild_swap(
     cursor: CursorWrapper, stage: str, *, start: date, end: date, watermark: int
 ) -> int:
@@ -487,6 +519,15 @@ def _rebuild_swap(
                     presence=name(PRESENCE),
                     years=years,
                 ),
+            )
+            _replace_rows(
+                cursor,
+                MONTH_RANGE_COUNTRY_BLOGS,
+                ("year", "first_month", "last_month", "country_id"),
+                source=_month_range_counts(years),
+                in_range=years,
+                missing=None,
+                value="blogs",
             )
             # A pair may have gained or lost its only year, or its last day: recount every
             # country's pairs (a pass over the presence rows each, 0.2 s and 1.2 s at 10 M

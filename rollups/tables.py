@@ -13,13 +13,14 @@ write them too, and absorb drops their rows older than ``RECENT_KEEP``. The *win
 unfiltered answer's rankings (``recent_window_ends``).
 
 Beside the levels: the raw table, the yearly presence bits per (year, country, blog) with the
-per-(year, country), all-time per-country and per-(country, last day) blog counts kept from
-them (PostgreSQL only), and the watermark row's name.
+per-(year, country), all-time per-country, per-(country, last day) and per-(year, whole-month
+range, country) blog counts kept from them (PostgreSQL only), and the watermark row's name.
 """
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from core.sql import SQL
 from ingest.models import BlogView
 from rollups.models import (
     AllTimeCountryBlogs,
@@ -36,6 +37,7 @@ from rollups.models import (
     MonthlyBlogCountryViews,
     MonthlyBlogViews,
     MonthlyCountryViews,
+    MonthRangeCountryBlogs,
     Summary,
     WindowBlogViews,
     WindowCountryViews,
@@ -50,6 +52,7 @@ PRESENCE = YearlyPresence._meta.db_table
 COUNTRY_BLOGS = YearlyCountryBlogs._meta.db_table
 ALL_TIME_COUNTRY_BLOGS = AllTimeCountryBlogs._meta.db_table
 LAST_DAY_COUNTRY_BLOGS = LastDayCountryBlogs._meta.db_table
+MONTH_RANGE_COUNTRY_BLOGS = MonthRangeCountryBlogs._meta.db_table
 # A presence row's days: 366 bits, bit ``day of year - 1`` set when the day has a view.
 NO_DAYS = "0" * 366
 # The last day with a view of a presence row (``p``): its year's first day plus the position of
@@ -194,6 +197,7 @@ SUMMARY_TABLES = (
     COUNTRY_BLOGS,
     ALL_TIME_COUNTRY_BLOGS,
     LAST_DAY_COUNTRY_BLOGS,
+    MONTH_RANGE_COUNTRY_BLOGS,
 )
 
 
@@ -238,3 +242,22 @@ def year_masks(start: date, end: date) -> dict[int, str]:
         high = last.timetuple().tm_yday - 1
         masks[year] = "0" * low + "1" * (high - low + 1) + "0" * (365 - high)
     return masks
+
+
+def month_range_mask(first_month: int, last_month: int) -> int:
+    """The presence rows' ``months`` bits of months ``first_month..last_month``."""
+    return (1 << last_month) - (1 << (first_month - 1))
+
+
+# Every range of whole months of a year, as (first month, last month, its ``months`` bits).
+MONTH_RANGES = tuple(
+    (first, last, month_range_mask(first, last))
+    for first in range(1, 13)
+    for last in range(first, 13)
+)
+
+
+def month_ranges_sql() -> SQL:
+    """``MONTH_RANGES`` as a relation ``(first_month, last_month, mask)``."""
+    rows = ", ".join(f"({first}, {last}, {mask})" for first, last, mask in MONTH_RANGES)
+    return SQL(f"(VALUES {rows}) AS ranges (first_month, last_month, mask)")

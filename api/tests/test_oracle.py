@@ -181,8 +181,8 @@ def test_pages_at_the_edges_match_a_recount_from_raw(client):
 def test_ranges_answered_from_kept_counts_match_a_recount_from_raw(client):
     """Distinct blogs per country over the ranges PostgreSQL answers from counts kept with the
     presence rows: all time, ranges holding every absorbed day but not every tail view, ranges
-    reaching the last absorbed day (from the per-last-day counts), and ranges just short of
-    those (from the bits). The tail has pairs new for all time, pairs known from other years
+    reaching the last absorbed day (from the per-last-day counts), whole months of one year
+    (from the per-month-range counts), and ranges just short of those (from the bits). The tail has pairs new for all time, pairs known from other years
     or from before the range, and views outside the range."""
     # A blog viewed only on the first and the last absorbed day, from one country each.
     edge = Blog.objects.create(
@@ -218,6 +218,15 @@ def test_ranges_answered_from_kept_counts_match_a_recount_from_raw(client):
         {"start_date": "2025-12-01", "end_date": "2026-01-09"},
         {"start_date": "2025-10-01", "end_date": "2025-12-30"},
         {"start_date": "2024-01-02", "end_date": "2025-12-31"},
+        # Whole months of one year: from the per-month-range counts (a tail pair new in the
+        # range, known from the year's other months, or from another year).
+        {"start_date": "2025-02-01", "end_date": "2025-05-31"},
+        {"start_date": "2025-12-01", "end_date": "2025-12-31"},
+        {"start_date": "2024-02-01", "end_date": "2024-02-29"},
+        {"start_date": "2024-01-01", "end_date": "2024-11-30"},
+        {"start_date": "2026-01-01", "end_date": "2026-01-31"},
+        # Just short of whole months: from the bits.
+        {"start_date": "2025-02-01", "end_date": "2025-05-30"},
     ):
         for filters in (
             {},

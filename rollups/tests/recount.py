@@ -10,12 +10,14 @@ from rollups.models import (
     AbsorbState,
     AllTimeCountryBlogs,
     LastDayCountryBlogs,
+    MonthRangeCountryBlogs,
     Summary,
     YearlyCountryBlogs,
     YearlyPresence,
 )
 from rollups.tables import (
     LEVELS,
+    MONTH_RANGES,
     RECENT_BLOCK_MINUTES,
     RECENT_LEVELS,
     RECENT_WINDOW_MINUTES,
@@ -198,6 +200,29 @@ def assert_summaries_exact(*, through_id: int | None = None) -> None:
             if blogs
         }
         assert stored_last == dict(by_last_day), "last-day country blogs"
+        by_range: Counter = Counter()
+        expected_months = {}
+        for (year, country, blog), days in expected_presence.items():
+            months = {
+                (date(year, 1, 1) + timedelta(days=bit)).month
+                for bit, flag in enumerate(days)
+                if flag == "1"
+            }
+            expected_months[year, country, blog] = sum(1 << (month - 1) for month in months)
+            for first_month, last_month, _ in MONTH_RANGES:
+                if any(first_month <= month <= last_month for month in months):
+                    by_range[year, first_month, last_month, country] += 1
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT year, country_id, blog_id, months FROM rollups_yearlypresence")
+            stored_months = {tuple(row[:3]): row[3] for row in cursor.fetchall()}
+        assert stored_months == expected_months, "presence months"
+        stored_ranges = {
+            key[:4]: key[4]
+            for key in MonthRangeCountryBlogs.objects.values_list(
+                "year", "first_month", "last_month", "country_id", "blogs"
+            )
+        }
+        assert stored_ranges == dict(by_range), "month-range country blogs"
 
 
 def watermark() -> int:

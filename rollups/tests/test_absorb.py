@@ -18,6 +18,7 @@ from rollups.models import (
     AllTimeCountryBlogs,
     LastDayCountryBlogs,
     MonthlyBlogCountryViews,
+    MonthRangeCountryBlogs,
 )
 from rollups.rebuild import rollups_rebuild, summaries_clear
 from rollups.selectors import rollups_status
@@ -352,3 +353,67 @@ def test_last_day_blogs_follow_each_pairs_last_view(blog_ids):
         rollups_rebuild()
         assert last_days() == {("US", date(2025, 1, 2)): 1, ("US", date(2024, 12, 31)): 1}
         assert_summaries_exact()
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="presence and its counts are PostgreSQL's"
+)
+def test_month_range_blogs_count_a_pair_once_per_range(blog_ids):
+    """A pair counts once in every whole-month range of a year that holds a month it has views
+    in: whether its months arrive in one run, in order, out of order or late; a leap year's
+    Feb 29 is February's; a rebuild after views were deleted takes the pair out again."""
+
+    def ranges(year: int, country: str = "US") -> dict[tuple[int, int], int]:
+        return {
+            (first, last): blogs
+            for first, last, blogs in MonthRangeCountryBlogs.objects.filter(
+                year=year, country_id=country
+            ).values_list("first_month", "last_month", "blogs")
+        }
+
+    def expected(*months_per_blog: set[int]) -> dict[tuple[int, int], int]:
+        found: dict[tuple[int, int], int] = {}
+        for first in range(1, 13):
+            for last in range(first, 13):
+                blogs = sum(
+                    any(first <= month <= last for month in months) for months in months_per_blog
+                )
+                if blogs:
+                    found[first, last] = blogs
+        return found
+
+    first, second = blog_ids[:2]
+    # One run: a pair in two months (Feb 29 and Mar 1 of a leap year), another in one.
+    views_record(
+        views=[
+            (first, "US", datetime(2024, 2, 29, 23, 59, tzinfo=UTC)),
+            (first, "US", datetime(2024, 3, 1, tzinfo=UTC)),
+            (second, "US", datetime(2024, 3, 15, tzinfo=UTC)),
+        ]
+    )
+    rollups_absorb_pending()
+    assert ranges(2024) == expected({2, 3}, {3})
+    assert_summaries_exact()
+    # Separate runs: a later month, an earlier one (late), a month between, the same month again.
+    for month in (7, 1, 5, 7):
+        views_record(views=[(second, "US", datetime(2024, month, 10, tzinfo=UTC))])
+        rollups_absorb_pending()
+        assert_summaries_exact()
+    assert ranges(2024) == expected({2, 3}, {1, 3, 5, 7})
+    # Another year and another country count apart.
+    views_record(
+        views=[
+            (first, "US", datetime(2025, 12, 31, tzinfo=UTC)),
+            (first, "DE", datetime(2024, 3, 2, tzinfo=UTC)),
+        ]
+    )
+    rollups_absorb_pending()
+    assert ranges(2025) == expected({12})
+    assert ranges(2024, "DE") == expected({3})
+    assert ranges(2024) == expected({2, 3}, {1, 3, 5, 7})
+    assert_summaries_exact()
+    # A rebuild after the second blog's March and July views were deleted behind the API.
+    BlogView.objects.filter(blog_id=second, viewed_at__month__in=(3, 7)).delete()
+    rollups_rebuild()
+    assert ranges(2024) == expected({2, 3}, {1, 5})
+    assert_summaries_exact()
