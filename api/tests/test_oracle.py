@@ -182,8 +182,9 @@ def test_ranges_answered_from_kept_counts_match_a_recount_from_raw(client):
     """Distinct blogs per country over the ranges PostgreSQL answers from counts kept with the
     presence rows: all time, ranges holding every absorbed day but not every tail view, ranges
     reaching the last absorbed day (from the per-last-day counts), whole months of one year
-    (from the per-month-range counts), and ranges just short of those (from the bits). The tail has pairs new for all time, pairs known from other years
-    or from before the range, and views outside the range."""
+    (from the per-month-range counts), and ranges just short of those (from the bits). The
+    tail has pairs new for all time, pairs known from other years or from before the range,
+    and views outside the range."""
     # A blog viewed only on the first and the last absorbed day, from one country each.
     edge = Blog.objects.create(
         title="Edge", author=get_user_model().objects.create_user(username="edge_author")
