@@ -147,13 +147,16 @@ def _with_presence(upsert: SQL) -> SQL:
         "RETURNING year, country_id, blog_id, days, months, months_added, "
         "xmax = 0 AS inserted), "
         # A pair counts in a whole-month range from the first month of it that it is seen in:
-        # the range holds a month it gained and none it had.
+        # the range holds a month it gained and none it had. The pairs are grouped by their
+        # months first (many share them: 30 k pairs gaining December, 78 ranges each, took
+        # 0.56 s ungrouped).
         "month_ranges AS (INSERT INTO {month_ranges} "
         "(year, first_month, last_month, country_id, blogs) "
-        "SELECT year, ranges.first_month, ranges.last_month, country_id, count(*) "
-        "FROM present JOIN {ranges} ON (months_added & ranges.mask) <> 0 "
-        "AND (months & ~months_added & ranges.mask) = 0 "
-        "WHERE months_added <> 0 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
+        "SELECT year, ranges.first_month, ranges.last_month, country_id, sum(pairs) FROM ("
+        "SELECT year, country_id, months, months_added, count(*) AS pairs FROM present "
+        "WHERE months_added <> 0 GROUP BY 1, 2, 3, 4) sets "
+        "JOIN {ranges} ON (months_added & ranges.mask) <> 0 "
+        "AND (months & ~months_added & ranges.mask) = 0 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
         "ON CONFLICT (year, first_month, last_month, country_id) "
         "DO UPDATE SET blogs = {month_ranges}.blogs + excluded.blogs), "
         "yearly AS (INSERT INTO {country_blogs} (year, country_id, blogs) "
