@@ -70,6 +70,7 @@ from rollups.tables import (
     BLOG_COUNTRY_LEVEL,
     BLOG_LEVEL,
     COUNTRY_BLOGS,
+    COUNTRY_LEVEL,
     DAY_LEVEL,
     LAST_DAY_COUNTRY_BLOGS,
     MONTH_RANGE_COUNTRY_BLOGS,
@@ -385,18 +386,21 @@ class Facts:
         ``days=False`` is for callers that do not group by day: the tail's rows then carry no
         day (NULL), which spares it the day of each raw view and grouping by it (see ``_tail``).
 
-        A question about blogs (not countries) with a country filter reads only the rows of the
-        countries it keeps, or, when it only excludes some, the blog level *minus* the excluded
-        countries' rows (negative ``views``): both touch few rows through the country-first
-        index. The answer shapes below keep only groups whose ``sum(views)`` is positive.
+        A question not about countries (blogs, or a series) with a country filter reads only
+        the rows of the countries it keeps, or, when it only excludes some, the level without
+        countries (blogs, or days) *minus* the excluded countries' rows (negative ``views``):
+        both touch few rows through the country-first indexes. The answer shapes below keep
+        only groups whose ``sum(views)`` is positive.
         """
         if start is None and end is None:
             start, end = self.spec.first_day, self.spec.last_day
         level = self.level(blogs=blogs, countries=countries)
         columns = level.columns
         parts: list[SQL] = []
-        if level is BLOG_COUNTRY_LEVEL and not countries and self.spec.countries_filtered:
-            columns = ("blog_id",)
+        without_countries = {BLOG_COUNTRY_LEVEL: BLOG_LEVEL, COUNTRY_LEVEL: DAY_LEVEL}
+        if level in without_countries and not countries and self.spec.countries_filtered:
+            whole = without_countries[level]
+            columns = whole.columns
             include = self.spec.country_codes
             exclude = set(self.spec.exclude_country_codes or ())
             if include is not None:
@@ -404,7 +408,7 @@ class Facts:
                 if kept:
                     parts += self._summary_parts(level, columns, start, end, monthly, only=kept)
             else:
-                parts += self._summary_parts(BLOG_LEVEL, columns, start, end, monthly)
+                parts += self._summary_parts(whole, columns, start, end, monthly)
                 parts += self._summary_parts(
                     level, columns, start, end, monthly, only=tuple(sorted(exclude)), negate=True
                 )
