@@ -406,14 +406,23 @@ class Facts:
             if include is not None:
                 kept = tuple(code for code in include if code not in exclude)
                 if kept:
-                    parts += self._summary_parts(level, columns, start, end, monthly, only=kept)
+                    parts += self._summary_parts(
+                        level, columns, start, end, monthly, only=kept, yearly=not days
+                    )
             else:
                 parts += self._summary_parts(whole, columns, start, end, monthly)
                 parts += self._summary_parts(
-                    level, columns, start, end, monthly, only=tuple(sorted(exclude)), negate=True
+                    level,
+                    columns,
+                    start,
+                    end,
+                    monthly,
+                    only=tuple(sorted(exclude)),
+                    negate=True,
+                    yearly=not days,
                 )
         else:
-            parts += self._summary_parts(level, columns, start, end, monthly)
+            parts += self._summary_parts(level, columns, start, end, monthly, yearly=not days)
         parts.append(self._tail(columns=columns, start=start, end=end, days=days))
         return SQL(" UNION ALL ").join(parts)
 
@@ -465,8 +474,11 @@ class Facts:
         *,
         only: tuple[str, ...] | None = None,
         negate: bool = False,
+        yearly: bool = False,
     ) -> list[SQL]:
-        """The SELECTs of ``level``'s rows over ``start..end`` (monthly where it can).
+        """The SELECTs of ``level``'s rows over ``start..end`` (monthly where it can; with
+        ``yearly``, for callers that neither group by day nor by month, whole years from the
+        level's yearly rows where it has them).
 
         Whole months come from the monthly rows, the days around them from the daily rows. An
         edge that covers most of a month whose monthly rows are complete is read as that
@@ -551,8 +563,40 @@ class Facts:
                 )
             )
             last_month = month_start(open_from)
-        if first_month is None or last_month is None or first_month <= last_month:
-            parts.append(part(level.monthly, "month", first_month, last_month))
+        if first_month is not None and last_month is not None and first_month > last_month:
+            return parts
+        if yearly and level.yearly is not None:
+            # The run's whole years from the yearly rows, which count the days the monthly rows
+            # count: with folding, the open year's up to the open day, whose month closes the
+            # run then.
+            first_year = (
+                None if first_month is None else first_month.year + (first_month.month != 1)
+            )
+            last_year = None
+            if last_month is not None:
+                closes_year = last_month.month == 12 or (
+                    folded and open_from is not None and last_month == month_start(open_from)
+                )
+                last_year = last_month.year - (not closes_year)
+            if first_year is None or last_year is None or first_year <= last_year:
+                parts.append(
+                    part(
+                        level.yearly,
+                        "year",
+                        None if first_year is None else date(first_year, 1, 1),
+                        None if last_year is None else date(last_year, 1, 1),
+                    )
+                )
+                if first_month is not None and first_year is not None and first_month.month != 1:
+                    parts.append(
+                        part(level.monthly, "month", first_month, date(first_year - 1, 12, 1))
+                    )
+                if last_month is not None and last_year is not None and last_year < last_month.year:
+                    parts.append(
+                        part(level.monthly, "month", date(last_year + 1, 1, 1), last_month)
+                    )
+                return parts
+        parts.append(part(level.monthly, "month", first_month, last_month))
         return parts
 
     def _presence_range(self, prefix: str = "") -> SQL:

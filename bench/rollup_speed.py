@@ -372,11 +372,11 @@ def absorb(args: argparse.Namespace) -> None:
 
 
 def day_end() -> None:
-    """Time the first run of a day: it adds the day that ended to the monthly (blog, country)
-    rows (the absorbs above leave the open day out of them).
+    """Time the first run of a day: it adds the day that ended to the monthly and yearly
+    (blog, country) rows (the absorbs above leave the open day out of them).
 
     The state is put back to how the last run of yesterday left it (yesterday open, its views
-    not in the monthly rows), then one run with nothing to absorb is timed.
+    not in the monthly and yearly rows), then one run with nothing to absorb is timed.
     """
     from rollups.absorb import rollups_absorb_pending
     from rollups.models import AbsorbState
@@ -386,16 +386,20 @@ def day_end() -> None:
     today = AbsorbState.objects.get(name=STATE_NAME).monthly_open_from
     assert today is not None
     yesterday = today - timedelta(days=1)
-    _execute(
-        f"UPDATE {BLOG_COUNTRY_LEVEL.monthly} m SET views = m.views - d.views "
-        f"FROM {BLOG_COUNTRY_LEVEL.daily} d "
-        "WHERE d.day = %s AND m.month = date_trunc('month', d.day) "
-        "AND m.blog_id = d.blog_id AND m.country_id = d.country_id",
-        [yesterday],
-    )
-    _execute(f"DELETE FROM {BLOG_COUNTRY_LEVEL.monthly} WHERE views = 0")
+    for table, column, unit in (
+        (BLOG_COUNTRY_LEVEL.monthly, "month", "month"),
+        (BLOG_COUNTRY_LEVEL.yearly, "year", "year"),
+    ):
+        _execute(
+            f"UPDATE {table} m SET views = m.views - d.views "
+            f"FROM {BLOG_COUNTRY_LEVEL.daily} d "
+            f"WHERE d.day = %s AND m.{column} = date_trunc('{unit}', d.day) "
+            "AND m.blog_id = d.blog_id AND m.country_id = d.country_id",
+            [yesterday],
+        )
+        _execute(f"DELETE FROM {table} WHERE views = 0")
+        _execute(f"VACUUM ANALYZE {table}")
     AbsorbState.objects.filter(name=STATE_NAME).update(monthly_open_from=yesterday)
-    _execute(f"VACUUM ANALYZE {BLOG_COUNTRY_LEVEL.monthly}")
     rows = _scalar(f"SELECT count(*) FROM {BLOG_COUNTRY_LEVEL.daily} WHERE day = %s", [yesterday])
     with statements_timed() as timer:
         started = time.perf_counter()
@@ -403,7 +407,7 @@ def day_end() -> None:
         elapsed = time.perf_counter() - started
     print(
         f"day end: the first run of a day, adding {yesterday} ({rows:,} daily blog x country "
-        f"rows) to the monthly ones, took {elapsed:.2f} s",
+        f"rows) to the monthly and yearly ones, took {elapsed:.2f} s",
         flush=True,
     )
     timer.report()

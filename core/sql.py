@@ -166,11 +166,25 @@ def month_of(day_column: SQL) -> SQL:
     return sql("substr({day}, 1, 8) || '01'", day=day_column)
 
 
+def year_of(day_column: SQL) -> SQL:
+    """The first day of the year of a date column."""
+    if postgres():
+        return sql("date_trunc('year', {day})::date", day=day_column)
+    return sql("substr({day}, 1, 5) || '01-01'", day=day_column)
+
+
 def next_month_of(column: SQL) -> SQL:
     """The first day of the month after a month-start date column."""
     if postgres():
         return sql("({month} + interval '1 month')::date", month=column)
     return sql("date({month}, '+1 month')", month=column)
+
+
+def next_year_of(column: SQL) -> SQL:
+    """The first day of the year after a year-start date column."""
+    if postgres():
+        return sql("({year} + interval '1 year')::date", year=column)
+    return sql("date({year}, '+1 year')", year=column)
 
 
 def day_param(day: date) -> date | str:

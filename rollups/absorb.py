@@ -54,6 +54,7 @@ from rollups.staging import (
     stage_views,
     state_locked,
     work_mem_raise,
+    year_keys,
 )
 from rollups.tables import (
     ALL_TIME_COUNTRY_BLOGS,
@@ -219,8 +220,8 @@ def _sums(source: str, keys: SQL, where: SQL) -> SQL:
 def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -> None:
     """Add the staged (day, blog, country) counts to every summary.
 
-    The monthly rows of a folded level get only the staged days before ``open_from`` (see
-    ``_monthly_fold``).
+    The monthly and yearly rows of a folded level get only the staged days before
+    ``open_from`` (see ``_monthly_fold``).
 
     Each summary's increments go in key order: the upsert then walks the key index (and the
     heap, which absorb fills in roughly the same order) front to back instead of at random (in
@@ -242,6 +243,11 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
             where = sql("day < {open_from}", open_from=day_param(open_from))
         keys = month_keys(level)
         execute(cursor, upsert_sql(level.monthly, level.monthly_keys, _sums(stage, keys, where)))
+        if level.yearly is not None:
+            execute(
+                cursor,
+                upsert_sql(level.yearly, level.yearly_keys, _sums(stage, year_keys(level), where)),
+            )
 
 
 def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
@@ -255,8 +261,9 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
     daily rows, which under the state lock count exactly the absorbed views, to their months'
     rows: one day's rows, a small upsert. The open day only moves forward. With no open day yet
     (a new state row, or rows from before this scheme, which count every day), the current
-    month's rows and later ones are recomputed from the days before today instead. The same
-    first run deletes the (country, last day) counts that absorb has emptied.
+    month's rows and later ones are recomputed from the days before today instead, and the
+    current year's yearly rows and later ones from those monthly rows. The same first run
+    deletes the (country, last day) counts that absorb has emptied.
     """
     today = timezone.now().astimezone(UTC).date()
     open_from = state.monthly_open_from
@@ -274,6 +281,7 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
         for level in LEVELS
         if level.monthly_folded and level.monthly is not None
     ]
+    recount_years = open_from is None
     if open_from is None:
         open_from = month_start(today)
         for _, monthly in folded:
@@ -286,11 +294,45 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
                 ),
             )
     for level, monthly in folded:
-        keys = month_keys(level)
         ended = sql(
             "day >= {low} AND day < {today}", low=day_param(open_from), today=day_param(today)
         )
-        execute(cursor, upsert_sql(monthly, level.monthly_keys, _sums(level.daily, keys, ended)))
+        execute(
+            cursor,
+            upsert_sql(monthly, level.monthly_keys, _sums(level.daily, month_keys(level), ended)),
+        )
+        if level.yearly is None:
+            continue
+        if not recount_years:
+            execute(
+                cursor,
+                upsert_sql(
+                    level.yearly, level.yearly_keys, _sums(level.daily, year_keys(level), ended)
+                ),
+            )
+            continue
+        # They counted every day so far: this year's from its monthly rows, now exact.
+        this_year = day_param(date(today.year, 1, 1))
+        execute(
+            cursor,
+            sql(
+                "DELETE FROM {yearly} WHERE year >= {this_year}",
+                yearly=name(level.yearly),
+                this_year=this_year,
+            ),
+        )
+        execute(
+            cursor,
+            upsert_sql(
+                level.yearly,
+                level.yearly_keys,
+                _sums(
+                    monthly,
+                    year_keys(level, "month"),
+                    sql("month >= {this_year}", this_year=this_year),
+                ),
+            ),
+        )
     state.monthly_open_from = today
 
 

@@ -102,6 +102,37 @@ class MonthlyBlogViews(Summary):
         constraints = [models.UniqueConstraint(fields=["month", "blog"], name="monthlyblog_key")]
 
 
+class YearlyBlogCountryViews(Summary):
+    """Views per (year, blog, country), of the days the monthly rows count (before
+    ``AbsorbState.monthly_open_from``): blog and author questions with country filters over
+    whole years, such as a year or all time for three countries (a year of those countries'
+    monthly rows is twelve times the rows).
+    """
+
+    year = models.DateField(help_text="First day of the year.")
+    blog = _blog()
+    country = _country()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["year", "blog", "country"], name="yearlyblogcountry_key"
+            ),
+        ]
+        # Covering, as the monthly rows' (rollups.0015): only the day's fold and late views
+        # update these rows, not every absorb.
+        indexes = [
+            models.Index(
+                fields=["country", "year", "blog"],
+                include=["views"],
+                name="yearlyblogcountry_country",
+            ),
+            models.Index(
+                fields=["blog", "year", "country"], include=["views"], name="yearlyblogcountry_blog"
+            ),
+        ]
+
+
 class DailyBlogCountryViews(Summary):
     """Views per (day, blog, country): any filter combination, and distinct blogs, by day."""
 

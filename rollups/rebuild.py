@@ -36,6 +36,7 @@ from core.sql import (
     names,
     next_month,
     next_month_of,
+    next_year_of,
     postgres,
     sql,
 )
@@ -56,6 +57,7 @@ from rollups.staging import (
     stage_views,
     state_locked,
     work_mem_raise,
+    year_keys,
 )
 from rollups.tables import (
     ALL_TIME_COUNTRY_BLOGS,
@@ -491,6 +493,41 @@ def _rebuild_swap(
                     next_month=next_month_of(month),
                     last=day_param(last_day),
                     match=_matching(level.columns, daily, table),
+                ),
+            )
+        # Whole years from the (now exact) monthly rows, which count the same days.
+        for level in LEVELS:
+            if level.yearly is None or level.monthly is None:
+                continue
+            table, monthly = level.yearly, level.monthly
+            first, after = date(start.year, 1, 1), date(end.year + 1, 1, 1)
+            year = name(f"{table}.year")
+            _replace_rows(
+                cursor,
+                table,
+                level.yearly_keys,
+                source=sql(
+                    "SELECT {keys}, sum(views) FROM {monthly} "
+                    "WHERE month >= {first} AND month < {after} GROUP BY {keys}",
+                    keys=year_keys(level, "month"),
+                    monthly=name(monthly),
+                    first=day_param(first),
+                    after=day_param(after),
+                ),
+                in_range=sql(
+                    "{year} >= {first} AND {year} < {after}",
+                    year=year,
+                    first=day_param(first),
+                    after=day_param(after),
+                ),
+                missing=sql(
+                    "SELECT 1 FROM {monthly} WHERE {month} >= {year} AND {month} < {next_year} "
+                    "AND {match}",
+                    monthly=name(monthly),
+                    month=name(f"{monthly}.month"),
+                    year=year,
+                    next_year=next_year_of(year),
+                    match=_matching(level.columns, monthly, table),
                 ),
             )
         _recent_rebuild(cursor, state, start=start, end=end)

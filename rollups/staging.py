@@ -16,6 +16,7 @@ from core.sql import (
     ordinals,
     postgres,
     sql,
+    year_of,
 )
 from rollups.models import AbsorbState
 from rollups.tables import RAW, STATE_NAME, Level
@@ -101,6 +102,12 @@ def stage_raw_minutes(
 def month_keys(level: Level) -> SQL:
     """A monthly row's key computed from daily rows: the day's month, then the level's columns."""
     return SQL(", ").join([month_of(SQL("day")), *(name(column) for column in level.columns)])
+
+
+def year_keys(level: Level, column: str = "day") -> SQL:
+    """A yearly row's key computed from daily or monthly rows (their ``column``): its year,
+    then the level's columns."""
+    return SQL(", ").join([year_of(name(column)), *(name(key) for key in level.columns)])
 
 
 def stage_views(cursor: CursorWrapper, stage: str) -> tuple[int, int]:

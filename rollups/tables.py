@@ -41,6 +41,7 @@ from rollups.models import (
     Summary,
     WindowBlogViews,
     WindowCountryViews,
+    YearlyBlogCountryViews,
     YearlyCountryBlogs,
     YearlyPresence,
 )
@@ -66,13 +67,16 @@ class Level:
 
     ``monthly_folded``: the monthly rows count only the days before
     ``AbsorbState.monthly_open_from`` (absorb folds each day in once it has ended); readers
-    take the later days from the daily rows.
+    take the later days from the daily rows. ``yearly_model``: rows per (year, *columns) of
+    the days the monthly rows count (a folded level only), for readers that do not need the
+    days or months apart.
     """
 
     columns: tuple[str, ...]
     daily_model: type[Summary]
     monthly_model: type[Summary] | None = None
     monthly_folded: bool = False
+    yearly_model: type[Summary] | None = None
 
     @property
     def daily(self) -> str:
@@ -83,12 +87,20 @@ class Level:
         return None if self.monthly_model is None else self.monthly_model._meta.db_table
 
     @property
+    def yearly(self) -> str | None:
+        return None if self.yearly_model is None else self.yearly_model._meta.db_table
+
+    @property
     def daily_keys(self) -> tuple[str, ...]:
         return ("day", *self.columns)
 
     @property
     def monthly_keys(self) -> tuple[str, ...]:
         return ("month", *self.columns)
+
+    @property
+    def yearly_keys(self) -> tuple[str, ...]:
+        return ("year", *self.columns)
 
     def answers(self, columns: set[str]) -> bool:
         """Whether the level holds every one of ``columns`` (a question's dimensions and the
@@ -101,6 +113,7 @@ BLOG_COUNTRY_LEVEL = Level(
     DailyBlogCountryViews,
     MonthlyBlogCountryViews,
     monthly_folded=True,
+    yearly_model=YearlyBlogCountryViews,
 )
 BLOG_LEVEL = Level(("blog_id",), DailyBlogViews, MonthlyBlogViews)
 COUNTRY_LEVEL = Level(("country_id",), DailyCountryViews, MonthlyCountryViews)
@@ -191,6 +204,7 @@ RECENT_WINDOWS = (
 SUMMARY_TABLES = (
     *(level.daily for level in LEVELS),
     *(level.monthly for level in LEVELS if level.monthly is not None),
+    *(level.yearly for level in LEVELS if level.yearly is not None),
     *(table for level in RECENT_LEVELS for table in level.tables),
     *(window.table for window in RECENT_WINDOWS),
     PRESENCE,

@@ -32,7 +32,7 @@ Tables = dict[str, Counter]
 def recount_from_raw(*, through_id: int | None = None) -> Tables:
     """What every summary must hold, counted from raw (views with ``id <= through_id``).
 
-    The monthly rows of a folded level count only the days before the open one.
+    The monthly and yearly rows of a folded level count only the days before the open one.
     """
     rows = BlogView.objects.all()
     if through_id is not None:
@@ -54,6 +54,8 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
                 not level.monthly_folded or open_from is None or day < open_from
             ):
                 expected[level.monthly][(month, *key)] += 1
+                if level.yearly is not None:
+                    expected[level.yearly][(date(day.year, 1, 1), *key)] += 1
         if recent_from is None or viewed_at < recent_from:
             continue
         minute = viewed_at.replace(second=0, microsecond=0)
@@ -73,6 +75,8 @@ def _tables() -> list[tuple[str, tuple[type[Summary], tuple[str, ...]]]]:
         tables.append((level.daily, (level.daily_model, level.daily_keys)))
         if level.monthly is not None and level.monthly_model is not None:
             tables.append((level.monthly, (level.monthly_model, level.monthly_keys)))
+        if level.yearly is not None and level.yearly_model is not None:
+            tables.append((level.yearly, (level.yearly_model, level.yearly_keys)))
     for recent in RECENT_LEVELS:
         tables.append((recent.minute_table, (recent.minute_model, recent.keys)))
         if recent.block_table is not None and recent.block_model is not None:

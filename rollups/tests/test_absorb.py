@@ -19,6 +19,8 @@ from rollups.models import (
     LastDayCountryBlogs,
     MonthlyBlogCountryViews,
     MonthRangeCountryBlogs,
+    Summary,
+    YearlyBlogCountryViews,
 )
 from rollups.rebuild import rollups_rebuild, summaries_clear
 from rollups.selectors import rollups_status
@@ -177,25 +179,30 @@ def test_open_day_is_kept_out_of_monthly_blog_country_rows_then_folded(blog_ids)
 
 
 def test_monthly_rows_from_before_the_open_day_are_recomputed(ingest_random):
-    """A state row without an open day (as the migration leaves it) means the monthly rows
-    count every day; the first run recomputes the current month's rows and drops later ones."""
+    """A state row without an open day (as the migration leaves it) means the monthly and
+    yearly rows count every day; the first run recomputes the current month's rows and drops
+    later ones, and this year's yearly rows from the monthly ones."""
     ingest_random(400)
     with time_machine.travel(datetime(2025, 6, 15, 12, tzinfo=UTC), tick=False):
         rollups_absorb_pending()
         # What a run before the scheme would have left: every day in the monthly rows.
         AbsorbState.objects.update(monthly_open_from=None)
-        MonthlyBlogCountryViews.objects.filter(month__gte=date(2025, 6, 1)).delete()
-        MonthlyBlogCountryViews.objects.bulk_create(
-            MonthlyBlogCountryViews(month=month, blog_id=blog, country_id=country, views=views)
-            for (month, blog, country), views in recount_from_raw()[
-                MonthlyBlogCountryViews._meta.db_table
-            ].items()
-            if month >= date(2025, 6, 1)
+        rewritten: tuple[tuple[type[Summary], str, date], ...] = (
+            (MonthlyBlogCountryViews, "month", date(2025, 6, 1)),
+            (YearlyBlogCountryViews, "year", date(2025, 1, 1)),
         )
+        for model, column, first in rewritten:
+            model._default_manager.filter(**{f"{column}__gte": first}).delete()
+            model._default_manager.bulk_create(
+                model(**{column: when, "blog_id": blog, "country_id": country, "views": views})
+                for (when, blog, country), views in recount_from_raw()[model._meta.db_table].items()
+                if when >= first
+            )
         assert_summaries_exact()
         rollups_absorb_pending()
         assert AbsorbState.objects.get().monthly_open_from == date(2025, 6, 15)
         assert not MonthlyBlogCountryViews.objects.filter(month__gte=date(2025, 7, 1)).exists()
+        assert not YearlyBlogCountryViews.objects.filter(year__gte=date(2026, 1, 1)).exists()
         assert_summaries_exact()
 
 
