@@ -9,6 +9,7 @@ from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.testing import migrate_to
 from ingest.models import BlogView
 from ingest.services import views_record
 from rollups import absorb
@@ -423,4 +424,22 @@ def test_month_range_blogs_count_a_pair_once_per_range(blog_ids):
     BlogView.objects.filter(blog_id=second, viewed_at__month__in=(3, 7)).delete()
     rollups_rebuild()
     assert ranges(2024) == expected({2, 3}, {1, 5})
+    assert_summaries_exact()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrations_0019_and_0021_fill_the_new_counts_from_the_rows_already_there(
+    ingest_random,
+):
+    """Migrated onto absorbed views, 0019 gives the presence rows their months and counts the
+    month ranges from them (PostgreSQL), and 0021 fills the yearly rows from the monthly
+    ones: exactly what absorb would have kept."""
+    ingest_random(600)
+    rollups_absorb_pending()
+    # Back to before them (which drops what they added), then forwards again.
+    migrate_to("rollups", "0018_minute_country_covering")
+    migrate_to("rollups")
+    assert YearlyBlogCountryViews.objects.exists()
+    if connection.vendor == "postgresql":
+        assert MonthRangeCountryBlogs.objects.exists()
     assert_summaries_exact()
