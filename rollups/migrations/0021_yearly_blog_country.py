@@ -4,7 +4,7 @@ those before the open day).
 A blog or author question for a few countries over a year read twelve monthly rows per (blog,
 country), 43 k rows for three countries in 2026 at 10 M views (29.5 ms in `EXPLAIN ANALYZE`);
 the yearly rows are 5.8 k (4.4 ms). Filling reads every monthly row once (785 k at 10 M views:
-about 2 s). It needs worker and beat stopped: a previous release's worker would not keep them.
+3.1 s). It needs worker and beat stopped: a previous release's worker would not keep them.
 """
 
 import django.db.models.deletion
