@@ -494,6 +494,28 @@ class Facts:
         monthly_filters = self._filters(
             level.columns, only=only, blog_by_blog=walk and "country_id" in level.columns
         )
+        daily_from = name(level.daily)
+        named = only if only is not None else self.spec.country_codes
+        if (
+            postgres()
+            and level is BLOG_COUNTRY_LEVEL
+            and self.author_id is None
+            and named is not None
+            and not walk
+        ):
+            # A few countries' daily (blog, country) rows, country by country through the
+            # country-first index: with ``country_id IN (...)`` PostgreSQL walked the day-first
+            # key over every country's rows of the days (4 days of three countries at 10 M
+            # views: 1,682 buffers for 6,220 rows, 8.5-15 ms; so 440 buffers, 4-6.6 ms).
+            daily_from = sql(
+                "(VALUES {codes}) AS named (code) JOIN {table} ON country_id = named.code",
+                codes=SQL(", ").join(sql("({code})", code=code) for code in named),
+                table=name(level.daily),
+            )
+            excluded = () if only is not None else self.spec.exclude_country_codes or ()
+            daily_filters = (
+                [sql("country_id NOT IN ({codes})", codes=values(excluded))] if excluded else []
+            )
 
         def part(
             table: str, day_column: str, low: date | None, high: date | None, minus: bool = False
@@ -512,7 +534,7 @@ class Facts:
                     day + SQL(" AS day"),
                     last=SQL("-views AS views" if negate != minus else "views AS views"),
                 ),
-                table=name(table),
+                table=daily_from if table == level.daily else name(table),
                 where=where_clause([*conditions, *filters]),
             )
 
