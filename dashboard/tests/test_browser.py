@@ -401,6 +401,9 @@ def test_the_admin_job_page_moves_its_bar_until_the_job_ends(
     browser.get(f"{live_server.url}/admin/login/")
     browser.find_element(By.ID, "id_username").send_keys("editor")
     browser.find_element(By.ID, "id_password").send_keys(password + Keys.ENTER)
+    # The login's answer sets the session cookie: going on before it lands, as this test once
+    # did, opens the job page signed out (the login form again, no bar).
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: urlsplit(d.current_url).path == "/admin/")
     browser.get(f"{live_server.url}/admin/rollups/rebuildjob/{job.pk}/change/")
 
     def bar(d: WebDriver) -> str | None:
