@@ -53,8 +53,10 @@ from rollups.staging import (
     stage_raw_minutes,
     stage_views,
     state_locked,
+    summed,
     work_mem_raise,
     year_keys,
+    yearly_from_monthly,
 )
 from rollups.tables import (
     ALL_TIME_COUNTRY_BLOGS,
@@ -64,6 +66,7 @@ from rollups.tables import (
     LAST_PRESENT_DAY,
     LEVELS,
     MONTH_RANGE_COUNTRY_BLOGS,
+    MONTH_RANGES_SQL,
     NO_DAYS,
     PRESENCE,
     RAW,
@@ -71,7 +74,6 @@ from rollups.tables import (
     RECENT_LEVELS,
     RECENT_WINDOW_MINUTES,
     RECENT_WINDOWS,
-    month_ranges_sql,
     recent_cut,
     recent_window_ends,
 )
@@ -203,17 +205,7 @@ def _with_presence(upsert: SQL) -> SQL:
         last_present_day=SQL(LAST_PRESENT_DAY),
         last_days=name(LAST_DAY_COUNTRY_BLOGS),
         month_ranges=name(MONTH_RANGE_COUNTRY_BLOGS),
-        ranges=month_ranges_sql(),
-    )
-
-
-def _sums(source: str, keys: SQL, where: SQL) -> SQL:
-    """The views of ``source`` summed per ``keys``, in key order (see ``_stage_apply``)."""
-    return sql(
-        "SELECT {keys}, sum(views) FROM {source} WHERE {where} GROUP BY {keys} ORDER BY {keys}",
-        keys=keys,
-        source=name(source),
-        where=where,
+        ranges=MONTH_RANGES_SQL,
     )
 
 
@@ -230,7 +222,7 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
     """
     for level in LEVELS:
         upsert = upsert_sql(
-            level.daily, level.daily_keys, _sums(stage, names(level.daily_keys), SQL("true"))
+            level.daily, level.daily_keys, summed(stage, names(level.daily_keys), SQL("true"))
         )
         execute(
             cursor, _with_presence(upsert) if level is BLOG_COUNTRY_LEVEL and postgres() else upsert
@@ -242,11 +234,11 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
         if level.monthly_folded and open_from is not None:
             where = sql("day < {open_from}", open_from=day_param(open_from))
         keys = month_keys(level)
-        execute(cursor, upsert_sql(level.monthly, level.monthly_keys, _sums(stage, keys, where)))
+        execute(cursor, upsert_sql(level.monthly, level.monthly_keys, summed(stage, keys, where)))
         if level.yearly is not None:
             execute(
                 cursor,
-                upsert_sql(level.yearly, level.yearly_keys, _sums(stage, year_keys(level), where)),
+                upsert_sql(level.yearly, level.yearly_keys, summed(stage, year_keys(level), where)),
             )
 
 
@@ -299,7 +291,7 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
         )
         execute(
             cursor,
-            upsert_sql(monthly, level.monthly_keys, _sums(level.daily, month_keys(level), ended)),
+            upsert_sql(monthly, level.monthly_keys, summed(level.daily, month_keys(level), ended)),
         )
         if level.yearly is None:
             continue
@@ -307,31 +299,23 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
             execute(
                 cursor,
                 upsert_sql(
-                    level.yearly, level.yearly_keys, _sums(level.daily, year_keys(level), ended)
+                    level.yearly, level.yearly_keys, summed(level.daily, year_keys(level), ended)
                 ),
             )
             continue
         # They counted every day so far: this year's from its monthly rows, now exact.
-        this_year = day_param(date(today.year, 1, 1))
+        this_year = date(today.year, 1, 1)
         execute(
             cursor,
             sql(
                 "DELETE FROM {yearly} WHERE year >= {this_year}",
                 yearly=name(level.yearly),
-                this_year=this_year,
+                this_year=day_param(this_year),
             ),
         )
         execute(
             cursor,
-            upsert_sql(
-                level.yearly,
-                level.yearly_keys,
-                _sums(
-                    monthly,
-                    year_keys(level, "month"),
-                    sql("month >= {this_year}", this_year=this_year),
-                ),
-            ),
+            upsert_sql(level.yearly, level.yearly_keys, yearly_from_monthly(level, this_year)),
         )
     state.monthly_open_from = today
 

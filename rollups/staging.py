@@ -1,13 +1,14 @@
 """What absorb and rebuild share: a per-connection staging table of (day, blog, country,
 views) counts aggregated from raw, the locked watermark row, and room to sort and hash."""
 
-from datetime import datetime
+from datetime import date, datetime
 
 from django.db.backends.utils import CursorWrapper
 
 from core.sql import (
     SQL,
     day_of,
+    day_param,
     execute,
     minute_start_of,
     moment_param,
@@ -110,6 +111,31 @@ def year_keys(level: Level, column: str = "day") -> SQL:
     return SQL(", ").join([year_of(name(column)), *(name(key) for key in level.columns)])
 
 
+def summed(source: str, keys: SQL, where: SQL, *, ordered: bool = True) -> SQL:
+    """The views of ``source``'s rows that match ``where``, summed per ``keys``; ``ordered``,
+    in key order (for upserts, which then walk the key index front to back: see
+    ``absorb._stage_apply``)."""
+    return sql(
+        "SELECT {keys}, sum(views) FROM {source} WHERE {where} GROUP BY {keys}{order}",
+        keys=keys,
+        source=name(source),
+        where=where,
+        order=sql(" ORDER BY {keys}", keys=keys) if ordered else SQL(""),
+    )
+
+
+def yearly_from_monthly(
+    level: Level, first: date, after: date | None = None, *, ordered: bool = True
+) -> SQL:
+    """A level's yearly rows from ``first`` (a Jan 1) up to ``after``, summed from its monthly
+    rows, which count the same days (absorb and rebuild both recount years so)."""
+    assert level.monthly is not None, "yearly rows are kept only beside monthly ones"
+    months = sql("month >= {first}", first=day_param(first))
+    if after is not None:
+        months = sql("{months} AND month < {after}", months=months, after=day_param(after))
+    return summed(level.monthly, year_keys(level, "month"), months, ordered=ordered)
+
+
 def stage_views(cursor: CursorWrapper, stage: str) -> tuple[int, int]:
     """The views staged and their (day, blog, country) groups (rows); on PostgreSQL also gives
     the planner the staging table's statistics (autovacuum never analyzes temporary tables,
@@ -127,7 +153,6 @@ def work_mem_raise(cursor: CursorWrapper) -> None:
         cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
 
 
-# The staged days as yearly presence rows (year, country, blog, days), in key order (rebuild).
 def state_locked() -> AbsorbState:
     AbsorbState.objects.get_or_create(name=STATE_NAME)
     return AbsorbState.objects.select_for_update().get(name=STATE_NAME)

@@ -271,7 +271,9 @@ MONTH_RANGES = tuple(
 )
 
 
-def month_ranges_sql() -> SQL:
-    """``MONTH_RANGES`` as a relation ``(first_month, last_month, mask)``."""
-    rows = ", ".join(f"({first}, {last}, {mask})" for first, last, mask in MONTH_RANGES)
-    return SQL(f"(VALUES {rows}) AS ranges (first_month, last_month, mask)")
+# ``MONTH_RANGES`` as a relation ``(first_month, last_month, mask)``.
+MONTH_RANGES_SQL = SQL(
+    "(VALUES {rows}) AS ranges (first_month, last_month, mask)".format(
+        rows=", ".join(f"({first}, {last}, {mask})" for first, last, mask in MONTH_RANGES)
+    )
+)
