@@ -226,12 +226,14 @@ def spec_parse(
         )
     allowed = set(filters) | {extra.name for extra in extras}
     errors = [_error(name, "unknown field") for name in sorted(set(payload) - allowed)]
+    # An unknown field is said so once, not also checked as the field it would be elsewhere.
+    given = {name: value for name, value in payload.items() if name in allowed}
 
-    start = _date("start_date", payload.get("start_date"), errors)
-    end = _date("end_date", payload.get("end_date"), errors)
-    year = _integer("year", payload.get("year"), FIRST_DAY.year, LAST_DAY.year, errors)
-    if payload.get("year") is not None and (
-        payload.get("start_date") is not None or payload.get("end_date") is not None
+    start = _date("start_date", given.get("start_date"), errors)
+    end = _date("end_date", given.get("end_date"), errors)
+    year = _integer("year", given.get("year"), FIRST_DAY.year, LAST_DAY.year, errors)
+    if given.get("year") is not None and (
+        given.get("start_date") is not None or given.get("end_date") is not None
     ):
         errors.append(_error("year", "give either year or start_date/end_date, not both"))
     if start and end and start > end:
@@ -239,12 +241,12 @@ def spec_parse(
 
     country_fields = ("country_codes", "exclude_country_codes")
     known: frozenset[str] = frozenset()
-    if any(payload.get(name) is not None for name in country_fields):
+    if any(given.get(name) is not None for name in country_fields):
         known = _known_codes()
-    include = _codes("country_codes", payload.get("country_codes"), known, errors)
-    exclude = _codes("exclude_country_codes", payload.get("exclude_country_codes"), known, errors)
+    include = _codes("country_codes", given.get("country_codes"), known, errors)
+    exclude = _codes("exclude_country_codes", given.get("exclude_country_codes"), known, errors)
 
-    author = payload.get("author_username")
+    author = given.get("author_username")
     if author is not None and (not isinstance(author, str) or not author):
         errors.append(_error("author_username", "must be a non-empty string"))
         author = None
@@ -259,7 +261,7 @@ def spec_parse(
 
     options: dict[str, Any] = {}
     for extra in extras:
-        value = payload.get(extra.name)
+        value = given.get(extra.name)
         if extra.choices:
             if value is not None and value not in extra.choices:
                 errors.append(_error(extra.name, f"must be one of: {', '.join(extra.choices)}"))

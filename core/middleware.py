@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -66,10 +67,12 @@ class RequestBodyLimitMiddleware:
 
 
 class QueryStringMiddleware:
-    """400 for a query string holding a NUL character, on every URL.
+    """400 for a query string holding a NUL character, or bytes that are not UTF-8, on every
+    URL.
 
-    No parameter may hold one, and PostgreSQL refuses it in a query: the admin's list filters
-    and autocomplete, and the schema's ``version``, passed it on (a 500).
+    No parameter may hold a NUL, and PostgreSQL refuses it in a query: the admin's list filters
+    and autocomplete, and the schema's ``version``, passed it on (a 500). Django decodes bytes
+    that are not UTF-8 (``%ff``) as U+FFFD, so a name asked for would silently become another.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -77,6 +80,17 @@ class QueryStringMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         raw = request.META.get("QUERY_STRING", "")
+        if "%" in raw or not raw.isascii():
+            try:
+                # WSGI hands the query string over as its bytes, decoded as Latin-1.
+                unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                return error_json(
+                    status=400,
+                    code="bad_request",
+                    message="The query string is not valid UTF-8.",
+                    details=[{"field": None, "reason": "percent-encode UTF-8 bytes only"}],
+                )
         names: list[str] = []
         if "%00" in raw or "\x00" in raw:
             names = sorted(

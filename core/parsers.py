@@ -56,10 +56,29 @@ def _string_problems(value: Any) -> dict[str, list[str]]:
     return dict(sorted(found.items()))
 
 
+class _RepeatedField(ValueError):
+    def __init__(self, key: str, times: int) -> None:
+        super().__init__(key)
+        self.key, self.times = key, times
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's fields; a field given twice would otherwise silently keep its last value."""
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        counts: dict[str, int] = {}
+        for key, _ in pairs:
+            counts[key] = counts.get(key, 0) + 1
+        key = next(key for key, count in counts.items() if count > 1)
+        raise _RepeatedField(key, counts[key])
+    return fields
+
+
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser with a cap on the body size (413 past ``REQUEST_BODY_MAX_BYTES``),
     and a 400 for what parses but no field may hold: nesting deeper than the parser recurses,
-    a NUL character or an unpaired surrogate in a string (PostgreSQL and UTF-8 refuse them)."""
+    a NUL character or an unpaired surrogate in a string (PostgreSQL and UTF-8 refuse them),
+    a field given twice in one object (as a query string's parameter given twice)."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         limit = settings.REQUEST_BODY_MAX_BYTES
@@ -67,7 +86,15 @@ class JSONParser(parsers.JSONParser):
         if len(raw) > limit:
             raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
         try:
-            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            data = json.loads(
+                raw.decode("utf-8"),
+                parse_constant=_reject_constant,
+                object_pairs_hook=_unique_fields,
+            )
+        except _RepeatedField as exc:
+            raise ValidationError(
+                {exc.key: [f"given {exc.times} times in one object; give it once"]}
+            ) from exc
         except (UnicodeDecodeError, ValueError) as exc:
             raise ParseError(f"The body is not valid JSON: {exc}") from exc
         except RecursionError as exc:

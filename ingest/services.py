@@ -92,7 +92,9 @@ def views_parse(*, payload: object, now: datetime) -> list[ViewRow]:
             reason = "must be a list of views"
         else:
             reason = f"must hold 1 to {MAX_BATCH} views; got {len(items)}"
-        raise ApplicationError(f"views {reason}.", details=[{"field": "views", "reason": reason}])
+        raise ApplicationError(
+            f"`views`: {reason}.", details=[{"field": "views", "reason": reason}]
+        )
 
     errors: list[dict[str, Any]] = []
     rows: list[ViewRow] = []

@@ -50,6 +50,25 @@ def test_a_nul_in_the_query_string_is_a_400_naming_the_parameter(
     assert error["details"] == [{"field": field, "reason": "must not contain a NUL character"}]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/analytics/top/blog/?author_username=%ff",
+        "/admin/core/blog/?q=%c3",
+        "/api/rollups/status/?x%e9=1",
+    ],
+)
+def test_a_query_string_that_is_not_utf8_is_a_400(admin_client: Client, url: str) -> None:
+    """Django would decode the bytes as U+FFFD: a different name than the one sent."""
+    response = admin_client.get(url)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["message"] == "The query string is not valid UTF-8."
+
+
+def test_percent_encoded_utf8_in_the_query_string_is_taken(admin_client: Client) -> None:
+    assert admin_client.get("/admin/core/blog/?q=%C3%A9t%C3%A9+%E2%82%AC").status_code == 200
+
+
 def test_an_encoded_percent_sign_is_no_nul(admin_client: Client) -> None:
     assert admin_client.get("/admin/core/blog/?q=%2500").status_code == 200
 

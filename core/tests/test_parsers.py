@@ -56,6 +56,20 @@ def test_json_nested_5000_levels_is_a_400(send: Any, url: str, opening: str) -> 
 
 
 @pytest.mark.parametrize("url", EVERY_URL)
+def test_a_field_given_twice_is_a_400_naming_it(send: Any, url: str) -> None:
+    """Python's JSON would keep the last value without a word (a query string's repeated
+    parameter is a 400 too)."""
+    error = _error(send(url, '{"limit": 2, "limit": 3, "username": "a"}'))
+    assert error["details"] == [
+        {"field": "limit", "reason": "given 2 times in one object; give it once"}
+    ]
+    nested = _error(send(url, '{"views": [{"blog_id": 1, "blog_id": 1, "blog_id": 2}]}'))
+    assert nested["details"] == [
+        {"field": "blog_id", "reason": "given 3 times in one object; give it once"}
+    ]
+
+
+@pytest.mark.parametrize("url", EVERY_URL)
 def test_moderately_nested_json_is_an_ordinary_400(send: Any, url: str) -> None:
     """Within the parser's depth, the endpoint's validation answers as for any wrong type."""
     body = {name: json.loads("[" * 200 + "]" * 200) for name in ("views", "author_username")}

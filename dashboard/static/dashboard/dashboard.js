@@ -120,7 +120,13 @@
       data = null;
     }
     if (!response.ok) {
-      const message = data && data.error ? data.error.message : `HTTP ${response.status}`;
+      let message = data && data.error ? data.error.message : `HTTP ${response.status}`;
+      // Say why, not only which field: "start_date: 2025-02-01 is after end_date 2025-01-01".
+      const reasons = (data && data.error && data.error.details) || [];
+      const why = reasons
+        .filter((d) => d && d.reason)
+        .map((d) => (d.field ? `${d.field}: ${d.reason}` : d.reason));
+      if (why.length) message = `${why.join("; ")}.`;
       const error = new Error(message);
       error.status = response.status;
       throw error;
@@ -193,6 +199,7 @@
   }
 
   const PERIOD_WORDS = { day: "day", week: "week", month: "month", year: "year" };
+  const BUCKET_ADJECTIVE = { day: "daily", week: "weekly", month: "monthly", year: "yearly" };
 
   /** A bucket is partial when it has not ended at the answer's as_of (it holds today). */
   function partialFlags(rows, asOf) {
@@ -305,7 +312,7 @@
     chart = new uPlot(opts, [xs, complete, partialLine, created], host);
     const anyPartial = partial.some(Boolean);
     note.textContent =
-      `${nf.format(rows.length)} ${granularity} buckets${series.meta.granularity_auto ? " (chosen automatically)" : ""}. ` +
+      `${nf.format(rows.length)} ${BUCKET_ADJECTIVE[granularity] || granularity} buckets${series.meta.granularity_auto ? " (chosen automatically)" : ""}. ` +
       (anyPartial ? `The last one holds today and is partial (dashed). ` : "") +
       `Hover for values; blogs created are the bars (right axis).`;
   }
