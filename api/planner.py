@@ -82,6 +82,7 @@ from rollups.tables import (
     RECENT_COUNTRY,
     RECENT_TOTAL,
     RECENT_WINDOWS,
+    TRAILING_SPANS,
     Level,
     RecentLevel,
     RecentWindow,
@@ -407,10 +408,10 @@ class Facts:
                 kept = tuple(code for code in include if code not in exclude)
                 if kept:
                     parts += self._summary_parts(
-                        level, columns, start, end, monthly, only=kept, yearly=not days
+                        level, columns, start, end, monthly, only=kept, undated=not days
                     )
             else:
-                parts += self._summary_parts(whole, columns, start, end, monthly)
+                parts += self._summary_parts(whole, columns, start, end, monthly, undated=not days)
                 parts += self._summary_parts(
                     level,
                     columns,
@@ -419,10 +420,10 @@ class Facts:
                     monthly,
                     only=tuple(sorted(exclude)),
                     negate=True,
-                    yearly=not days,
+                    undated=not days,
                 )
         else:
-            parts += self._summary_parts(level, columns, start, end, monthly, yearly=not days)
+            parts += self._summary_parts(level, columns, start, end, monthly, undated=not days)
         parts.append(self._tail(columns=columns, start=start, end=end, days=days))
         return SQL(" UNION ALL ").join(parts)
 
@@ -474,11 +475,11 @@ class Facts:
         *,
         only: tuple[str, ...] | None = None,
         negate: bool = False,
-        yearly: bool = False,
+        undated: bool = False,
     ) -> list[SQL]:
         """The SELECTs of ``level``'s rows over ``start..end`` (monthly where it can; with
-        ``yearly``, for callers that neither group by day nor by month, whole years from the
-        level's yearly rows where it has them).
+        ``undated``, for callers that neither group by day nor by month, the last 30 or 90 days
+        from the level's trailing rows and whole years from its yearly rows, where it has them).
 
         Whole months come from the monthly rows, the days around them from the daily rows. An
         edge that covers most of a month whose monthly rows are complete is read as that
@@ -539,6 +540,26 @@ class Facts:
                 where=where_clause([*conditions, *filters]),
             )
 
+        span = self._trailing_span(level, start, end) if undated else None
+        if span is not None and level.trailing is not None:
+            # The span's days before the open day from the trailing rows, the later ones from
+            # the daily rows.
+            parts = [
+                sql(
+                    "SELECT {selected} FROM {table} WHERE {where}",
+                    selected=_columns(
+                        columns,
+                        SQL("NULL AS day"),
+                        last=SQL("-views AS views" if negate else "views AS views"),
+                    ),
+                    table=name(level.trailing),
+                    where=all_of([sql("span = {span}", span=span), *monthly_filters]),
+                )
+            ]
+            open_from = self.snapshot.monthly_open_from
+            if open_from is not None and (end is None or end >= open_from):
+                parts.append(part(level.daily, "day", open_from, end))
+            return parts
         if not monthly or level.monthly is None:
             return [part(level.daily, "day", start, end)]
         split = split_range(start, end)
@@ -588,7 +609,7 @@ class Facts:
             last_month = month_start(open_from)
         if first_month is not None and last_month is not None and first_month > last_month:
             return parts
-        if yearly and level.yearly is not None:
+        if undated and level.yearly is not None:
             # The run's whole years from the yearly rows, which count the days the monthly rows
             # count: with folding, the open year's up to the open day, whose month closes the
             # run then.
@@ -621,6 +642,17 @@ class Facts:
                 return parts
         parts.append(part(level.monthly, "month", first_month, last_month))
         return parts
+
+    def _trailing_span(self, level: Level, start: date | None, end: date | None) -> int | None:
+        """The span of ``level``'s trailing rows that, with the daily rows from the open day
+        on, hold exactly the days ``start..end``; ``None`` if none does."""
+        open_from = self.snapshot.monthly_open_from
+        if level.trailing is None or open_from is None or start is None:
+            return None
+        span = (open_from - start).days + 1
+        if span not in TRAILING_SPANS or (end is not None and end < open_from - timedelta(days=1)):
+            return None
+        return span
 
     def _presence_range(self, prefix: str = "") -> SQL:
         """The condition on yearly presence rows for the spec's days (``prefix``: an alias)."""

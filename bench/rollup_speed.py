@@ -373,14 +373,20 @@ def absorb(args: argparse.Namespace) -> None:
 
 def day_end() -> None:
     """Time the first run of a day: it adds the day that ended to the monthly and yearly
-    (blog, country) rows (the absorbs above leave the open day out of them).
+    (blog, country) rows (the absorbs above leave the open day out of them) and moves the
+    trailing rows' windows a day on.
 
     The state is put back to how the last run of yesterday left it (yesterday open, its views
-    not in the monthly and yearly rows), then one run with nothing to absorb is timed.
+    not in the monthly and yearly rows, the trailing windows a day back), then one run with
+    nothing to absorb is timed.
     """
-    from rollups.absorb import rollups_absorb_pending
+    from django.db import connection
+
+    from core.sql import execute
+    from rollups.absorb import rollups_absorb_pending, upsert_sql
     from rollups.models import AbsorbState
-    from rollups.tables import BLOG_COUNTRY_LEVEL, STATE_NAME
+    from rollups.staging import trailing_sums
+    from rollups.tables import BLOG_COUNTRY_LEVEL, LEVELS, STATE_NAME, TRAILING_SPANS
 
     rollups_absorb_pending()
     today = AbsorbState.objects.get(name=STATE_NAME).monthly_open_from
@@ -399,6 +405,25 @@ def day_end() -> None:
         )
         _execute(f"DELETE FROM {table} WHERE views = 0")
         _execute(f"VACUUM ANALYZE {table}")
+    with connection.cursor() as cursor:
+        for level in LEVELS:
+            if level.trailing is None:
+                continue
+            for span in TRAILING_SPANS:
+                entered = today - timedelta(days=span)  # back in the window ending yesterday
+                for first, sign in ((yesterday, -1), (entered, 1)):
+                    execute(
+                        cursor,
+                        upsert_sql(
+                            level.trailing,
+                            level.trailing_keys,
+                            trailing_sums(
+                                level, level.daily, span, first, first + timedelta(1), sign=sign
+                            ),
+                        ),
+                    )
+            _execute(f"DELETE FROM {level.trailing} WHERE views = 0")
+            _execute(f"VACUUM ANALYZE {level.trailing}")
     AbsorbState.objects.filter(name=STATE_NAME).update(monthly_open_from=yesterday)
     rows = _scalar(f"SELECT count(*) FROM {BLOG_COUNTRY_LEVEL.daily} WHERE day = %s", [yesterday])
     with statements_timed() as timer:

@@ -54,6 +54,7 @@ from rollups.staging import (
     stage_views,
     state_locked,
     summed,
+    trailing_sums,
     work_mem_raise,
     year_keys,
     yearly_from_monthly,
@@ -74,6 +75,8 @@ from rollups.tables import (
     RECENT_LEVELS,
     RECENT_WINDOW_MINUTES,
     RECENT_WINDOWS,
+    TRAILING_SPANS,
+    Level,
     recent_cut,
     recent_window_ends,
 )
@@ -213,7 +216,7 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
     """Add the staged (day, blog, country) counts to every summary.
 
     The monthly and yearly rows of a folded level get only the staged days before
-    ``open_from`` (see ``_monthly_fold``).
+    ``open_from``, its trailing rows only those of their windows (see ``_monthly_fold``).
 
     Each summary's increments go in key order: the upsert then walks the key index (and the
     heap, which absorb fills in roughly the same order) front to back instead of at random (in
@@ -240,6 +243,52 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
                 cursor,
                 upsert_sql(level.yearly, level.yearly_keys, summed(stage, year_keys(level), where)),
             )
+        if level.trailing is not None and open_from is not None:
+            for span in TRAILING_SPANS:
+                first = open_from - timedelta(days=span - 1)
+                execute(
+                    cursor,
+                    upsert_sql(
+                        level.trailing,
+                        level.trailing_keys,
+                        trailing_sums(level, stage, span, first, open_from),
+                    ),
+                )
+
+
+def _trailing_fold(cursor: CursorWrapper, level: Level, old: date | None, new: date) -> None:
+    """Move ``level``'s trailing rows from the open day ``old`` to ``new`` (state locked).
+
+    The rows of each span count the ``span - 1`` days before the open day: the days that
+    left that window are subtracted and the ones that entered it added, from the daily rows
+    (exact under the lock). Usually one day each, two small upserts; with no open day before,
+    the rows are computed afresh.
+    """
+    assert level.trailing is not None, "only a level with trailing rows has them to fold"
+    if old is None:
+        execute(cursor, sql("DELETE FROM {trailing}", trailing=name(level.trailing)))
+    for span in TRAILING_SPANS:
+        window = timedelta(days=span - 1)
+        if old is None:
+            moves = [(new - window, new, 1)]
+        else:
+            # Left: the old window's days before the new one's; entered: the new one's
+            # days after the old one's (either can be empty).
+            moves = [
+                (old - window, min(old, new - window), -1),
+                (max(old, new - window), new, 1),
+            ]
+        for first, after, sign in moves:
+            if first < after:
+                execute(
+                    cursor,
+                    upsert_sql(
+                        level.trailing,
+                        level.trailing_keys,
+                        trailing_sums(level, level.daily, span, first, after, sign=sign),
+                    ),
+                )
+    execute(cursor, sql("DELETE FROM {trailing} WHERE views = 0", trailing=name(level.trailing)))
 
 
 def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
@@ -254,7 +303,8 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
     rows: one day's rows, a small upsert. The open day only moves forward. With no open day yet
     (a new state row, or rows from before this scheme, which count every day), the current
     month's rows and later ones are recomputed from the days before today instead, and the
-    current year's yearly rows and later ones from those monthly rows. The same first run
+    current year's yearly rows and later ones from those monthly rows. The trailing rows move
+    their windows to end before the new open day (``_trailing_fold``). The same first run
     deletes the (country, last day) counts that absorb has emptied.
     """
     today = timezone.now().astimezone(UTC).date()
@@ -317,6 +367,9 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
             cursor,
             upsert_sql(level.yearly, level.yearly_keys, yearly_from_monthly(level, this_year)),
         )
+    for level in LEVELS:
+        if level.trailing is not None:
+            _trailing_fold(cursor, level, state.monthly_open_from, today)
     state.monthly_open_from = today
 
 

@@ -102,6 +102,22 @@ class MonthlyBlogViews(Summary):
         constraints = [models.UniqueConstraint(fields=["month", "blog"], name="monthlyblog_key")]
 
 
+class TrailingBlogViews(Summary):
+    """Views per (span, blog) of the ``span - 1`` days before ``AbsorbState.monthly_open_from``
+    (as ``TrailingBlogCountryViews``): blog and author questions over the last 30 or 90 days,
+    and those excluding a few countries (all blogs' views minus those countries')."""
+
+    span = models.PositiveSmallIntegerField(
+        help_text="Days of the range the row serves, the open day included."
+    )
+    blog = _blog()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["span", "blog"], name="trailingblog_key"),
+        ]
+
+
 class YearlyBlogCountryViews(Summary):
     """Views per (year, blog, country), of the days the monthly rows count (before
     ``AbsorbState.monthly_open_from``): blog and author questions with country filters over
@@ -129,6 +145,41 @@ class YearlyBlogCountryViews(Summary):
             ),
             models.Index(
                 fields=["blog", "year", "country"], include=["views"], name="yearlyblogcountry_blog"
+            ),
+        ]
+
+
+class TrailingBlogCountryViews(Summary):
+    """Views per (span, blog, country) of the ``span - 1`` days before
+    ``AbsorbState.monthly_open_from`` (``rollups.tables.TRAILING_SPANS``): with the open day's
+    daily rows, the last 30 or 90 days (the dashboard's ranges) of blog and author questions
+    with country filters. Those read a month and a few days of (blog, country) rows per 30 days
+    otherwise (27 k rows for three countries over 90 days at 10 M views).
+    """
+
+    span = models.PositiveSmallIntegerField(
+        help_text="Days of the range the row serves, the open day included."
+    )
+    blog = _blog()
+    country = _country()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "blog", "country"], name="trailingblogcountry_key"
+            ),
+        ]
+        # Covering, as the yearly rows': only the day's fold and late views update them.
+        indexes = [
+            models.Index(
+                fields=["span", "country", "blog"],
+                include=["views"],
+                name="trailingblogcountry_country",
+            ),
+            models.Index(
+                fields=["blog", "span", "country"],
+                include=["views"],
+                name="trailingblogcountry_blog",
             ),
         ]
 

@@ -57,6 +57,7 @@ from rollups.staging import (
     stage_views,
     state_locked,
     summed,
+    trailing_sums,
     work_mem_raise,
     yearly_from_monthly,
 )
@@ -76,6 +77,7 @@ from rollups.tables import (
     RECENT_LEVELS,
     STATE_NAME,
     SUMMARY_TABLES,
+    TRAILING_SPANS,
     year_masks,
 )
 
@@ -529,6 +531,33 @@ def _rebuild_swap(
                     match=_matching(level.columns, monthly, table),
                 ),
             )
+        # The trailing rows from the daily rows of their windows, if the range reaches one.
+        open_from = state.monthly_open_from
+        for level in LEVELS:
+            if level.trailing is None or open_from is None:
+                continue
+            for span in TRAILING_SPANS:
+                first = open_from - timedelta(days=span - 1)
+                if end < first or start >= open_from:
+                    continue
+                _replace_rows(
+                    cursor,
+                    level.trailing,
+                    level.trailing_keys,
+                    source=trailing_sums(level, level.daily, span, first, open_from, ordered=False),
+                    in_range=sql(
+                        "{span} = {value}", span=name(f"{level.trailing}.span"), value=span
+                    ),
+                    missing=sql(
+                        "SELECT 1 FROM {daily} WHERE {day} >= {first} AND {day} < {open_from} "
+                        "AND {match}",
+                        daily=name(level.daily),
+                        day=name(f"{level.daily}.day"),
+                        first=day_param(first),
+                        open_from=day_param(open_from),
+                        match=_matching(level.columns, level.daily, level.trailing),
+                    ),
+                )
         _recent_rebuild(cursor, state, start=start, end=end)
         if postgres():
             years = sql("year >= {first} AND year <= {last}", first=start.year, last=end.year)

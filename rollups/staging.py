@@ -14,6 +14,7 @@ from core.sql import (
     moment_param,
     month_of,
     name,
+    names,
     ordinals,
     postgres,
     sql,
@@ -134,6 +135,32 @@ def yearly_from_monthly(
     if after is not None:
         months = sql("{months} AND month < {after}", months=months, after=day_param(after))
     return summed(level.monthly, year_keys(level, "month"), months, ordered=ordered)
+
+
+def trailing_sums(
+    level: Level,
+    source: str,
+    span: int,
+    first: date,
+    after: date,
+    *,
+    sign: int = 1,
+    ordered: bool = True,
+) -> SQL:
+    """``span``'s trailing rows of the days ``first`` up to ``after`` (excluded) of ``source``
+    (daily or staged rows), their views times ``sign``."""
+    columns = names(level.columns)
+    return sql(
+        "SELECT {span}, {columns}, {sign} * sum(views) FROM {source} "
+        "WHERE day >= {first} AND day < {after} GROUP BY {columns}{order}",
+        span=span,
+        columns=columns,
+        sign=sign,
+        source=name(source),
+        first=day_param(first),
+        after=day_param(after),
+        order=sql(" ORDER BY {columns}", columns=columns) if ordered else SQL(""),
+    )
 
 
 def stage_views(cursor: CursorWrapper, stage: str) -> tuple[int, int]:

@@ -39,6 +39,8 @@ from rollups.models import (
     MonthlyCountryViews,
     MonthRangeCountryBlogs,
     Summary,
+    TrailingBlogCountryViews,
+    TrailingBlogViews,
     WindowBlogViews,
     WindowCountryViews,
     YearlyBlogCountryViews,
@@ -69,7 +71,9 @@ class Level:
     ``AbsorbState.monthly_open_from`` (absorb folds each day in once it has ended); readers
     take the later days from the daily rows. ``yearly_model``: rows per (year, *columns) of
     the days the monthly rows count (a folded level only), for readers that do not need the
-    days or months apart.
+    days or months apart. ``trailing_model``: rows per (span, *columns) of the ``span - 1``
+    days before the open day (folded or not), for each of ``TRAILING_SPANS``, for the same
+    readers.
     """
 
     columns: tuple[str, ...]
@@ -77,6 +81,7 @@ class Level:
     monthly_model: type[Summary] | None = None
     monthly_folded: bool = False
     yearly_model: type[Summary] | None = None
+    trailing_model: type[Summary] | None = None
 
     @property
     def daily(self) -> str:
@@ -91,6 +96,10 @@ class Level:
         return None if self.yearly_model is None else self.yearly_model._meta.db_table
 
     @property
+    def trailing(self) -> str | None:
+        return None if self.trailing_model is None else self.trailing_model._meta.db_table
+
+    @property
     def daily_keys(self) -> tuple[str, ...]:
         return ("day", *self.columns)
 
@@ -101,6 +110,10 @@ class Level:
     @property
     def yearly_keys(self) -> tuple[str, ...]:
         return ("year", *self.columns)
+
+    @property
+    def trailing_keys(self) -> tuple[str, ...]:
+        return ("span", *self.columns)
 
     def answers(self, columns: set[str]) -> bool:
         """Whether the level holds every one of ``columns`` (a question's dimensions and the
@@ -114,10 +127,14 @@ BLOG_COUNTRY_LEVEL = Level(
     MonthlyBlogCountryViews,
     monthly_folded=True,
     yearly_model=YearlyBlogCountryViews,
+    trailing_model=TrailingBlogCountryViews,
 )
-BLOG_LEVEL = Level(("blog_id",), DailyBlogViews, MonthlyBlogViews)
+BLOG_LEVEL = Level(("blog_id",), DailyBlogViews, MonthlyBlogViews, trailing_model=TrailingBlogViews)
 COUNTRY_LEVEL = Level(("country_id",), DailyCountryViews, MonthlyCountryViews)
 DAY_LEVEL = Level((), DailyViews)
+# The ranges of trailing rows: the last 30 and the last 90 days, today included (the dashboard's
+# ranges), for a level's ``trailing_model``.
+TRAILING_SPANS = (30, 90)
 # Largest first: the order absorb and rebuild write them in (the presence bits are chained to
 # the first one's upsert).
 LEVELS = (BLOG_COUNTRY_LEVEL, BLOG_LEVEL, COUNTRY_LEVEL, DAY_LEVEL)
@@ -205,6 +222,7 @@ SUMMARY_TABLES = (
     *(level.daily for level in LEVELS),
     *(level.monthly for level in LEVELS if level.monthly is not None),
     *(level.yearly for level in LEVELS if level.yearly is not None),
+    *(level.trailing for level in LEVELS if level.trailing is not None),
     *(table for level in RECENT_LEVELS for table in level.tables),
     *(window.table for window in RECENT_WINDOWS),
     PRESENCE,

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -288,6 +289,55 @@ def test_edges_read_as_their_month_minus_the_days_outside_match_a_recount_from_r
                 series = {**body, "compare_period": period}
                 answer = _post(client, "/api/analytics/performance/", series)
                 assert answer["results"] == oracle.performance(series, today=TODAY.date()), series
+
+
+def test_the_last_30_and_90_days_from_trailing_rows_match_a_recount_from_raw(client):
+    """Blog and author questions over the 30 or 90 days up to the open day (or past it) read
+    the trailing rows and the daily rows from the open day on; ranges ending just before the
+    open day, or starting a day off, do not. A blog viewed only on the day before a window
+    must be left out; late views inside a window, in the tail or absorbed after the open day
+    moved, count."""
+    analytics_data(seed=7, absorbed_share=0.7)
+    outsider = get_user_model().objects.create_user(username="outsider")
+    only_outside = Blog.objects.create(title="Outside", author=outsider)
+    late = Blog.objects.get(title="Blog 3")
+    views_record(
+        views=[
+            (only_outside.pk, "US", datetime(2025, 12, 11, 12, tzinfo=UTC)),
+            (only_outside.pk, "DE", datetime(2025, 10, 12, 12, tzinfo=UTC)),
+            (late.pk, "US", datetime(2025, 12, 20, tzinfo=UTC)),
+            (late.pk, "DE", datetime(2026, 1, 10, 9, tzinfo=UTC)),
+        ]
+    )
+    for now in (TODAY, TODAY + timedelta(days=2)):
+        with time_machine.travel(now, tick=False):
+            # The day before the open day: in the windows, not in a range ending before it.
+            views_record(views=[(only_outside.pk, "ET", now - timedelta(days=1))])
+            rollups_absorb_pending()
+            views_record(views=[(late.pk, "ET", datetime(2025, 12, 28, tzinfo=UTC))])
+            open_day = now.date()
+            for span in (30, 90):
+                start = open_day - timedelta(days=span - 1)
+                for dates in (
+                    {"start_date": start.isoformat(), "end_date": open_day.isoformat()},
+                    {"start_date": start.isoformat()},
+                    {"start_date": start.isoformat(), "end_date": str(open_day - timedelta(1))},
+                    {"start_date": start.isoformat(), "end_date": str(open_day + timedelta(5))},
+                    {"start_date": start.isoformat(), "end_date": str(open_day - timedelta(2))},
+                    {"start_date": str(start + timedelta(1)), "end_date": open_day.isoformat()},
+                ):
+                    for filters in (
+                        {},
+                        {"country_codes": ["US", "DE", "ET"]},
+                        {"exclude_country_codes": ["US"]},
+                        {"author_username": "outsider"},
+                        {"author_username": AUTHORS[1], "country_codes": ["US", "DE"]},
+                    ):
+                        body = {**dates, **filters}
+                        answer = _post(client, "/api/analytics/blog-views/user/", body)
+                        assert answer["results"] == oracle.by_author(body)[:100], body
+                        top = _post(client, "/api/analytics/top/blog/", {**body, "limit": 100})
+                        assert top["results"] == oracle.top_blogs(body)[:100], body
 
 
 @pytest.mark.skipif(

@@ -23,6 +23,7 @@ from rollups.tables import (
     RECENT_WINDOW_MINUTES,
     RECENT_WINDOWS,
     STATE_NAME,
+    TRAILING_SPANS,
 )
 
 # Every summary table's rows, by table name: ``{key: views}``.
@@ -32,7 +33,8 @@ Tables = dict[str, Counter]
 def recount_from_raw(*, through_id: int | None = None) -> Tables:
     """What every summary must hold, counted from raw (views with ``id <= through_id``).
 
-    The monthly and yearly rows of a folded level count only the days before the open one.
+    The monthly and yearly rows of a folded level count only the days before the open one;
+    the trailing rows of each span the ``span - 1`` days before it.
     """
     rows = BlogView.objects.all()
     if through_id is not None:
@@ -56,6 +58,10 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
                 expected[level.monthly][(month, *key)] += 1
                 if level.yearly is not None:
                     expected[level.yearly][(date(day.year, 1, 1), *key)] += 1
+            if level.trailing is not None and open_from is not None:
+                for span in TRAILING_SPANS:
+                    if open_from - timedelta(days=span - 1) <= day < open_from:
+                        expected[level.trailing][(span, *key)] += 1
         if recent_from is None or viewed_at < recent_from:
             continue
         minute = viewed_at.replace(second=0, microsecond=0)
@@ -77,6 +83,8 @@ def _tables() -> list[tuple[str, tuple[type[Summary], tuple[str, ...]]]]:
             tables.append((level.monthly, (level.monthly_model, level.monthly_keys)))
         if level.yearly is not None and level.yearly_model is not None:
             tables.append((level.yearly, (level.yearly_model, level.yearly_keys)))
+        if level.trailing is not None and level.trailing_model is not None:
+            tables.append((level.trailing, (level.trailing_model, level.trailing_keys)))
     for recent in RECENT_LEVELS:
         tables.append((recent.minute_table, (recent.minute_model, recent.keys)))
         if recent.block_table is not None and recent.block_model is not None:

@@ -21,10 +21,13 @@ from rollups.models import (
     MonthlyBlogCountryViews,
     MonthRangeCountryBlogs,
     Summary,
+    TrailingBlogCountryViews,
+    TrailingBlogViews,
     YearlyBlogCountryViews,
 )
 from rollups.rebuild import rollups_rebuild, summaries_clear
 from rollups.selectors import rollups_status
+from rollups.tables import LEVELS
 from rollups.tests.conftest import COUNTRIES, DAYS, FIRST_DAY
 from rollups.tests.recount import (
     assert_summaries_exact,
@@ -179,15 +182,62 @@ def test_open_day_is_kept_out_of_monthly_blog_country_rows_then_folded(blog_ids)
         assert_summaries_exact()
 
 
+def test_trailing_rows_hold_the_29_and_89_days_before_the_open_day(blog_ids):
+    """The day's first run moves both windows (the days that left them subtracted, the ended
+    day added), late views for their days go in, and days long gone leave no rows."""
+    blog = blog_ids[0]
+
+    def trailing(span: int) -> dict[int, int]:
+        rows = TrailingBlogCountryViews.objects.filter(span=span, country_id="US")
+        return dict(rows.values_list("blog_id", "views"))
+
+    with time_machine.travel(datetime(2024, 5, 1, 12, tzinfo=UTC), tick=False) as clock:
+        views_record(
+            views=[
+                (blog, "US", datetime(2024, 5, 1, 1, tzinfo=UTC)),  # today: daily rows only
+                (blog, "US", datetime(2024, 4, 30, tzinfo=UTC)),  # both windows
+                (blog, "US", datetime(2024, 4, 2, tzinfo=UTC)),  # the 30-day one's first day
+                (blog, "US", datetime(2024, 4, 1, tzinfo=UTC)),  # the 90-day one only
+                (blog, "US", datetime(2024, 2, 2, tzinfo=UTC)),  # its first day
+                (blog, "US", datetime(2024, 2, 1, tzinfo=UTC)),  # neither
+            ]
+        )
+        rollups_absorb_pending()
+        assert (trailing(30), trailing(90)) == ({blog: 2}, {blog: 4})
+        assert TrailingBlogViews.objects.get(span=90, blog_id=blog).views == 4
+        assert_summaries_exact()
+
+        clock.move_to(datetime(2024, 5, 2, 0, 1, tzinfo=UTC))
+        views_record(views=[(blog, "US", datetime(2024, 4, 3, tzinfo=UTC))])  # late
+        rollups_absorb_pending()
+        # Apr 2 and Feb 2 left; May 1 and the late Apr 3 came in.
+        assert (trailing(30), trailing(90)) == ({blog: 3}, {blog: 5})
+        assert_summaries_exact()
+
+        rollups_rebuild(start_date=date(2024, 4, 1), end_date=date(2024, 4, 30))
+        assert (trailing(30), trailing(90)) == ({blog: 3}, {blog: 5})
+        assert_summaries_exact()
+
+        clock.move_to(datetime(2024, 9, 1, tzinfo=UTC))
+        rollups_absorb_pending()
+        assert not TrailingBlogCountryViews.objects.exists()
+        assert not TrailingBlogViews.objects.exists()
+        assert_summaries_exact()
+
+
 def test_monthly_rows_from_before_the_open_day_are_recomputed(ingest_random):
     """A state row without an open day (as the migration leaves it) means the monthly and
     yearly rows count every day; the first run recomputes the current month's rows and drops
-    later ones, and this year's yearly rows from the monthly ones."""
+    later ones, this year's yearly rows from the monthly ones, and the trailing rows."""
     ingest_random(400)
     with time_machine.travel(datetime(2025, 6, 15, 12, tzinfo=UTC), tick=False):
         rollups_absorb_pending()
-        # What a run before the scheme would have left: every day in the monthly rows.
+        # What a run before the scheme would have left: every day in the monthly rows, no
+        # trailing rows.
         AbsorbState.objects.update(monthly_open_from=None)
+        for level in LEVELS:
+            if level.trailing_model is not None:
+                level.trailing_model._default_manager.all().delete()
         rewritten: tuple[tuple[type[Summary], str, date], ...] = (
             (MonthlyBlogCountryViews, "month", date(2025, 6, 1)),
             (YearlyBlogCountryViews, "year", date(2025, 1, 1)),
@@ -428,18 +478,22 @@ def test_month_range_blogs_count_a_pair_once_per_range(blog_ids):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migrations_0019_and_0021_fill_the_new_counts_from_the_rows_already_there(
+def test_migrations_0019_to_0022_fill_the_new_counts_from_the_rows_already_there(
     ingest_random,
 ):
     """Migrated onto absorbed views, 0019 gives the presence rows their months and counts the
-    month ranges from them (PostgreSQL), and 0021 fills the yearly rows from the monthly
-    ones: exactly what absorb would have kept."""
+    month ranges from them (PostgreSQL), 0021 fills the yearly rows from the monthly ones and
+    0022 the trailing rows from the daily ones: exactly what absorb would have kept."""
     ingest_random(600)
-    rollups_absorb_pending()
+    # Absorbed with the open day among the views' days, so that the windows hold some.
+    with time_machine.travel(datetime(2025, 6, 15, 12, tzinfo=UTC), tick=False):
+        rollups_absorb_pending()
     # Back to before them (which drops what they added), then forwards again.
     migrate_to("rollups", "0018_minute_country_covering")
     migrate_to("rollups")
     assert YearlyBlogCountryViews.objects.exists()
+    assert TrailingBlogCountryViews.objects.filter(span=30).exists()
+    assert TrailingBlogViews.objects.filter(span=90).exists()
     if connection.vendor == "postgresql":
         assert MonthRangeCountryBlogs.objects.exists()
     assert_summaries_exact()
