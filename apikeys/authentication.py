@@ -2,9 +2,10 @@
 signs in, the per-key throttle and the OpenAPI security scheme.
 
 Views list ``ApiKeyAuthentication`` next to the JWT one where a key's scope allows them (the
-analytics reads, ingest); everywhere else the header is not recognised and the request is
-anonymous (401). What a key may do there is checked by the views' permissions against
-``request.auth`` (an ``ApiKeyGrant``).
+analytics reads, ingest); the staff endpoints list ``ApiKeyNotAccepted``, whose 401 says a key
+is not taken there (the request would otherwise be anonymous: "credentials were not
+provided"). What a key may do is checked by the views' permissions against ``request.auth``
+(an ``ApiKeyGrant``).
 """
 
 from typing import Any
@@ -65,6 +66,18 @@ class ApiKeyAuthentication(BaseAuthentication):
         return KEYWORD
 
 
+class ApiKeyNotAccepted(BaseAuthentication):
+    """Last on a staff endpoint: ``Authorization: Api-Key ...`` there is a 401 saying why."""
+
+    def authenticate(self, request: Request) -> None:
+        if KeyParser().get_from_authorization(request) is not None:
+            raise AuthenticationFailed(
+                "An API key is not accepted here: this endpoint needs a staff user's token "
+                "(Authorization: Bearer ...)."
+            )
+        return None
+
+
 class ApiKeyThrottle(WindowThrottle):
     """Per API key (``API_KEY_THROTTLE``), whatever the endpoint; other requests pass."""
 
@@ -92,3 +105,16 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
                 "per key (`API_KEY_THROTTLE`)."
             ),
         }
+
+
+class ApiKeyNotAcceptedScheme(OpenApiAuthenticationExtension):
+    """No security scheme of its own: it only refuses keys (the schema lists none for them)."""
+
+    target_class = "apikeys.authentication.ApiKeyNotAccepted"
+    name: list[str] = []
+
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        return []
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
+        return []

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from apikeys.authentication import ApiKeyNotAccepted
 from core.serializers import ErrorResponseSerializer
 from rollups.audit import audit_latest
 from rollups.jobs import rebuild_job_create
@@ -26,8 +27,9 @@ from rollups.serializers import (
 
 ERRORS: dict[int, Any] = {401: ErrorResponseSerializer, 403: ErrorResponseSerializer}
 # A token, or the dashboard's session (same origin; DRF enforces CSRF for it). The token first:
-# its 401 (with WWW-Authenticate) answers a request without credentials.
-AUTHENTICATION = [JWTAuthentication, SessionAuthentication]
+# its 401 (with WWW-Authenticate) answers a request without credentials. An API key is refused
+# with a 401 that says so.
+AUTHENTICATION = [JWTAuthentication, SessionAuthentication, ApiKeyNotAccepted]
 
 
 class RebuildView(APIView):
