@@ -382,11 +382,9 @@ def day_end() -> None:
     """
     from django.db import connection
 
-    from core.sql import execute
-    from rollups.absorb import rollups_absorb_pending, upsert_sql
+    from rollups.absorb import rollups_absorb_pending, trailing_fold
     from rollups.models import AbsorbState
-    from rollups.staging import trailing_sums
-    from rollups.tables import BLOG_COUNTRY_LEVEL, LEVELS, STATE_NAME, TRAILING_SPANS
+    from rollups.tables import BLOG_COUNTRY_LEVEL, LEVELS, STATE_NAME
 
     rollups_absorb_pending()
     today = AbsorbState.objects.get(name=STATE_NAME).monthly_open_from
@@ -407,23 +405,9 @@ def day_end() -> None:
         _execute(f"VACUUM ANALYZE {table}")
     with connection.cursor() as cursor:
         for level in LEVELS:
-            if level.trailing is None:
-                continue
-            for span in TRAILING_SPANS:
-                entered = today - timedelta(days=span)  # back in the window ending yesterday
-                for first, sign in ((yesterday, -1), (entered, 1)):
-                    execute(
-                        cursor,
-                        upsert_sql(
-                            level.trailing,
-                            level.trailing_keys,
-                            trailing_sums(
-                                level, level.daily, span, first, first + timedelta(1), sign=sign
-                            ),
-                        ),
-                    )
-            _execute(f"DELETE FROM {level.trailing} WHERE views = 0")
-            _execute(f"VACUUM ANALYZE {level.trailing}")
+            if level.trailing is not None:
+                trailing_fold(cursor, level, today, yesterday)
+                _execute(f"VACUUM ANALYZE {level.trailing}")
     AbsorbState.objects.filter(name=STATE_NAME).update(monthly_open_from=yesterday)
     rows = _scalar(f"SELECT count(*) FROM {BLOG_COUNTRY_LEVEL.daily} WHERE day = %s", [yesterday])
     with statements_timed() as timer:

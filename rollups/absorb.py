@@ -256,38 +256,42 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
                 )
 
 
-def _trailing_fold(cursor: CursorWrapper, level: Level, old: date | None, new: date) -> None:
+def _days_outside(days: tuple[date, date], other: tuple[date, date]) -> list[tuple[date, date]]:
+    """The pieces of the days ``[first, after)`` that are not in ``other`` (0 to 2 of them)."""
+    (first, after), (other_first, other_after) = days, other
+    pieces = [(first, min(after, other_first)), (max(first, other_after), after)]
+    return [(low, high) for low, high in pieces if low < high]
+
+
+def trailing_fold(cursor: CursorWrapper, level: Level, old: date | None, new: date) -> None:
     """Move ``level``'s trailing rows from the open day ``old`` to ``new`` (state locked).
 
     The rows of each span count the ``span - 1`` days before the open day: the days that
     left that window are subtracted and the ones that entered it added, from the daily rows
     (exact under the lock). Usually one day each, two small upserts; with no open day before,
-    the rows are computed afresh.
+    the rows are computed afresh. (The benchmark moves them back a day the same way.)
     """
     assert level.trailing is not None, "only a level with trailing rows has them to fold"
     if old is None:
         execute(cursor, sql("DELETE FROM {trailing}", trailing=name(level.trailing)))
     for span in TRAILING_SPANS:
         window = timedelta(days=span - 1)
+        now = (new - window, new)
         if old is None:
-            moves = [(new - window, new, 1)]
+            moves = [(*now, 1)]
         else:
-            # Left: the old window's days before the new one's; entered: the new one's
-            # days after the old one's (either can be empty).
-            moves = [
-                (old - window, min(old, new - window), -1),
-                (max(old, new - window), new, 1),
-            ]
+            before = (old - window, old)
+            moves = [(*days, -1) for days in _days_outside(before, now)]
+            moves += [(*days, 1) for days in _days_outside(now, before)]
         for first, after, sign in moves:
-            if first < after:
-                execute(
-                    cursor,
-                    upsert_sql(
-                        level.trailing,
-                        level.trailing_keys,
-                        trailing_sums(level, level.daily, span, first, after, sign=sign),
-                    ),
-                )
+            execute(
+                cursor,
+                upsert_sql(
+                    level.trailing,
+                    level.trailing_keys,
+                    trailing_sums(level, level.daily, span, first, after, sign=sign),
+                ),
+            )
     execute(cursor, sql("DELETE FROM {trailing} WHERE views = 0", trailing=name(level.trailing)))
 
 
@@ -304,7 +308,7 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
     (a new state row, or rows from before this scheme, which count every day), the current
     month's rows and later ones are recomputed from the days before today instead, and the
     current year's yearly rows and later ones from those monthly rows. The trailing rows move
-    their windows to end before the new open day (``_trailing_fold``). The same first run
+    their windows to end before the new open day (``trailing_fold``). The same first run
     deletes the (country, last day) counts that absorb has emptied.
     """
     today = timezone.now().astimezone(UTC).date()
@@ -369,7 +373,7 @@ def _monthly_fold(cursor: CursorWrapper, state: AbsorbState) -> None:
         )
     for level in LEVELS:
         if level.trailing is not None:
-            _trailing_fold(cursor, level, state.monthly_open_from, today)
+            trailing_fold(cursor, level, state.monthly_open_from, today)
     state.monthly_open_from = today
 
 

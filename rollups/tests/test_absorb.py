@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -208,9 +208,33 @@ def test_trailing_rows_hold_the_29_and_89_days_before_the_open_day(blog_ids):
         assert_summaries_exact()
 
         clock.move_to(datetime(2024, 5, 2, 0, 1, tzinfo=UTC))
-        views_record(views=[(blog, "US", datetime(2024, 4, 3, tzinfo=UTC))])  # late
+        views_record(
+            views=[
+                (blog, "US", datetime(2024, 4, 3, tzinfo=UTC)),  # late
+                (blog, "DE", datetime(2024, 5, 1, 20, tzinfo=UTC)),  # yesterday's, absorbed now
+            ]
+        )
         rollups_absorb_pending()
         # Apr 2 and Feb 2 left; May 1 and the late Apr 3 came in.
+        assert (trailing(30), trailing(90)) == ({blog: 3}, {blog: 5})
+        assert_summaries_exact()
+
+        # Moved back a day (as the benchmark does): the windows of the open day before; and on
+        # again: the same rows as before.
+        trailing_tables = [level.trailing for level in LEVELS if level.trailing is not None]
+
+        def move(old: date, new: date) -> None:
+            with transaction.atomic(), connection.cursor() as cursor:
+                for level in LEVELS:
+                    if level.trailing is not None:
+                        absorb.trailing_fold(cursor, level, old, new)
+                AbsorbState.objects.update(monthly_open_from=new)
+
+        move(date(2024, 5, 2), date(2024, 5, 1))
+        expected, found = recount_from_raw(), summaries_in_db()
+        for table in trailing_tables:
+            assert found[table] == expected[table], table
+        move(date(2024, 5, 1), date(2024, 5, 2))
         assert (trailing(30), trailing(90)) == ({blog: 3}, {blog: 5})
         assert_summaries_exact()
 
