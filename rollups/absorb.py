@@ -212,11 +212,15 @@ def _with_presence(upsert: SQL) -> SQL:
     )
 
 
-def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -> None:
-    """Add the staged (day, blog, country) counts to every summary.
+def _stage_apply(
+    cursor: CursorWrapper, stage: str, *, open_from: date | None, first_day: date | None
+) -> None:
+    """Add the staged (day, blog, country) counts (from ``first_day`` on) to every summary.
 
     The monthly and yearly rows of a folded level get only the staged days before
-    ``open_from``, its trailing rows only those of their windows (see ``_monthly_fold``).
+    ``open_from``, its trailing rows only those of their windows (see ``_monthly_fold``): when
+    every staged day is on or after ``open_from`` (today's views, the usual run) those upserts
+    are skipped, each a scan of the stage for nothing.
 
     Each summary's increments go in key order: the upsert then walks the key index (and the
     heap, which absorb fills in roughly the same order) front to back instead of at random (in
@@ -235,6 +239,8 @@ def _stage_apply(cursor: CursorWrapper, stage: str, *, open_from: date | None) -
             continue
         where = SQL("true")
         if level.monthly_folded and open_from is not None:
+            if first_day is None or first_day >= open_from:
+                continue
             where = sql("day < {open_from}", open_from=day_param(open_from))
         keys = month_keys(level)
         execute(cursor, upsert_sql(level.monthly, level.monthly_keys, summed(stage, keys, where)))
@@ -585,10 +591,15 @@ def rollups_absorb_pending(
                 if high > low:
                     work_mem_raise(cursor)
                     _chunk_stage(cursor, kept, low=low, high=high)
-                    staged_views, staged_groups = stage_views(cursor, "absorb_stage")
-                    pass_views += staged_views
-                    groups += staged_groups
-                    _stage_apply(cursor, "absorb_stage", open_from=state.monthly_open_from)
+                    staged = stage_views(cursor, "absorb_stage")
+                    pass_views += staged.views
+                    groups += staged.groups
+                    _stage_apply(
+                        cursor,
+                        "absorb_stage",
+                        open_from=state.monthly_open_from,
+                        first_day=staged.first_day,
+                    )
                     cursor.execute("DELETE FROM absorb_stage")
                     state.absorbed_through_id = high
                 if high >= upper and (

@@ -434,7 +434,7 @@ def _rebuild_swap(
                     ]
                 ),
             )
-        views, _ = stage_views(cursor, stage)
+        views = stage_views(cursor, stage).views
         for level in LEVELS:
             table, keys = level.daily, level.daily_keys
             _replace_rows(

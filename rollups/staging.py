@@ -2,11 +2,13 @@
 views) counts aggregated from raw, the locked watermark row, and room to sort and hash."""
 
 from datetime import date, datetime
+from typing import NamedTuple
 
 from django.db.backends.utils import CursorWrapper
 
 from core.sql import (
     SQL,
+    as_date,
     day_of,
     day_param,
     execute,
@@ -163,15 +165,24 @@ def trailing_sums(
     )
 
 
-def stage_views(cursor: CursorWrapper, stage: str) -> tuple[int, int]:
-    """The views staged and their (day, blog, country) groups (rows); on PostgreSQL also gives
-    the planner the staging table's statistics (autovacuum never analyzes temporary tables,
-    and the upserts' plans depend on its size)."""
+class Staged(NamedTuple):
+    """What a staging table holds: its views, its (day, blog, country) groups (rows) and its
+    first day (``None`` when empty)."""
+
+    views: int
+    groups: int
+    first_day: date | None
+
+
+def stage_views(cursor: CursorWrapper, stage: str) -> Staged:
+    """What ``stage`` holds (one scan); on PostgreSQL also gives the planner the staging
+    table's statistics (autovacuum never analyzes temporary tables, and the upserts' plans
+    depend on its size)."""
     if postgres():
         cursor.execute(f"ANALYZE {stage}")
-    cursor.execute(f"SELECT coalesce(sum(views), 0), count(*) FROM {stage}")
-    views, groups = cursor.fetchone()
-    return int(views), int(groups)
+    cursor.execute(f"SELECT coalesce(sum(views), 0), count(*), min(day) FROM {stage}")
+    views, groups, first_day = cursor.fetchone()
+    return Staged(int(views), int(groups), None if first_day is None else as_date(first_day))
 
 
 def work_mem_raise(cursor: CursorWrapper) -> None:

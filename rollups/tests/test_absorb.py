@@ -288,9 +288,9 @@ def test_a_run_absorbs_its_oldest_views_first_in_a_small_step(ingest_random, mon
     steps: list[int] = []
 
     def record(cursor, stage):
-        views, groups = staged(cursor, stage)
-        steps.append(views)
-        return views, groups
+        found = staged(cursor, stage)
+        steps.append(found.views)
+        return found
 
     monkeypatch.setattr(absorb, "stage_views", record)
     assert rollups_absorb_pending().views == 100
