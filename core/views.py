@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -234,7 +235,15 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_json(status=404, code="not_found", message=f"No such URL: {request.path}")
+    # Where to look instead: a newcomer guessing /api/docs/ finds the documentation's address.
+    return error_json(
+        status=404,
+        code="not_found",
+        message=(
+            f"No such URL: {request.path}. The API's endpoints are described at "
+            f"{reverse('swagger-ui')} and {reverse('redoc')} (schema: {reverse('schema')})."
+        ),
+    )
 
 
 def server_error(request: HttpRequest) -> JsonResponse:

@@ -272,7 +272,8 @@ def test_unknown_url_answers_404_in_the_standard_error_shape(
         "error": {
             "status": 404,
             "code": "not_found",
-            "message": f"No such URL: {url}",
+            "message": f"No such URL: {url}. The API's endpoints are described at /swagger/ "
+            "and /redoc/ (schema: /api/schema/).",
             "details": [],
         }
     }
