@@ -121,6 +121,11 @@ class Snapshot:
     recent_window_end: datetime | None = None
     recent_window_through_id: int | None = None
 
+    @property
+    def today(self) -> date:
+        """The UTC day of ``as_of``."""
+        return self.as_of.astimezone(UTC).date()
+
     def recent_window_holds(self, end: datetime) -> bool:
         """Whether the window rows sum the absorbed views of the realtime window ending at
         ``end`` (``rollups.absorb.recent_windows_refresh``)."""
@@ -442,27 +447,51 @@ class Facts:
             where.append(sql("viewed_at >= {low}", low=day_start_param(start)))
         if end is not None:
             where.append(sql("viewed_at < {high}", high=day_start_param(end + timedelta(days=1))))
-        day = day_of(SQL("viewed_at")) if days else SQL("NULL")
+        day = self._tail_day() if days else SQL("NULL")
         keys = _columns(columns, day) if days else _columns(columns)
         # The tail's views through the primary key, behind a fence (OFFSET 0; SQLite needs a
         # LIMIT before it), then the range and the filters: its cost stays that of the tail.
         # Without the fence an author's filter made PostgreSQL read each of the author's blogs'
         # views in the range through (blog_id, viewed_at) and intersect them with the tail's ids
         # (measured: 270 ms per query for 5 blogs over Feb-May at 10 M views, 50,000 pending).
+        inside = [sql("id > {watermark}", watermark=self.snapshot.watermark)]
+        if postgres() and end is not None and end < month_start(self.snapshot.today):
+            # A range that ends before this month goes inside the fence too: PostgreSQL then
+            # reads only the raw partitions of its months (the tail's views, mostly of now, are
+            # in none of them: 50,000 pending, Feb-May: 8.7 ms -> 0.1 ms). Not for a range that
+            # reaches this month, whose partition's statistics lag behind its views: on them the
+            # planner could take the viewed_at index and read every view of the range's days.
+            inside += where
+            where = []
         views = sql(
-            "(SELECT viewed_at, blog_id, country_id FROM {raw} WHERE id > {watermark}{fence}) t",
+            "(SELECT viewed_at, blog_id, country_id FROM {raw} WHERE {inside}{fence}) t",
             raw=name(RAW),
-            watermark=self.snapshot.watermark,
+            inside=all_of(inside),
             fence=SQL(" OFFSET 0" if postgres() else " LIMIT -1 OFFSET 0"),
         )
         return sql(
-            "SELECT {selected} FROM {views} WHERE {where}{group_by}",
+            "SELECT {selected} FROM {views}{where}{group_by}",
             selected=_columns(columns, day + SQL(" AS day"), last=SQL("count(*) AS views")),
             views=views,
-            where=all_of([*where, *self._filters(("blog_id", "country_id"))]),
+            where=where_clause([*where, *self._filters(("blog_id", "country_id"))]),
             # Without days nor columns, one row: the count (no GROUP BY, which would drop it
             # when empty; a zero row is harmless to a sum).
             group_by=sql(" GROUP BY {keys}", keys=keys) if columns or days else SQL(""),
+        )
+
+    def _tail_day(self) -> SQL:
+        """The UTC day of a tail view. On PostgreSQL today's views (most of a tail) are told by
+        two comparisons, not by converting each one's time (50,000 pending: 24 -> 17 ms)."""
+        day = day_of(SQL("viewed_at"))
+        if not postgres():
+            return day
+        today = self.snapshot.today
+        return sql(
+            "CASE WHEN viewed_at >= {low} AND viewed_at < {high} THEN {today} ELSE {day} END",
+            low=day_start_param(today),
+            high=day_start_param(today + timedelta(days=1)),
+            today=day_param(today),
+            day=day,
         )
 
     def _summary_parts(
@@ -763,8 +792,11 @@ class Facts:
             ]
         )
         tail = self._tail(columns=("country_id", "blog_id"), start=start, end=end, days=False)
+        # The tail's rows are distinct (country, blog) pairs: count(*), which PostgreSQL can
+        # hash, where count(DISTINCT) made it sort the tail's views first (50,000 pending:
+        # about a third of the statement).
         new_in_tail = sql(
-            "SELECT country_id, count(DISTINCT blog_id) FROM ({tail}) tail "
+            "SELECT country_id, count(*) FROM ({tail}) tail "
             "WHERE NOT EXISTS (SELECT 1 FROM {presence} p WHERE {p_range} "
             "AND p.country_id = tail.country_id AND p.blog_id = tail.blog_id) "
             "GROUP BY country_id",
@@ -834,8 +866,21 @@ class Facts:
                 blog=name(BLOG),
                 author=self.author_id,
             )
+        first_absorbed = fetch_one(daily)[0]
+        if (
+            postgres()
+            and first_absorbed is not None
+            and as_date(first_absorbed) < month_start(self.snapshot.today)
+        ):
+            # Only a tail view before the first absorbed day can come first: PostgreSQL then
+            # reads the tail's views only in the raw partitions up to that day's month, none
+            # when they are all of now (one author, 50,000 pending: 11.4 ms -> 1 ms). Not when
+            # that day is in this month (why: see ``_tail``).
+            tail_where.append(
+                sql("viewed_at < {first}", first=day_start_param(as_date(first_absorbed)))
+            )
         found = [
-            fetch_one(daily)[0],
+            first_absorbed,
             # The tail's views through the primary key (``id > watermark``), behind a fence:
             # else PostgreSQL answers min() by walking the viewed_at index from the oldest
             # view, skipping every absorbed one (measured: over 5 s at 10 M views with 10,000

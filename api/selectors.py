@@ -136,7 +136,7 @@ def _answer(
     range's; the shape adds the earlier range's views from the same snapshot.
     """
     with read_snapshot() as snapshot:
-        comparison = _comparison(spec, _today(snapshot))
+        comparison = _comparison(spec, snapshot.today)
         asked = spec
         if comparison is not None:
             asked = replace(spec, year=None, start_date=comparison.start, end_date=comparison.end)
@@ -281,10 +281,6 @@ def _series_meta(spec: Spec, period: str | None) -> dict[str, Any]:
     return {"granularity": period, "granularity_auto": spec.compare_period is None}
 
 
-def _today(snapshot: Snapshot) -> date:
-    return snapshot.as_of.astimezone(UTC).date()
-
-
 def views_performance(*, spec: Spec) -> Answer:
     """Views and blogs created per calendar bucket, with growth against the previous bucket.
 
@@ -293,7 +289,7 @@ def views_performance(*, spec: Spec) -> Answer:
     """
 
     def series(facts: Facts, comparison: Comparison | None) -> Groups:
-        end = spec.last_day or _today(facts.snapshot)
+        end = spec.last_day or facts.snapshot.today
         start = spec.first_day or facts.first_day()
         if start is None or start > end:
             return _no_series(spec, start, end)
@@ -315,7 +311,7 @@ def views_performance(*, spec: Spec) -> Answer:
         spec,
         series,
         unknown_author=lambda snapshot: _no_series(
-            spec, spec.first_day, spec.last_day or _today(snapshot)
+            spec, spec.first_day, spec.last_day or snapshot.today
         ),
     )
 

@@ -340,6 +340,70 @@ def test_the_last_30_and_90_days_from_trailing_rows_match_a_recount_from_raw(cli
                         assert top["results"] == oracle.top_blogs(body)[:100], body
 
 
+def test_tail_views_around_today_are_counted_on_their_own_days(client):
+    """Tail views on both sides of today's two midnights (the last ones a minute ahead, which
+    ingest accepts) each count on their own UTC day: the planner tells today's tail views apart
+    by comparing times, and any slip at a boundary moves a view to the next or previous day."""
+    now = datetime(2026, 1, 10, 23, 58, tzinfo=UTC)
+    ada = get_user_model().objects.create_user(username="ada")
+    blog = Blog.objects.create(title="Midnights", author=ada, created_at=now - timedelta(days=9))
+    today = datetime(2026, 1, 10, tzinfo=UTC)
+    moments = [
+        today - timedelta(microseconds=1),
+        today,
+        today + timedelta(hours=12),
+        today + timedelta(days=1) - timedelta(microseconds=1),
+        today + timedelta(days=1),
+        now + timedelta(minutes=3),
+    ]
+    with time_machine.travel(now, tick=False):
+        views_record(views=[(blog.pk, "US", moment) for moment in moments[:2]])
+        rollups_absorb_pending()
+        views_record(views=[(blog.pk, "DE", moment) for moment in moments])
+        for body in (
+            {"start_date": "2026-01-09", "end_date": "2026-01-11", "compare_period": "day"},
+            {"compare_period": "day"},
+            {"end_date": "2026-01-11", "country_codes": ["DE"]},
+        ):
+            answer = _post(client, "/api/analytics/performance/", body)
+            assert answer["results"] == oracle.performance(body, today=now.date()), body
+        answer = _post(
+            client,
+            "/api/analytics/performance/",
+            {"start_date": "2026-01-09", "end_date": "2026-01-11", "compare_period": "day"},
+        )
+        assert [row["views"] for row in answer["results"]] == [2, 4, 2]
+
+
+def test_an_open_start_reaches_a_late_tail_view_before_the_first_absorbed_day(client):
+    """The series of an open range starts at the earliest matching view, also when that one
+    is a late view still in the tail, months before the first absorbed day of the filter."""
+    ada = get_user_model().objects.create_user(username="ada")
+    blog = Blog.objects.create(
+        title="Late", author=ada, created_at=datetime(2024, 1, 1, tzinfo=UTC)
+    )
+    views_record(views=[(blog.pk, "US", datetime(2025, 6, 1, 8, tzinfo=UTC))])
+    rollups_absorb_pending()
+    views_record(
+        views=[
+            (blog.pk, "US", datetime(2025, 3, 2, 23, tzinfo=UTC)),
+            (blog.pk, "DE", datetime(2025, 2, 1, tzinfo=UTC)),
+            (blog.pk, "US", datetime(2025, 12, 24, tzinfo=UTC)),
+        ]
+    )
+    for body, first in (
+        ({"compare_period": "month"}, "2025-02-01"),
+        ({"compare_period": "month", "country_codes": ["US"]}, "2025-03-02"),
+        (
+            {"compare_period": "month", "author_username": "ada", "country_codes": ["US"]},
+            "2025-03-02",
+        ),
+    ):
+        answer = _post(client, "/api/analytics/performance/", body)
+        assert answer["results"] == oracle.performance(body, today=TODAY.date()), body
+        assert answer["results"][0]["period_start"] == first, body
+
+
 @pytest.mark.skipif(
     not settings.DATABASE_IS_POSTGRES, reason="SQLite compares text by code point already"
 )
