@@ -16,12 +16,13 @@ connection and over a new connection per request, in interleaved rounds, on a se
 with the web process's own configuration (gunicorn.conf.py keeps connections alive).
 
 Realtime is measured last: quiet, then for each rate of ``--realtime-rates``, while a forked
-process ingests that many views/s (``viewed_at`` = now) and another absorbs every
-``ROLLUP_INTERVAL_SECONDS`` and tends the realtime tables every minute as beat would
-(``absorb_pending_task``, ``tend_recent_tables_task``), after the last 30 minutes were filled at
-that rate and absorbed: that writes to the database. Requests are spread over
-``--realtime-seconds``, so that they meet every size of the unabsorbed tail. ``--realtime-rates
-0`` measures it quiet only and writes nothing.
+process ingests that many views/s (``viewed_at`` = now) through ``views_record``, with a real
+Celery worker and beat at their default settings: beat's absorb every
+``ROLLUP_INTERVAL_SECONDS`` and tending of the realtime tables every minute, and the absorb runs
+ingest's trigger sends once ``ABSORB_TRIGGER_PENDING`` views are pending (as deployed), after
+the last 30 minutes were filled at that rate and absorbed: that writes to the database.
+Requests are spread over ``--realtime-seconds``, so that they meet every size of the unabsorbed
+tail. ``--realtime-rates 0`` measures it quiet only and writes nothing.
 """
 
 import argparse
@@ -36,7 +37,14 @@ from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from common import ROLLUPS_DATABASE_URL, bench_env, django_setup, gunicorn_serving
+from common import (
+    ROLLUPS_DATABASE_URL,
+    absorb_runs,
+    bench_env,
+    django_setup,
+    gunicorn_serving,
+    worker_and_beat,
+)
 
 PORT = 8766
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -224,26 +232,6 @@ def _ingest(rate: float, seconds: float, blogs: list[int], codes: list[str]) -> 
         next_at += interval
 
 
-def _absorb_as_beat(seconds: float) -> None:
-    """Run the beat task's absorb every ``ROLLUP_INTERVAL_SECONDS``, and its tending of the
-    realtime tables every minute, for ``seconds`` (forked)."""
-    from django.conf import settings
-
-    from rollups.tasks import absorb_pending_task, tend_recent_tables_task
-
-    deadline = time.monotonic() + seconds
-    tended = time.monotonic()
-    while time.monotonic() < deadline:
-        started = time.monotonic()
-        views = absorb_pending_task()
-        print(f"    (absorb: {views:,} views in {time.monotonic() - started:.2f} s)", flush=True)
-        if time.monotonic() - tended >= 60:
-            tended = time.monotonic()
-            statements = tend_recent_tables_task()
-            print(f"    (tending: {statements} tables vacuumed or analyzed)", flush=True)
-        time.sleep(max(0.0, settings.ROLLUP_INTERVAL_SECONDS - (time.monotonic() - started)))
-
-
 def _paced(
     client: Client, url: str, count: int, seconds: float, headers: dict[str, str]
 ) -> list[float]:
@@ -257,7 +245,14 @@ def _paced(
     return times
 
 
-def _realtime(client: Client, requests: int, rates: list[float], seconds: float) -> None:
+def _realtime(
+    client: Client,
+    requests: int,
+    rates: list[float],
+    seconds: float,
+    celery_env: dict[str, str],
+    redis_url: str,
+) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connections
     from django.db.models import Count
@@ -341,19 +336,19 @@ def _realtime(client: Client, requests: int, rates: list[float], seconds: float)
         connections.close_all()
         duration = 2 + len(variants) * seconds * 1.25 + 5
         fork = multiprocessing.get_context("fork")
-        ingest = fork.Process(target=_ingest, args=(rate, duration, blogs, codes))
-        absorb = fork.Process(target=_absorb_as_beat, args=(duration,))
-        ingest.start()
-        absorb.start()
-        try:
-            time.sleep(2)
-            measure(
-                f"ingest {rate:,.0f} views/s + absorb, ~{backlog:,} views in the window", seconds
-            )
-        finally:
-            for process in (ingest, absorb):
-                process.terminate()
-                process.join()
+        with worker_and_beat(celery_env, redis_url, "realtime") as logs:
+            ingest = fork.Process(target=_ingest, args=(rate, duration, blogs, codes))
+            ingest.start()
+            try:
+                time.sleep(2)
+                measure(
+                    f"ingest {rate:,.0f} views/s + worker, ~{backlog:,} views in the window",
+                    seconds,
+                )
+            finally:
+                ingest.terminate()
+                ingest.join()
+        print(f"    ({absorb_runs(logs)})", flush=True)
 
 
 def _realtime_explained(query: str, runs: int = 5) -> str:
@@ -532,7 +527,20 @@ def main() -> None:
         if "realtime" in steps:
             # Last: it writes views.
             rates = [float(rate) for rate in args.realtime_rates.split(",") if rate.strip()]
-            _realtime(client, args.requests, rates, args.realtime_seconds)
+            # The worker and beat at their default settings (ingest's trigger included).
+            celery_env = {
+                name: value
+                for name, value in env.items()
+                if name
+                not in (
+                    "ROLLUP_INTERVAL_SECONDS",
+                    "ABSORB_TRIGGER_PENDING",
+                    "ABSORB_TRIGGER_SECONDS",
+                )
+            }
+            _realtime(
+                client, args.requests, rates, args.realtime_seconds, celery_env, args.redis_url
+            )
         client.close()
 
 

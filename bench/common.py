@@ -1,10 +1,14 @@
-"""Helpers shared by the benchmarks: a scratch PostgreSQL database and a Django setup for it."""
+"""Helpers shared by the benchmarks: a scratch PostgreSQL database, a Django setup for it, and
+the project's web and Celery processes."""
 
 import http.client
 import os
+import re
 import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,3 +164,80 @@ def gunicorn_serving(env: dict[str, str], port: int) -> Iterator[None]:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def celery_start(
+    name: str, args: list[str], env: dict[str, str], logs: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``celery -A worker ARGS`` with ``env``, its output in ``logs/NAME.log``."""
+    log = (logs / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def celery_stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def worker_and_beat(env: dict[str, str], redis_url: str, name: str) -> Iterator[Path]:
+    """A real Celery worker (solo pool) and beat with ``env``, broker ``redis_url`` (its queue
+    purged first), until the block ends; yields the directory of their logs. Ingest's absorb
+    trigger (``rollups.trigger``) reaches this worker when the ingesting process uses the same
+    Redis."""
+    from celery import Celery
+
+    broker = Celery(broker=redis_url)
+    broker.control.purge()
+    logs = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    worker = celery_start(
+        "worker",
+        ["worker", "--pool=solo", "-n", f"bench-{name}@%h", "--loglevel", "INFO"],
+        env,
+        logs,
+    )
+    beat = celery_start(
+        "beat", ["beat", "--loglevel", "INFO", "--schedule", str(logs / "beat-schedule")], env, logs
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not broker.control.ping(timeout=1.0):
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit(f"the Celery worker did not start; see {logs}/worker.log")
+        if beat.poll() is not None:
+            raise SystemExit(f"Celery beat exited; see {logs}/beat.log")
+        yield logs
+    finally:
+        celery_stop(beat)
+        celery_stop(worker)
+
+
+def absorb_runs(logs: Path) -> str:
+    """The absorb runs in a ``worker_and_beat`` worker's log: how many, their views and the
+    p50 and max duration of those that absorbed any."""
+    runs = re.findall(
+        r"rollups\.absorb_pending\[[^\]]+\] succeeded in ([\d.]+)s: (\d+)",
+        (logs / "worker.log").read_text(errors="replace"),
+    )
+    with_views = [(float(seconds), int(views)) for seconds, views in runs if int(views)]
+    if not with_views:
+        return f"{len(runs)} absorb runs, none with views"
+    durations = [seconds for seconds, _ in with_views]
+    return (
+        f"{len(runs)} absorb runs ({len(with_views)} with views, "
+        f"{sum(views for _, views in with_views):,} views; "
+        f"p50 {statistics.median(durations):.2f} s, max {max(durations):.2f} s)"
+    )

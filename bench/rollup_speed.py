@@ -30,7 +30,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -50,6 +49,8 @@ from common import (
     ROOT,
     bench_env,
     bench_views,
+    celery_start,
+    celery_stop,
     database_ensure,
     django_setup,
     manage,
@@ -632,31 +633,6 @@ def _ingest_loop(
     results.close()
 
 
-def _celery_start(
-    name: str, args: list[str], env: dict[str, str], logs: Path
-) -> subprocess.Popen[bytes]:
-    log = (logs / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _celery_stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def lag(env: dict[str, str], args: argparse.Namespace) -> None:
     from celery import Celery
     from django.db import connections
@@ -677,13 +653,13 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
     logs = Path(tempfile.mkdtemp(prefix="bench-rollups-"))
     print(f"lag: purged {purged} queued tasks; worker and beat logs in {logs}", flush=True)
 
-    worker = _celery_start(
+    worker = celery_start(
         "worker",
         ["worker", "--pool=solo", "-n", "bench-rollups@%h", "--loglevel", "INFO"],
         celery_env,
         logs,
     )
-    beat = _celery_start("beat", ["beat", "--loglevel", "INFO"], celery_env, logs)
+    beat = celery_start("beat", ["beat", "--loglevel", "INFO"], celery_env, logs)
     try:
         deadline = time.monotonic() + 60
         while not broker.control.ping(timeout=1.0):
@@ -721,8 +697,8 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
         written, elapsed, latencies = receiver.recv()
         ingest.join()
     finally:
-        _celery_stop(beat)
-        _celery_stop(worker)
+        celery_stop(beat)
+        celery_stop(worker)
     print(
         f"lag: worker and beat stopped (exit codes {worker.returncode}, {beat.returncode})",
         flush=True,

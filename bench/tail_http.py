@@ -30,9 +30,7 @@ a time; every request sends ``Cache-Control: no-cache``.
 import argparse
 import json
 import multiprocessing
-import re
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,9 +38,9 @@ from itertools import repeat
 from pathlib import Path
 
 from analytics_http import Client, _busiest_year, _shapes, _token
-from common import bench_env, django_setup, gunicorn_serving
+from common import absorb_runs, bench_env, django_setup, gunicorn_serving, worker_and_beat
 from matrix import FILTER_NAMES, RANGE_NAMES, Cell, biggest_author, cells
-from rollup_speed import _celery_start, _celery_stop, _header, _ingest_loop, _weights
+from rollup_speed import _header, _ingest_loop, _weights
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/blogviews_bench_rollups"
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -197,7 +195,6 @@ def curve(env: dict[str, str], args: argparse.Namespace, client: Client, all_cel
 
 
 def sustained(env: dict[str, str], args: argparse.Namespace, client: Client, year: int) -> None:
-    from celery import Celery
     from django.db import connections
 
     from rollups.absorb import rollups_absorb_pending
@@ -215,26 +212,7 @@ def sustained(env: dict[str, str], args: argparse.Namespace, client: Client, yea
             from django.conf import settings
 
             settings.ABSORB_TRIGGER_PENDING = args.trigger_pending
-        broker = Celery(broker=args.redis_url)
-        broker.control.purge()
-        logs = Path(tempfile.mkdtemp(prefix="bench-tail-"))
-        worker = _celery_start(
-            "worker",
-            ["worker", "--pool=solo", "-n", "bench-tail@%h", "--loglevel", "INFO"],
-            celery_env,
-            logs,
-        )
-        beat = _celery_start(
-            "beat",
-            ["beat", "--loglevel", "INFO", "--schedule", str(logs / "beat-schedule")],
-            celery_env,
-            logs,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not broker.control.ping(timeout=1.0):
-                if time.monotonic() > deadline or worker.poll() is not None:
-                    raise SystemExit(f"the Celery worker did not start; see {logs}/worker.log")
+        with worker_and_beat(celery_env, args.redis_url, "tail") as logs:
             context = multiprocessing.get_context("fork")
             receiver, sender = context.Pipe(duplex=False)
             connections.close_all()
@@ -257,9 +235,6 @@ def sustained(env: dict[str, str], args: argparse.Namespace, client: Client, yea
                 times[path].append(_timed(client, f"/api/analytics/{path}/", body))
             written, elapsed, latencies = receiver.recv()
             ingest.join()
-        finally:
-            _celery_stop(beat)
-            _celery_stop(worker)
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         print(
             f"ingest {rate:,} views/s: achieved {written / elapsed:,.0f} views/s "
@@ -278,20 +253,7 @@ def sustained(env: dict[str, str], args: argparse.Namespace, client: Client, yea
                 f"max {max(found):6.1f} ms",
                 flush=True,
             )
-        runs = re.findall(
-            r"rollups\.absorb_pending\[[^\]]+\] succeeded in ([\d.]+)s: (\d+)",
-            (logs / "worker.log").read_text(errors="replace"),
-        )
-        with_views = [(float(s), int(v)) for s, v in runs if int(v)]
-        if with_views:
-            durations = [s for s, _ in with_views]
-            print(
-                f"ingest {rate:,} views/s: {len(runs)} absorb runs ({len(with_views)} with views, "
-                f"{sum(v for _, v in with_views):,} views; "
-                f"p50 {statistics.median(durations):.2f} s, "
-                f"max {max(durations):.2f} s)",
-                flush=True,
-            )
+        print(f"ingest {rate:,} views/s: {absorb_runs(logs)}", flush=True)
 
 
 def main() -> None:
