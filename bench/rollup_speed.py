@@ -30,7 +30,6 @@ import random
 import re
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -49,13 +48,12 @@ from common import (
     ROOT,
     bench_env,
     bench_views,
-    celery_start,
-    celery_stop,
     database_ensure,
     django_setup,
     manage,
     seed,
     server_settings,
+    worker_and_beat,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -634,7 +632,6 @@ def _ingest_loop(
 
 
 def lag(env: dict[str, str], args: argparse.Namespace) -> None:
-    from celery import Celery
     from django.db import connections
     from django.utils import timezone
 
@@ -648,25 +645,8 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
 
     celery_env = bench_env(args.database_url, redis_url=args.redis_url)
     celery_env["ROLLUP_INTERVAL_SECONDS"] = str(args.interval)
-    broker = Celery(broker=args.redis_url)
-    purged = broker.control.purge()
-    logs = Path(tempfile.mkdtemp(prefix="bench-rollups-"))
-    print(f"lag: purged {purged} queued tasks; worker and beat logs in {logs}", flush=True)
-
-    worker = celery_start(
-        "worker",
-        ["worker", "--pool=solo", "-n", "bench-rollups@%h", "--loglevel", "INFO"],
-        celery_env,
-        logs,
-    )
-    beat = celery_start("beat", ["beat", "--loglevel", "INFO"], celery_env, logs)
-    try:
-        deadline = time.monotonic() + 60
-        while not broker.control.ping(timeout=1.0):
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise SystemExit(f"the Celery worker did not start; see {logs}/worker.log")
-        if beat.poll() is not None:
-            raise SystemExit(f"Celery beat exited; see {logs}/beat.log")
+    with worker_and_beat(celery_env, args.redis_url, "rollups") as logs:
+        print(f"lag: worker and beat running; their logs in {logs}", flush=True)
         rollups_absorb_pending()
 
         context = multiprocessing.get_context("fork")
@@ -696,13 +676,6 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
             time.sleep(max(0.0, next_sample - time.monotonic()))
         written, elapsed, latencies = receiver.recv()
         ingest.join()
-    finally:
-        celery_stop(beat)
-        celery_stop(worker)
-    print(
-        f"lag: worker and beat stopped (exit codes {worker.returncode}, {beat.returncode})",
-        flush=True,
-    )
 
     print(
         f"lag: ingest {written / elapsed:,.0f} views/s achieved (target {args.lag_rate:,.0f}) "
