@@ -215,7 +215,8 @@ def _with_presence(upsert: SQL) -> SQL:
 def _stage_apply(
     cursor: CursorWrapper, stage: str, *, open_from: date | None, first_day: date | None
 ) -> None:
-    """Add the staged (day, blog, country) counts (from ``first_day`` on) to every summary.
+    """Add the staged (day, blog, country) counts, the earliest of ``first_day``, to every
+    summary.
 
     The monthly and yearly rows of a folded level get only the staged days before
     ``open_from``, its trailing rows only those of their windows (see ``_monthly_fold``): when
