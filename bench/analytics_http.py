@@ -43,6 +43,7 @@ from common import (
     bench_env,
     django_setup,
     gunicorn_serving,
+    without_rollup_settings,
     worker_and_beat,
 )
 
@@ -528,16 +529,7 @@ def main() -> None:
             # Last: it writes views.
             rates = [float(rate) for rate in args.realtime_rates.split(",") if rate.strip()]
             # The worker and beat at their default settings (ingest's trigger included).
-            celery_env = {
-                name: value
-                for name, value in env.items()
-                if name
-                not in (
-                    "ROLLUP_INTERVAL_SECONDS",
-                    "ABSORB_TRIGGER_PENDING",
-                    "ABSORB_TRIGGER_SECONDS",
-                )
-            }
+            celery_env = without_rollup_settings(env)
             _realtime(
                 client, args.requests, rates, args.realtime_seconds, celery_env, args.redis_url
             )

@@ -166,7 +166,7 @@ def gunicorn_serving(env: dict[str, str], port: int) -> Iterator[None]:
         server.wait(timeout=30)
 
 
-def celery_start(
+def _celery_start(
     name: str, args: list[str], env: dict[str, str], logs: Path
 ) -> subprocess.Popen[bytes]:
     """Start ``celery -A worker ARGS`` with ``env``, its output in ``logs/NAME.log``."""
@@ -181,7 +181,7 @@ def celery_start(
     )
 
 
-def celery_stop(process: subprocess.Popen[bytes]) -> None:
+def _celery_stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -203,13 +203,13 @@ def worker_and_beat(env: dict[str, str], redis_url: str, name: str) -> Iterator[
     broker = Celery(broker=redis_url)
     broker.control.purge()
     logs = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-    worker = celery_start(
+    worker = _celery_start(
         "worker",
         ["worker", "--pool=solo", "-n", f"bench-{name}@%h", "--loglevel", "INFO"],
         env,
         logs,
     )
-    beat = celery_start(
+    beat = _celery_start(
         "beat", ["beat", "--loglevel", "INFO", "--schedule", str(logs / "beat-schedule")], env, logs
     )
     try:
@@ -221,18 +221,36 @@ def worker_and_beat(env: dict[str, str], redis_url: str, name: str) -> Iterator[
             raise SystemExit(f"Celery beat exited; see {logs}/beat.log")
         yield logs
     finally:
-        celery_stop(beat)
-        celery_stop(worker)
+        _celery_stop(beat)
+        _celery_stop(worker)
+
+
+# The settings that tune the rollups; a benchmark of the deployed defaults drops them.
+ROLLUP_SETTINGS = ("ROLLUP_INTERVAL_SECONDS", "ABSORB_TRIGGER_PENDING", "ABSORB_TRIGGER_SECONDS")
+
+
+def without_rollup_settings(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without ``ROLLUP_SETTINGS``: the worker and beat run at their defaults."""
+    return {name: value for name, value in env.items() if name not in ROLLUP_SETTINGS}
+
+
+def worker_absorbs(logs: Path) -> list[tuple[float, int]]:
+    """(seconds, views) of every absorb run a ``worker_and_beat`` worker logged ("Task
+    rollups.absorb_pending[id] succeeded in 1.2s: 600")."""
+    return [
+        (float(seconds), int(views))
+        for seconds, views in re.findall(
+            r"rollups\.absorb_pending\[[^\]]+\] succeeded in ([\d.]+)s: (\d+)",
+            (logs / "worker.log").read_text(errors="replace"),
+        )
+    ]
 
 
 def absorb_runs(logs: Path) -> str:
     """The absorb runs in a ``worker_and_beat`` worker's log: how many, their views and the
     p50 and max duration of those that absorbed any."""
-    runs = re.findall(
-        r"rollups\.absorb_pending\[[^\]]+\] succeeded in ([\d.]+)s: (\d+)",
-        (logs / "worker.log").read_text(errors="replace"),
-    )
-    with_views = [(float(seconds), int(views)) for seconds, views in runs if int(views)]
+    runs = worker_absorbs(logs)
+    with_views = [(seconds, views) for seconds, views in runs if views]
     if not with_views:
         return f"{len(runs)} absorb runs, none with views"
     durations = [seconds for seconds, _ in with_views]

@@ -53,6 +53,7 @@ from common import (
     manage,
     seed,
     server_settings,
+    worker_absorbs,
     worker_and_beat,
 )
 
@@ -698,15 +699,7 @@ def lag(env: dict[str, str], args: argparse.Namespace) -> None:
         f"p95 {_percentile(app_lags, 0.95):.1f} s; pending views max {max(pending):,}",
         flush=True,
     )
-    # Each run as the worker logged it: "Task rollups.absorb_pending[id] succeeded in 1.2s: 600".
-    absorbed = [
-        (float(seconds), int(views))
-        for seconds, views in re.findall(
-            r"rollups\.absorb_pending\[[^\]]+\] succeeded in ([\d.]+)s: (\d+)",
-            (logs / "worker.log").read_text(errors="replace"),
-        )
-        if int(views)
-    ]
+    absorbed = [(seconds, views) for seconds, views in worker_absorbs(logs) if views]
     if absorbed:
         print(
             f"lag: {len(absorbed)} absorb runs by the worker with views: "

@@ -40,7 +40,8 @@ def main() -> None:
     from django.test import Client
 
     client = Client(HTTP_HOST="localhost", HTTP_CACHE_CONTROL="no-cache")
-    url = f"/api/analytics/{args.path.strip('/')}/"
+    path = args.path.strip("/")
+    url = f"/api/analytics/{path}/"
     statements: list[tuple[float, str, Any]] = []
 
     def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -51,7 +52,7 @@ def main() -> None:
             statements.append(((time.perf_counter() - started) * 1000, sql, params))
 
     def ask() -> None:
-        if args.path.strip("/") == "realtime":
+        if path == "realtime":
             response = client.get(url + (f"?{args.body}" if args.body != "{}" else ""))
         else:
             response = client.post(url, args.body, content_type="application/json")

@@ -38,7 +38,14 @@ from itertools import repeat
 from pathlib import Path
 
 from analytics_http import Client, _busiest_year, _shapes, _token
-from common import absorb_runs, bench_env, django_setup, gunicorn_serving, worker_and_beat
+from common import (
+    absorb_runs,
+    bench_env,
+    django_setup,
+    gunicorn_serving,
+    without_rollup_settings,
+    worker_and_beat,
+)
 from matrix import FILTER_NAMES, RANGE_NAMES, Cell, biggest_author, cells
 from rollup_speed import _header, _ingest_loop, _weights
 
@@ -204,9 +211,7 @@ def sustained(env: dict[str, str], args: argparse.Namespace, client: Client, yea
     for rate in _sizes(args.rates):
         rollups_absorb_pending()
         connections.close_all()
-        celery_env = bench_env(args.database_url, redis_url=args.redis_url)
-        for name in ("ROLLUP_INTERVAL_SECONDS", "ABSORB_TRIGGER_PENDING", "ABSORB_TRIGGER_SECONDS"):
-            celery_env.pop(name, None)
+        celery_env = without_rollup_settings(bench_env(args.database_url, redis_url=args.redis_url))
         if args.trigger_pending is not None:
             # The ingest process is forked from this one: its settings are this process's.
             from django.conf import settings
