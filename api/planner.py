@@ -40,9 +40,10 @@ from django.utils import timezone
 from rest_framework import status
 
 from api.spec import Spec
+from core.dates import FIRST_DAY
 from core.exceptions import ApplicationError
 from core.models import Blog, Country
-from core.routers import read_source
+from core.routers import read_alias, read_source
 from core.sql import (
     SQL,
     all_of,
@@ -73,6 +74,7 @@ from rollups.tables import (
     COUNTRY_LEVEL,
     DAY_LEVEL,
     LAST_DAY_COUNTRY_BLOGS,
+    LAST_DAYS,
     MONTH_RANGE_COUNTRY_BLOGS,
     NO_DAYS,
     PRESENCE,
@@ -86,11 +88,14 @@ from rollups.tables import (
     Level,
     RecentLevel,
     RecentWindow,
+    last_days_slot,
     level_for,
     year_masks,
 )
 
 BLOG = Blog._meta.db_table
+# The tail of one answer read once, grouped by (country, blog) (Facts.with_shared_tail).
+SHARED_TAIL = "shared_tail"
 COUNTRY = Country._meta.db_table
 USER = get_user_model()._meta.db_table
 USERNAME = get_user_model().USERNAME_FIELD
@@ -333,10 +338,23 @@ def _columns(columns: tuple[str, ...], *first: SQL, last: SQL | None = None) -> 
 class Facts:
     """Builds the ``(day, [blog_id], [country_id], views)`` subquery for one question."""
 
-    def __init__(self, spec: Spec, snapshot: Snapshot, *, author_id: int | None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        snapshot: Snapshot,
+        *,
+        author_id: int | None,
+        shared_tail: bool = False,
+        shown: SQL | None = None,
+    ) -> None:
         self.spec = spec
         self.snapshot = snapshot
         self.author_id = author_id
+        # Parts over the spec's range read the tail from SHARED_TAIL (``shared_tail_cte``).
+        self.shared_tail = shared_tail
+        # Besides the spec's filters, only the countries this query selects (a page of them).
+        self.shown = shown
+        self._days: tuple[date | None, date | None] | None = None
 
     def level(self, *, blogs: bool, countries: bool) -> Level:
         """The smallest level holding the needed dimensions and the filtered columns."""
@@ -396,6 +414,8 @@ class Facts:
                 where.append(sql("country_id IN ({codes})", codes=values(include)))
             if exclude is not None:
                 where.append(sql("country_id NOT IN ({codes})", codes=values(exclude)))
+            if self.shown is not None:
+                where.append(sql("country_id IN ({shown})", shown=self.shown))
         return where
 
     def sql(
@@ -453,7 +473,51 @@ class Facts:
         parts.append(self._tail(columns=columns, start=start, end=end, days=days))
         return SQL(" UNION ALL ").join(parts)
 
+    def shared_tail_cte(self) -> SQL:
+        """The ``WITH`` part that facts with ``shared_tail`` read the tail from: the spec's tail
+        views grouped by (country, blog), once for every part of the answer.
+
+        A tail costs per raw view (50,000 pending: about 20 ms to read and group on this
+        machine kind), a summary part per row: an answer with two parts over the tail (views
+        and distinct blogs per country) read it twice.
+        """
+        start, end = self.spec.first_day, self.spec.last_day
+        pairs = ("country_id", "blog_id")
+        return sql(
+            "{shared} AS MATERIALIZED ({tail})",
+            shared=name(SHARED_TAIL),
+            tail=self._raw_tail(columns=pairs, start=start, end=end, days=False),
+        )
+
     def _tail(
+        self, *, columns: tuple[str, ...], start: date | None, end: date | None, days: bool = True
+    ) -> SQL:
+        """The tail's views grouped by day (``days``) and ``columns``: from the shared tail
+        when there is one for this range, else from the raw views."""
+        if not (
+            self.shared_tail
+            and not days
+            and (start, end) == (self.spec.first_day, self.spec.last_day)
+        ):
+            return self._raw_tail(columns=columns, start=start, end=end, days=days)
+        keys = _columns(columns)
+        where = where_clause(self._country_filters(columns) if self.shown is not None else [])
+        if sorted(columns) == ["blog_id", "country_id"]:
+            return sql(
+                "SELECT NULL AS day, {keys}, views FROM {shared}{where}",
+                keys=keys,
+                shared=name(SHARED_TAIL),
+                where=where,
+            )
+        return sql(
+            "SELECT NULL AS day, {selected} FROM {shared}{where}{group_by}",
+            selected=_columns(columns, last=SQL("coalesce(sum(views), 0) AS views")),
+            shared=name(SHARED_TAIL),
+            where=where,
+            group_by=sql(" GROUP BY {keys}", keys=keys) if columns else SQL(""),
+        )
+
+    def _raw_tail(
         self, *, columns: tuple[str, ...], start: date | None, end: date | None, days: bool = True
     ) -> SQL:
         """The raw views the summaries do not hold yet (``id > watermark``), grouped by day
@@ -773,14 +837,9 @@ class Facts:
                 month_ranges=name(MONTH_RANGE_COUNTRY_BLOGS),
                 in_months=all_of([year, months, *countries]),
             )
-        if start is None and end is None:
-            first, last = None, None
-        else:
-            first, last = fetch_one(
-                sql("SELECT min(day), max(day) FROM {daily}", daily=name(DAY_LEVEL.daily))
-            )
-        reaches_last = end is None or last is None or end >= as_date(last)
-        if reaches_last and (start is None or first is None or start <= as_date(first)):
+        first, last = (None, None) if start is None and end is None else self._absorbed_days()
+        reaches_last = end is None or last is None or end >= last
+        if reaches_last and (start is None or first is None or start <= first):
             return sql(
                 "SELECT country_id, blogs FROM {all_time}{countries}",
                 all_time=name(ALL_TIME_COUNTRY_BLOGS),
@@ -793,6 +852,66 @@ class Facts:
                 from_start=all_of([sql("day >= {start}", start=day_param(start)), *countries]),
             )
         return None
+
+    def counts_every_countrys_blogs_cheaply(self) -> bool:
+        """Whether the distinct blogs of every country cost little at once (PostgreSQL): from
+        the counts kept with the presence rows, or from one author's presence rows."""
+        start, end = self.spec.first_day, self.spec.last_day
+        return self.author_id is not None or self._kept_counts(start, end) is not None
+
+    def _absorbed_days(self) -> tuple[date | None, date | None]:
+        """The first and the last day of the absorbed views (two index probes; once)."""
+        if self._days is None:
+            first, last = fetch_one(
+                sql("SELECT min(day), max(day) FROM {daily}", daily=name(DAY_LEVEL.daily))
+            )
+            self._days = (
+                None if first is None else as_date(first),
+                None if last is None else as_date(last),
+            )
+        return self._days
+
+    def _new_in_tail(self, tail: SQL) -> SQL:
+        """(country_id, pairs) of the ``tail``'s distinct (country, blog) pairs that have no
+        absorbed view in the range (PostgreSQL only).
+
+        A range that reaches the last absorbed day holds a pair's absorbed views exactly when
+        it holds the pair's last day: one subscript of its block's days a pair, after a hash
+        join on the country (12 k pairs with 50,000 pending views). Other ranges (past ones,
+        which a tail reaches only with late views) probe the presence index pair by pair.
+        """
+        start, end = self.spec.first_day, self.spec.last_day
+        last = None if end is None else self._absorbed_days()[1]
+        if last is None or end is None or end >= last:
+            # The pairs by block first: a join of one row per block (about 2,000 of them),
+            # then a subscript per pair; the tail's row estimate is far too low (its ids are
+            # past the statistics) and made it a nested loop of one index probe per pair.
+            block, slot = last_days_slot("tail.blog_id")
+            return sql(
+                "SELECT g.country_id, count(*) FROM ("
+                "SELECT country_id, {block} AS block, array_agg({slot}) AS slots "
+                "FROM ({tail}) tail GROUP BY 1, 2) g "
+                "LEFT JOIN {last_days} a ON a.country_id = g.country_id AND a.block = g.block "
+                "CROSS JOIN LATERAL unnest(g.slots) s (slot) "
+                "WHERE coalesce(a.days[s.slot], '-infinity') < {since} GROUP BY 1",
+                tail=tail,
+                last_days=name(LAST_DAYS),
+                block=SQL(block),
+                slot=SQL(slot),
+                since=day_param(start or FIRST_DAY),
+            )
+        # The tail's rows are distinct (country, blog) pairs: count(*), which PostgreSQL can
+        # hash, where count(DISTINCT) made it sort the tail's views first (50,000 pending: a
+        # third of the statement in EXPLAIN ANALYZE; over HTTP within the noise).
+        return sql(
+            "SELECT country_id, count(*) FROM ({tail}) tail "
+            "WHERE NOT EXISTS (SELECT 1 FROM {presence} p WHERE {p_range} "
+            "AND p.country_id = tail.country_id AND p.blog_id = tail.blog_id) "
+            "GROUP BY country_id",
+            tail=tail,
+            presence=name(PRESENCE),
+            p_range=self._presence_range(prefix="p."),
+        )
 
     def presence_blogs(self) -> SQL:
         """(country_id, distinct blogs with a matching view in the range), from the counts kept
@@ -808,18 +927,6 @@ class Facts:
             ]
         )
         tail = self._tail(columns=("country_id", "blog_id"), start=start, end=end, days=False)
-        # The tail's rows are distinct (country, blog) pairs: count(*), which PostgreSQL can
-        # hash, where count(DISTINCT) made it sort the tail's views first (50,000 pending: a
-        # third of the statement in EXPLAIN ANALYZE; over HTTP within the noise).
-        new_in_tail = sql(
-            "SELECT country_id, count(*) FROM ({tail}) tail "
-            "WHERE NOT EXISTS (SELECT 1 FROM {presence} p WHERE {p_range} "
-            "AND p.country_id = tail.country_id AND p.blog_id = tail.blog_id) "
-            "GROUP BY country_id",
-            tail=tail,
-            presence=presence,
-            p_range=self._presence_range(prefix="p."),
-        )
         kept = self._kept_counts(start, end)
         if kept is not None:
             # The kept counts, plus the tail's pairs that have no presence row in the range.
@@ -827,7 +934,7 @@ class Facts:
                 "SELECT country_id, sum(blogs) FROM ({kept} UNION ALL {new_in_tail}) counts "
                 "GROUP BY country_id",
                 kept=kept,
-                new_in_tail=new_in_tail,
+                new_in_tail=self._new_in_tail(tail),
             )
         if start is None or end is None or start.year != end.year:
             return sql(
@@ -847,7 +954,7 @@ class Facts:
             "GROUP BY country_id UNION ALL {new_in_tail}) counts GROUP BY country_id",
             presence=presence,
             in_range=in_range,
-            new_in_tail=new_in_tail,
+            new_in_tail=self._new_in_tail(tail),
         )
 
     def first_day(self) -> date | None:
@@ -944,7 +1051,10 @@ def country_groups(facts: Facts, limit: int, offset: int) -> Groups:
     """Views and distinct viewed blogs per country, most viewed first, one page of them."""
     # Views from the smallest level with countries (at most 250 groups: these are fetched and
     # paged here); then distinct blogs, for the page's countries only, from the yearly presence
-    # bits on PostgreSQL, else from the (day|month, blog, country) rows.
+    # bits on PostgreSQL, else from the (day|month, blog, country) rows. Where the distinct
+    # blogs of every country cost little, both in one statement that reads the tail once.
+    if postgres() and facts.counts_every_countrys_blogs_cheaply():
+        return _country_groups_at_once(facts, limit, offset)
     views = fetch_all(
         sql(
             # Summed per country before the names are joined: the facts can be tens of
@@ -988,6 +1098,73 @@ def country_groups(facts: Facts, limit: int, offset: int) -> Groups:
         for code, country, count in page
     ]
     return Groups(rows, len(views))
+
+
+def _fetch_hashing(query: SQL) -> list[tuple[Any, ...]]:
+    """``fetch_all`` with PostgreSQL's sorts disabled for the statement (``enable_sort``), so
+    that it groups the tail by hashing: the tail's row estimate is far too low (its ids lie
+    past the statistics of a growing partition, by far so when ids are not in time order, as in
+    the benchmark's seed), and PostgreSQL sorted the tail's views to group them, by a text key
+    under the database's collation. With 50,000 pending views a country breakdown's tail took
+    45 ms sorted, 20 ms hashed (EXPLAIN ANALYZE; sorted by code point, 33 ms). A sort the
+    answer needs (ORDER BY) still runs. Only for statements whose plans were looked at:
+    elsewhere sorting may be what pays.
+
+    A disabled sort adds a huge cost to every plan that must still sort, which would make
+    PostgreSQL JIT-compile the statement (half a second, seen in the tests, whose reads run
+    inside their own transaction): JIT goes off for the rest of the transaction too, as
+    ``read_snapshot`` sets it for its own.
+    """
+    with connections[read_alias()].cursor() as cursor:
+        # SET LOCAL: a failed statement (a timeout) ends the transaction, and the settings.
+        cursor.execute("SET LOCAL jit = off; SET LOCAL enable_sort = off")
+        cursor.execute(query.text, query.params)
+        rows = cursor.fetchall()
+        cursor.execute("SET LOCAL enable_sort TO DEFAULT")
+        return rows
+
+
+def _country_groups_at_once(facts: Facts, limit: int, offset: int) -> Groups:
+    """``country_groups`` in one statement that reads the tail once (PostgreSQL): the views
+    per country, the page of them, and the page's distinct blogs."""
+    shared = Facts(facts.spec, facts.snapshot, author_id=facts.author_id, shared_tail=True)
+    shown = Facts(
+        facts.spec,
+        facts.snapshot,
+        author_id=facts.author_id,
+        shared_tail=True,
+        shown=SQL("SELECT country_id FROM page"),
+    )
+    # The count of all groups comes with the page (also when the page is empty: the LEFT
+    # JOIN keeps the total's row).
+    groups = _fetch_hashing(
+        sql(
+            "WITH {tail}, views AS MATERIALIZED ("
+            "SELECT f.country_id, sum(f.views) AS views FROM ({facts}) f "
+            "GROUP BY f.country_id HAVING sum(f.views) > 0), "
+            "page AS MATERIALIZED (SELECT v.country_id, c.name, v.views FROM views v "
+            "JOIN {country} c ON c.code = v.country_id ORDER BY v.views DESC, {code} "
+            "LIMIT {limit} OFFSET {offset}) "
+            "SELECT total.n, p.country_id, p.name, p.views, coalesce(b.blogs, 0) "
+            "FROM (SELECT count(*) AS n FROM views) total LEFT JOIN (page p "
+            "LEFT JOIN ({blogs}) b (country_id, blogs) ON b.country_id = p.country_id) ON true "
+            "ORDER BY p.views DESC, {page_code}",
+            tail=shared.shared_tail_cte(),
+            facts=shared.sql(countries=True, days=False),
+            country=name(COUNTRY),
+            code=binary_order(SQL("v.country_id")),
+            limit=limit,
+            offset=offset,
+            blogs=shown.presence_blogs(),
+            page_code=binary_order(SQL("p.country_id")),
+        )
+    )
+    rows = [
+        {"country_code": code, "country_name": country, "blogs": int(blogs), "views": int(views)}
+        for _, code, country, views, blogs in groups
+        if code is not None
+    ]
+    return Groups(rows, groups[0][0])
 
 
 def author_groups(facts: Facts, limit: int, offset: int) -> Groups:

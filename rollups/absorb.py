@@ -64,6 +64,7 @@ from rollups.tables import (
     BLOG_COUNTRY_LEVEL,
     COUNTRY_BLOGS,
     LAST_DAY_COUNTRY_BLOGS,
+    LAST_DAYS,
     LAST_PRESENT_DAY,
     LEVELS,
     MONTH_RANGE_COUNTRY_BLOGS,
@@ -77,6 +78,7 @@ from rollups.tables import (
     RECENT_WINDOWS,
     TRAILING_SPANS,
     Level,
+    last_days_rows,
     recent_cut,
     recent_window_ends,
 )
@@ -125,8 +127,9 @@ def _with_presence(upsert: SQL) -> SQL:
     """PostgreSQL: the (day, blog, country) upsert, chained to the presence bits of the rows it
     inserted, chained to the yearly per-country counts of the presence rows those created, to
     the all-time per-country counts of the (country, blog) pairs that had none before, to the
-    per-(year, whole-month range, country) counts of the pairs first seen in a range, and to
-    the per-(country, last day) counts of the pairs whose last viewed day moved.
+    per-(year, whole-month range, country) counts of the pairs first seen in a range, to
+    the per-(country, last day) counts of the pairs whose last viewed day moved, and to those
+    pairs' own last days (``LAST_DAYS``, by blocks of blogs).
 
     A presence bit is set exactly when its (day, blog, country) row exists, and absorb only
     adds views: a row the upsert updated had its bit already, so only inserted rows need one,
@@ -186,20 +189,23 @@ def _with_presence(upsert: SQL) -> SQL:
         "SELECT true AS returned, year, country_id, blog_id, days FROM present "
         "UNION ALL SELECT false, year, country_id, blog_id, days FROM fresh) rows "
         "GROUP BY 1, 2, 3) years ORDER BY country_id, blog_id, year DESC), "
-        "moved AS (SELECT k.country_id, k.day, CASE WHEN k.days IS NOT NULL "
+        "moved AS (SELECT k.country_id, k.blog_id, k.day, CASE WHEN k.days IS NOT NULL "
         "THEN make_date(k.year, 1, 1) + (length(rtrim(k.days::text, '0')) - 1) "
         "ELSE other.day END AS before FROM latest k LEFT JOIN LATERAL ("
         "SELECT p.year, {last_present_day} AS day FROM {presence} p "
         "WHERE (k.days IS NULL OR k.year < (SELECT max(year) FROM {presence})) "
         "AND p.blog_id = k.blog_id AND p.country_id = k.country_id AND p.year <> k.year "
         "ORDER BY p.year DESC LIMIT 1) other ON true "
-        "WHERE other.year IS NULL OR other.year < k.year) "
-        "INSERT INTO {last_days} (country_id, day, blogs) "
+        "WHERE other.year IS NULL OR other.year < k.year), "
+        "last_day_counts AS (INSERT INTO {last_days} (country_id, day, blogs) "
         "SELECT country_id, day, sum(blogs) FROM ("
         "SELECT country_id, day, 1 AS blogs FROM moved WHERE before IS NULL OR before < day "
         "UNION ALL SELECT country_id, before, -1 FROM moved WHERE before < day) moves "
         "GROUP BY 1, 2 ORDER BY 1, 2 "
-        "ON CONFLICT (country_id, day) DO UPDATE SET blogs = {last_days}.blogs + excluded.blogs",
+        "ON CONFLICT (country_id, day) DO UPDATE SET blogs = {last_days}.blogs + excluded.blogs) "
+        # The same moves, pair by pair: each block's days with the moved pairs' new last days.
+        "INSERT INTO {pair_last_days} (country_id, block, days) {moved_blocks} "
+        "ON CONFLICT (country_id, block) DO UPDATE SET days = excluded.days",
         upsert=upsert,
         presence=name(PRESENCE),
         no_days=NO_DAYS,
@@ -207,6 +213,11 @@ def _with_presence(upsert: SQL) -> SQL:
         all_time=name(ALL_TIME_COUNTRY_BLOGS),
         last_present_day=SQL(LAST_PRESENT_DAY),
         last_days=name(LAST_DAY_COUNTRY_BLOGS),
+        pair_last_days=name(LAST_DAYS),
+        moved_blocks=last_days_rows(
+            SQL("SELECT country_id, blog_id, day FROM moved WHERE before IS NULL OR before < day"),
+            over=LAST_DAYS,
+        ),
         month_ranges=name(MONTH_RANGE_COUNTRY_BLOGS),
         ranges=MONTH_RANGES_SQL,
     )

@@ -67,6 +67,7 @@ from rollups.tables import (
     COUNTRY_BLOGS,
     DAY_LEVEL,
     LAST_DAY_COUNTRY_BLOGS,
+    LAST_DAYS,
     LAST_PRESENT_DAY,
     LEVELS,
     MONTH_RANGE_COUNTRY_BLOGS,
@@ -78,6 +79,7 @@ from rollups.tables import (
     STATE_NAME,
     SUMMARY_TABLES,
     TRAILING_SPANS,
+    last_days_rows,
     year_masks,
 )
 
@@ -610,22 +612,35 @@ def _rebuild_swap(
                 missing=None,
                 value="blogs",
             )
-            # The same for each pair's last day (its latest presence row's last bit).
+            # The same for each pair's last day (its latest presence row's last bit), and each
+            # pair's own last day, in its block of blogs.
+            pair_days = sql(
+                "SELECT DISTINCT ON (p.country_id, p.blog_id) p.country_id, p.blog_id, "
+                "{last_present_day} AS day FROM {presence} p "
+                "ORDER BY p.country_id, p.blog_id, p.year DESC",
+                last_present_day=SQL(LAST_PRESENT_DAY),
+                presence=name(PRESENCE),
+            )
             _replace_rows(
                 cursor,
                 LAST_DAY_COUNTRY_BLOGS,
                 ("country_id", "day"),
                 source=sql(
-                    "SELECT country_id, day, count(*) FROM ("
-                    "SELECT DISTINCT ON (p.country_id, p.blog_id) p.country_id, "
-                    "{last_present_day} AS day FROM {presence} p "
-                    "ORDER BY p.country_id, p.blog_id, p.year DESC) pairs GROUP BY 1, 2",
-                    last_present_day=SQL(LAST_PRESENT_DAY),
-                    presence=name(PRESENCE),
+                    "SELECT country_id, day, count(*) FROM ({pairs}) pairs GROUP BY 1, 2",
+                    pairs=pair_days,
                 ),
                 in_range=SQL("true"),
                 missing=None,
                 value="blogs",
+            )
+            _replace_rows(
+                cursor,
+                LAST_DAYS,
+                ("country_id", "block"),
+                source=last_days_rows(pair_days, over=None),
+                in_range=SQL("true"),
+                missing=None,
+                value="days",
             )
         # Cached answers from before the rebuild carry the old version and are never served.
         state.rebuild_version += 1

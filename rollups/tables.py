@@ -24,6 +24,7 @@ from core.sql import SQL
 from ingest.models import BlogView
 from rollups.models import (
     AllTimeCountryBlogs,
+    CountryBlogLastDays,
     DailyBlogCountryViews,
     DailyBlogViews,
     DailyCountryViews,
@@ -61,6 +62,37 @@ NO_DAYS = "0" * 366
 # The last day with a view of a presence row (``p``): its year's first day plus the position of
 # its last set bit (a row always has one).
 LAST_PRESENT_DAY = "make_date(p.year, 1, 1) + (length(rtrim(p.days::text, '0')) - 1)"
+# Each (country, blog) pair's last day, by blocks of LAST_DAYS_BLOCK blogs (CountryBlogLastDays).
+LAST_DAYS = CountryBlogLastDays._meta.db_table
+LAST_DAYS_BLOCK = 256
+# A block's days when none of its blogs has a view.
+NO_LAST_DAYS = f"array_fill('-infinity'::date, ARRAY[{LAST_DAYS_BLOCK}])"
+
+
+def last_days_slot(blog: str) -> tuple[str, str]:
+    """The block of the blog id column ``blog`` and its slot in the block's array (1-based)."""
+    return f"{blog} / {LAST_DAYS_BLOCK}", f"mod({blog}, {LAST_DAYS_BLOCK}) + 1"
+
+
+def last_days_rows(pairs: SQL, *, over: str | None) -> SQL:
+    """``(country_id, block, days)`` rows of ``LAST_DAYS`` with the days of ``pairs``
+    (``country_id, blog_id, day``, a pair at most once) in their blogs' slots, and in the other
+    slots the days of the table ``over``'s row of the block (absorb: its rows move on) or none
+    (a rebuild: ``pairs`` are all of them)."""
+    block, slot = last_days_slot("blog_id")
+    old = f"coalesce(b.days, {NO_LAST_DAYS})" if over else NO_LAST_DAYS
+    joined = (
+        f" LEFT JOIN {over} b ON b.country_id = g.country_id AND b.block = g.block" if over else ""
+    )
+    return SQL(
+        f"SELECT g.country_id, g.block, ARRAY(SELECT coalesce(n.day, e.day) "
+        f"FROM unnest({old}) WITH ORDINALITY e (day, slot) "
+        "LEFT JOIN unnest(g.slots, g.days) n (slot, day) ON n.slot = e.slot ORDER BY e.slot) "
+        f"FROM (SELECT country_id, {block} AS block, "
+        f"array_agg({slot}) AS slots, array_agg(day) AS days "
+        f"FROM ({pairs.text}) pairs GROUP BY 1, 2) g{joined} ORDER BY 1, 2",
+        pairs.params,
+    )
 
 
 @dataclass(frozen=True)
@@ -229,6 +261,7 @@ SUMMARY_TABLES = (
     COUNTRY_BLOGS,
     ALL_TIME_COUNTRY_BLOGS,
     LAST_DAY_COUNTRY_BLOGS,
+    LAST_DAYS,
     MONTH_RANGE_COUNTRY_BLOGS,
 )
 

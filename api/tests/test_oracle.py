@@ -244,6 +244,48 @@ def test_ranges_answered_from_kept_counts_match_a_recount_from_raw(client):
             assert top["results"] == expected[:2], body
 
 
+def test_a_tail_pair_is_new_in_a_range_exactly_when_its_last_absorbed_day_is_before_it(client):
+    """A range reaching the last absorbed day adds a tail view's (country, blog) pair to the
+    distinct blogs only when the pair's last absorbed day is before the range's first day: a
+    pair last seen on that very day is counted once, one last seen the day before (or in the
+    year before a whole year) counts again through the tail, as does a pair never seen."""
+    ada = get_user_model().objects.create_user(username="ada")
+    blogs = [
+        Blog.objects.create(
+            title=f"Blog {n}", author=ada, created_at=datetime(2025, 1, 1, tzinfo=UTC)
+        )
+        for n in range(5)
+    ]
+    on_start, day_before, last_year, unseen, elsewhere = (blog.pk for blog in blogs)
+    views_record(
+        views=[
+            (on_start, "US", datetime(2026, 1, 5, 23, 59, tzinfo=UTC)),
+            (day_before, "US", datetime(2026, 1, 4, 12, tzinfo=UTC)),
+            (last_year, "US", datetime(2025, 12, 31, 23, tzinfo=UTC)),
+            (elsewhere, "DE", datetime(2026, 1, 8, tzinfo=UTC)),
+        ]
+    )
+    rollups_absorb_pending()
+    views_record(
+        views=[(blog, "US", TODAY) for blog in (on_start, day_before, last_year, unseen)]
+        + [(elsewhere, "US", TODAY)]
+    )
+    for body, us_blogs in (
+        ({"start_date": "2026-01-05"}, 5),
+        ({"start_date": "2026-01-05", "end_date": "2026-01-10"}, 5),
+        ({"start_date": "2026-01-06", "end_date": "2026-01-31"}, 5),
+        ({"year": 2026}, 5),
+        ({}, 5),
+        ({"start_date": "2026-01-05", "author_username": "ada", "country_codes": ["US"]}, 5),
+    ):
+        expected = oracle.by_country(body)
+        assert {row["country_code"]: row["blogs"] for row in expected}["US"] == us_blogs
+        answer = _post(client, "/api/analytics/blog-views/country/", body)
+        assert answer["results"] == expected, body
+        top = _post(client, "/api/analytics/top/country/", {**body, "limit": 1})
+        assert top["results"] == expected[:1], body
+
+
 def test_edges_read_as_their_month_minus_the_days_outside_match_a_recount_from_raw(client):
     """A range that covers most of a month reads that month's rows minus the daily rows of its
     days outside the range. A blog, an author and a country viewed only on those outside days

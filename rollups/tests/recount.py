@@ -16,6 +16,8 @@ from rollups.models import (
     YearlyPresence,
 )
 from rollups.tables import (
+    LAST_DAYS,
+    LAST_DAYS_BLOCK,
     LEVELS,
     MONTH_RANGES,
     RECENT_BLOCK_MINUTES,
@@ -25,6 +27,21 @@ from rollups.tables import (
     STATE_NAME,
     TRAILING_SPANS,
 )
+
+
+def pair_last_days() -> dict[tuple[str, int], date]:
+    """The last day of each (country, blog) pair as ``CountryBlogLastDays`` holds it
+    (PostgreSQL), blocks unpacked."""
+    stored = {}
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT country_id, block, days::text[] FROM {LAST_DAYS}")
+        for country, block, days in cursor.fetchall():
+            assert len(days) == LAST_DAYS_BLOCK, f"a block of {len(days)} days"
+            for slot, day in enumerate(days):
+                if day != "-infinity":
+                    stored[country, block * LAST_DAYS_BLOCK + slot] = date.fromisoformat(day)
+    return stored
+
 
 # Every summary table's rows, by table name: ``{key: views}``.
 Tables = dict[str, Counter]
@@ -212,6 +229,7 @@ def assert_summaries_exact(*, through_id: int | None = None) -> None:
             if blogs
         }
         assert stored_last == dict(by_last_day), "last-day country blogs"
+        assert pair_last_days() == last_days, "each pair's last day"
         by_range: Counter = Counter()
         expected_months = {}
         for (year, country, blog), days in expected_presence.items():

@@ -31,6 +31,7 @@ from rollups.tables import LEVELS
 from rollups.tests.conftest import COUNTRIES, DAYS, FIRST_DAY
 from rollups.tests.recount import (
     assert_summaries_exact,
+    pair_last_days,
     recount_from_raw,
     summaries_in_db,
     watermark,
@@ -389,7 +390,7 @@ def test_all_time_blogs_count_a_pair_once_across_years_and_runs(blog_ids):
 def test_last_day_blogs_follow_each_pairs_last_view(blog_ids):
     """A pair moves to its new last day when a later view comes (in one run or across a year),
     stays when a late view comes, goes back after a rebuild drops its last view; the day's
-    first run deletes the rows left at 0."""
+    first run deletes the rows left at 0. Each pair's own last day follows it."""
 
     def last_days() -> dict[tuple[str, date], int]:
         return {
@@ -410,6 +411,10 @@ def test_last_day_blogs_follow_each_pairs_last_view(blog_ids):
         )
         rollups_absorb_pending()
         assert last_days() == {("US", date(2024, 12, 31)): 2}
+        assert pair_last_days() == {
+            ("US", first): date(2024, 12, 31),
+            ("US", second): date(2024, 12, 31),
+        }
         # Into the next year, and a late view that changes nothing.
         views_record(
             views=[
@@ -419,6 +424,10 @@ def test_last_day_blogs_follow_each_pairs_last_view(blog_ids):
         )
         rollups_absorb_pending()
         assert last_days() == {("US", date(2024, 12, 31)): 1, ("US", date(2025, 1, 2)): 1}
+        assert pair_last_days() == {
+            ("US", first): date(2025, 1, 2),
+            ("US", second): date(2024, 12, 31),
+        }
         views_record(views=[(second, "US", datetime(2025, 1, 3, tzinfo=UTC))])
         rollups_absorb_pending()
         assert last_days() == {
@@ -434,6 +443,10 @@ def test_last_day_blogs_follow_each_pairs_last_view(blog_ids):
         BlogView.objects.filter(viewed_at__gte=datetime(2025, 1, 3, tzinfo=UTC)).delete()
         rollups_rebuild()
         assert last_days() == {("US", date(2025, 1, 2)): 1, ("US", date(2024, 12, 31)): 1}
+        assert pair_last_days() == {
+            ("US", first): date(2025, 1, 2),
+            ("US", second): date(2024, 12, 31),
+        }
         assert_summaries_exact()
 
 
@@ -502,12 +515,13 @@ def test_month_range_blogs_count_a_pair_once_per_range(blog_ids):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migrations_0019_to_0022_fill_the_new_counts_from_the_rows_already_there(
+def test_migrations_0019_to_0023_fill_the_new_counts_from_the_rows_already_there(
     ingest_random,
 ):
     """Migrated onto absorbed views, 0019 gives the presence rows their months and counts the
-    month ranges from them (PostgreSQL), 0021 fills the yearly rows from the monthly ones and
-    0022 the trailing rows from the daily ones: exactly what absorb would have kept."""
+    month ranges from them (PostgreSQL), 0021 fills the yearly rows from the monthly ones,
+    0022 the trailing rows from the daily ones and 0023 each pair's last day from the presence
+    rows (PostgreSQL): exactly what absorb would have kept."""
     ingest_random(600)
     # Absorbed with the open day among the views' days, so that the windows hold some.
     with time_machine.travel(datetime(2025, 6, 15, 12, tzinfo=UTC), tick=False):
@@ -520,4 +534,5 @@ def test_migrations_0019_to_0022_fill_the_new_counts_from_the_rows_already_there
     assert TrailingBlogViews.objects.filter(span=90).exists()
     if connection.vendor == "postgresql":
         assert MonthRangeCountryBlogs.objects.exists()
+        assert pair_last_days()
     assert_summaries_exact()
