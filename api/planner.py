@@ -356,6 +356,15 @@ class Facts:
         self.shown = shown
         self._days: tuple[date | None, date | None] | None = None
 
+    def reading_shared_tail(self, *, shown: SQL | None = None) -> "Facts":
+        """These facts with ``shared_tail`` (and ``shown``), the absorbed days already read
+        kept."""
+        facts = Facts(
+            self.spec, self.snapshot, author_id=self.author_id, shared_tail=True, shown=shown
+        )
+        facts._days = self._days
+        return facts
+
     def level(self, *, blogs: bool, countries: bool) -> Level:
         """The smallest level holding the needed dimensions and the filtered columns."""
         needed = set()
@@ -1127,14 +1136,8 @@ def _fetch_hashing(query: SQL) -> list[tuple[Any, ...]]:
 def _country_groups_at_once(facts: Facts, limit: int, offset: int) -> Groups:
     """``country_groups`` in one statement that reads the tail once (PostgreSQL): the views
     per country, the page of them, and the page's distinct blogs."""
-    shared = Facts(facts.spec, facts.snapshot, author_id=facts.author_id, shared_tail=True)
-    shown = Facts(
-        facts.spec,
-        facts.snapshot,
-        author_id=facts.author_id,
-        shared_tail=True,
-        shown=SQL("SELECT country_id FROM page"),
-    )
+    shared = facts.reading_shared_tail()
+    shown = facts.reading_shared_tail(shown=SQL("SELECT country_id FROM page"))
     # The count of all groups comes with the page (also when the page is empty: the LEFT
     # JOIN keeps the total's row).
     groups = _fetch_hashing(
