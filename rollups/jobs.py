@@ -222,6 +222,13 @@ def rebuild_job_run(*, job_id: str) -> RebuildJob:
             )
     except Exception as exc:
         logger.exception("rebuild job %s failed", job_id)
+        if not connection.in_atomic_block and not connection.get_autocommit():
+            # The soft time limit can strike inside Django's own bookkeeping of a transaction
+            # (an atomic block's exit, after its commit, before autocommit is back on): the
+            # failure would then go into a transaction that nobody commits, and the worker
+            # drops such a connection after the task, so the job stayed running (once, on
+            # SQLite in CI). A new connection writes it; the old one had nothing uncommitted.
+            connection.close()
         if isinstance(exc, SoftTimeLimitExceeded):
             error = (
                 "The rebuild ran past its time limit (REBUILD_SOFT_TIME_LIMIT_SECONDS) and was "

@@ -4,6 +4,8 @@ import time
 from datetime import date, datetime, timedelta
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connection
 from django.utils import timezone
 
 from core.testing import wait_until
@@ -74,6 +76,27 @@ def test_a_rebuild_request_fails_a_job_whose_worker_died_and_takes_its_range(
     assert answer.created
     assert answer.job.pk != lost.pk
     assert len(private_broker()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True)
+def test_a_time_limit_that_leaves_autocommit_off_still_ends_the_job_failed(monkeypatch):
+    """The soft time limit can strike inside Django's bookkeeping of a transaction, between
+    its commit and autocommit coming back on: the job's failure is still committed (a worker
+    drops a connection left out of autocommit after the task, and with it anything
+    uncommitted)."""
+    job = RebuildJob.objects.create()
+
+    def interrupted(**kwargs):
+        connection.set_autocommit(False)
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(jobs, "rollups_rebuild", interrupted)
+    rebuild_job_run(job_id=str(job.id))
+    connection.close()
+    failed = RebuildJob.objects.get(pk=job.pk)
+    assert failed.state == RebuildJob.State.FAILED
+    assert "ran past its time limit" in failed.error
 
 
 @pytest.mark.django_db(transaction=True)
