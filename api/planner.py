@@ -94,7 +94,7 @@ from rollups.tables import (
 )
 
 BLOG = Blog._meta.db_table
-# The tail of one answer read once, grouped by (country, blog) (Facts.with_shared_tail).
+# The tail of one answer read once, grouped by (country, blog) (Facts.shared_tail_cte).
 SHARED_TAIL = "shared_tail"
 COUNTRY = Country._meta.db_table
 USER = get_user_model()._meta.db_table
@@ -885,9 +885,10 @@ class Facts:
         absorbed view in the range (PostgreSQL only).
 
         A range that reaches the last absorbed day holds a pair's absorbed views exactly when
-        it holds the pair's last day: one subscript of its block's days a pair, after a hash
-        join on the country (12 k pairs with 50,000 pending views). Other ranges (past ones,
-        which a tail reaches only with late views) probe the presence index pair by pair.
+        it holds the pair's last day: one subscript of its block's days a pair, after a join
+        of one row per (country, block) (12 k pairs with 50,000 pending views). Other ranges
+        (past ones, which a tail reaches only with late views) probe the presence index pair by
+        pair.
         """
         start, end = self.spec.first_day, self.spec.last_day
         last = None if end is None else self._absorbed_days()[1]

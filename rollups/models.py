@@ -503,10 +503,10 @@ class CountryBlogLastDays(models.Model):
     range reaches the last absorbed day must add the tail's (country, blog) pairs that have no
     absorbed view in the range, and a pair has one exactly when its last day is in the range.
     Probing the presence index for each of the tail's pairs cost 5-10 us a pair (12 k pairs
-    with 50,000 pending views: 60-160 ms); this is a hash join on the country to about 250
-    rows and an array subscript a pair. The blocks keep each row near 1 KB, inline (a longer
-    array would be compressed and read whole at every subscript); ids are dense, so rows are
-    few: one per country and 256 blogs that have a view from it.
+    with 50,000 pending views: 60-160 ms); this is a join of one row per (country, block),
+    about 2,000 of them, and an array subscript a pair. The blocks keep each row near 1 KB,
+    inline (a longer array would be compressed and read whole at every subscript); ids are
+    dense, so rows are few: one per country and 256 blogs that have a view from it.
     """
 
     country = _country()
