@@ -17,8 +17,10 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import caches
 
+from api.permissions import Counts, throttle_failed_open
 from api.selectors import Answer
 from api.spec import Spec
+from core.cache import get_many_counting
 from core.metrics import ANALYTICS_CACHE, FAIL_OPEN
 from core.routers import analytics_read_source, reading_from
 from rollups.selectors import (
@@ -29,6 +31,8 @@ from rollups.selectors import (
 )
 
 logger = logging.getLogger(__name__)
+# A request no throttle counts (or already counted).
+NO_COUNTS = Counts()
 
 
 def answer_key(*, endpoint: str, spec: Spec) -> str:
@@ -38,28 +42,43 @@ def answer_key(*, endpoint: str, spec: Spec) -> str:
     return f"analytics:{endpoint}:{digest}"
 
 
-def _cached_lookup(key: str) -> dict[str, Any] | None:
-    """The cached entry for ``key`` if it was computed at the current rebuild version."""
+def _cached_lookup(key: str, counts: Counts) -> tuple[dict[str, Any] | None, list[int]]:
+    """The cached entry for ``key`` if it was computed at the current rebuild version, and the
+    new values of ``counts``' counters, added in the same round trip (with Redis)."""
     cache = caches["default"]
     current: int | None
     if not rebuild_version_cached():
-        found = cache.get(key)
+        both, used = get_many_counting(cache, [key], counts.counters())
         current = rebuild_version()
     else:
-        both = cache.get_many([REBUILD_VERSION_KEY, key])
-        found = both.get(key)
+        both, used = get_many_counting(cache, [REBUILD_VERSION_KEY, key], counts.counters())
         current = both.get(REBUILD_VERSION_KEY)
         if current is None:
             current = rebuild_version()
             # add, not set: a newer version published meanwhile must win.
             cache.add(REBUILD_VERSION_KEY, current, timeout=REBUILD_VERSION_SECONDS)
+    found = both.get(key)
     if found is not None and found["version"] == current:
-        return found
-    return None
+        return found, used
+    return None, used
+
+
+def _lookup_failed(what: str, counts: Counts) -> None:
+    """Log a cache that failed a lookup (and the throttle counts it carried): both fail open."""
+    logger.warning("%s cache unavailable for reads", what, exc_info=True)
+    if what == "analytics":
+        FAIL_OPEN.labels("analytics_cache_read").inc()
+    if counts.pending:
+        throttle_failed_open()
 
 
 def answer_cached(
-    *, endpoint: str, spec: Spec, compute: Callable[[], Answer], bypass: bool = False
+    *,
+    endpoint: str,
+    spec: Spec,
+    compute: Callable[[], Answer],
+    bypass: bool = False,
+    counts: Counts = NO_COUNTS,
 ) -> dict[str, Any]:
     """The answer body, from the cache when fresh enough, else computed (and stored).
 
@@ -68,21 +87,25 @@ def answer_cached(
     configured (``core.routers``), a ``bypass`` one always on the primary, which alone has
     every view committed before the request. A cache that fails is logged and skipped: answers
     still come. An answer larger than ``ANALYTICS_CACHE_MAX_BYTES`` is served but not stored
-    (logged).
+    (logged). The request's throttle ``counts`` are added in the lookup's round trip (or alone,
+    without a lookup) and checked before anything else: past a limit, ``Throttled``.
     """
     seconds = settings.ANALYTICS_CACHE_SECONDS
     key = answer_key(endpoint=endpoint, spec=spec)
     if seconds > 0 and not bypass:
+        used: list[int] | None
         try:
-            found = _cached_lookup(key)
+            found, used = _cached_lookup(key, counts)
         except Exception:
-            logger.warning("analytics cache unavailable for reads", exc_info=True)
-            FAIL_OPEN.labels("analytics_cache_read").inc()
-            found = None
+            _lookup_failed("analytics", counts)
+            found, used = None, None
+        counts.check(used)
         if found is not None:
             ANALYTICS_CACHE.labels("hit").inc()
             body = found["body"]
             return {"results": body["results"], "meta": {**body["meta"], "cached": True}}
+    else:
+        counts.add()
     ANALYTICS_CACHE.labels("bypass" if bypass else "miss").inc()
     # On a read replica when one is configured, except for no-cache reads (read-your-writes).
     with reading_from(analytics_read_source(fresh=bypass)):
@@ -112,23 +135,32 @@ def answer_cached(
 
 
 def realtime_cached(
-    *, spec: Spec, compute: Callable[[], dict[str, Any]], bypass: bool = False
+    *,
+    spec: Spec,
+    compute: Callable[[], dict[str, Any]],
+    bypass: bool = False,
+    counts: Counts = NO_COUNTS,
 ) -> dict[str, Any]:
     """The realtime answer, from the cache when at most ``REALTIME_CACHE_SECONDS`` old.
 
     Its rows come from the raw views, which a rebuild does not change: no version to check.
-    ``bypass`` and a cache that fails as in ``answer_cached``.
+    ``bypass``, ``counts`` and a cache that fails as in ``answer_cached``.
     """
     seconds = settings.REALTIME_CACHE_SECONDS
     key = answer_key(endpoint="realtime", spec=spec)
     if seconds > 0 and not bypass:
+        used: list[int] | None
         try:
-            found = caches["default"].get(key)
+            both, used = get_many_counting(caches["default"], [key], counts.counters())
+            found = both.get(key)
         except Exception:
-            logger.warning("realtime cache unavailable for reads", exc_info=True)
-            found = None
+            _lookup_failed("realtime", counts)
+            found, used = None, None
+        counts.check(used)
         if found is not None:
             return {"results": found["results"], "meta": {**found["meta"], "cached": True}}
+    else:
+        counts.add()
     with reading_from(analytics_read_source(fresh=bypass)):
         body = compute()
     body["meta"]["cached"] = False

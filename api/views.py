@@ -30,6 +30,7 @@ from api.permissions import (
     AnalyticsAnonThrottle,
     AnalyticsReadPermission,
     AnalyticsUserThrottle,
+    CountedWithLookup,
     spec_for_reader,
 )
 from api.serializers import (
@@ -108,9 +109,10 @@ class AnalyticsNegotiation(DefaultContentNegotiation):
         return super().select_renderer(request, renderers, format_suffix)
 
 
-class AnalyticsView(APIView):
+class AnalyticsView(CountedWithLookup):
     """Parse the filters (a JSON body, or a GET query string), answer from the cache or the
-    planner, return results and meta as JSON or CSV."""
+    planner (the throttles counted in the cache lookup's round trip), return results and meta
+    as JSON or CSV."""
 
     # The token first: its 401 (with WWW-Authenticate) answers a request without credentials.
     # An API key with the read scope (apikeys). The session is the dashboard's (same origin;
@@ -165,7 +167,11 @@ class AnalyticsView(APIView):
         bypass = "no-cache" in request.headers.get("Cache-Control", "").lower()
         select = type(self).selector
         return answer_cached(
-            endpoint=self.endpoint, spec=spec, compute=lambda: select(spec=spec), bypass=bypass
+            endpoint=self.endpoint,
+            spec=spec,
+            compute=lambda: select(spec=spec),
+            bypass=bypass,
+            counts=self.counts_take(),
         )
 
     def _answer(
@@ -440,8 +446,9 @@ class UnknownTypeView(APIView):
         )
 
 
-class RealtimeView(APIView):
-    """Views of the last 5 and 30 minutes, per minute, with the top blogs and countries (GET)."""
+class RealtimeView(CountedWithLookup):
+    """Views of the last 5 and 30 minutes, per minute, with the top blogs and countries (GET;
+    the throttles counted in the cache lookup's round trip)."""
 
     authentication_classes = AnalyticsView.authentication_classes
     permission_classes = AnalyticsView.permission_classes
@@ -487,6 +494,7 @@ class RealtimeView(APIView):
             spec=spec,
             compute=lambda: selectors.views_realtime(spec=spec),
             bypass="no-cache" in request.headers.get("Cache-Control", "").lower(),
+            counts=self.counts_take(),
         )
         seconds = settings.REALTIME_CACHE_SECONDS
         return Response(body, headers={"Cache-Control": f"private, max-age={seconds}"})

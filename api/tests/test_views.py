@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
 import time_machine
 from django.db import connection
 from django.test import override_settings
@@ -275,6 +276,57 @@ def test_a_cached_read_with_a_token_needs_no_query_but_the_version(
     with django_assert_num_queries(0 if rebuild_version_cached() else 2):
         answer = client.post(url, body, format="json").json()
     assert answer["meta"]["cached"] is True
+
+
+@pytest.mark.skipif(not rebuild_version_cached(), reason="the cache is not Redis here")
+def test_a_cached_read_is_one_redis_round_trip_with_its_throttle_count(
+    db, settings, auth_client, user, data, monkeypatch
+):
+    # The answer, the rebuild version and the throttle's counter: one pipeline to the real
+    # Redis (counted where redis-py sends, not replaced).
+    settings.ANALYTICS_PUBLIC_READ = False
+    settings.ANALYTICS_CACHE_SECONDS = 60
+    client = auth_client(user)
+    url, body = SEED_CALLS[0]
+    assert client.post(url, body, format="json").json()["meta"]["cached"] is False
+    sent = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(connection: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(command)
+        return original(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    answer = client.post(url, body, format="json").json()
+    assert answer["meta"]["cached"] is True
+    assert len(sent) == 1
+    commands = b"".join(sent if isinstance(sent[0], bytes) else sent[0]).upper()
+    assert b"INCR" in commands and b"MGET" in commands
+
+
+@pytest.mark.parametrize("cached_seconds", [60, 0])
+def test_a_throttled_read_is_a_429_whatever_else_is_wrong_with_it(public, settings, cached_seconds):
+    # Throttles are checked first: a request past the limit gets its 429 even when its filters
+    # are wrong (or it skips the cache, or there is none), and wrong requests count too.
+    settings.ANALYTICS_CACHE_SECONDS = cached_seconds
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"analytics_user": "3/min", "analytics_anon": "3/min"},
+    }
+    wrong = {"year": "soon"}
+    with time_machine.travel(TODAY.replace(second=10), tick=False):
+        codes = [
+            public.post(ENDPOINTS[2], wrong, format="json").status_code,
+            public.post(ENDPOINTS[2], {}, format="json", HTTP_CACHE_CONTROL="no-cache").status_code,
+            public.post(ENDPOINTS[2], {}, format="json").status_code,
+            public.post(ENDPOINTS[2], wrong, format="json").status_code,
+            public.post(ENDPOINTS[2], {}, format="json", HTTP_CACHE_CONTROL="no-cache").status_code,
+            public.get("/api/analytics/realtime/").status_code,
+        ]
+        assert codes == [400, 200, 200, 429, 429, 429]
+        refused = public.post(ENDPOINTS[2], wrong, format="json")
+        assert refused["Retry-After"] == "50"
+        assert refused.json()["error"]["code"] == "throttled"
 
 
 def test_a_deactivated_user_reads_until_the_token_expires_but_cannot_refresh(

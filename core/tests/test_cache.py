@@ -6,7 +6,7 @@ import time_machine
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
-from core.cache import RedisCache, counter_incr, counters_get
+from core.cache import RedisCache, counter_incr, counters_get, counters_incr, get_many_counting
 from core.models import ThrottleCounter
 
 REDIS_URL = os.environ.get("REDIS_URL")
@@ -69,3 +69,32 @@ def test_redis_counters_read_back_in_one_call() -> None:
     counter_incr(cache, "a", 30)
     assert counters_get(cache, ["a", "b"]) == {"a": 2}
     cache.delete("a")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("backend", ["redis", "local"])
+def test_values_and_counters_come_back_together(backend: str) -> None:
+    # The analytics lookup: cached values and the throttles' counters in one call (one round
+    # trip on Redis; a read and a counter upsert elsewhere), each counter expiring on its own.
+    if backend == "redis" and not REDIS_URL:
+        pytest.skip("needs REDIS_URL (a real Redis)")
+    cache = (
+        RedisCache(REDIS_URL or "", {"KEY_PREFIX": "test-core-counting"})
+        if backend == "redis"
+        else LocMemCache("counting-test", {})
+    )
+    cache.delete_many(["answer", "user", "key"])
+    cache.set("answer", {"views": 7}, timeout=30)
+    assert get_many_counting(cache, ["answer", "missing"], [("user", 30), ("key", 60)]) == (
+        {"answer": {"views": 7}},
+        [1, 1],
+    )
+    assert get_many_counting(cache, ["missing"], [("user", 30)]) == ({}, [2])
+    assert get_many_counting(cache, ["answer"], []) == ({"answer": {"views": 7}}, [])
+    assert counters_incr(cache, [("user", 30), ("key", 60)]) == [3, 2]
+    assert counters_get(cache, ["user", "key"]) == {"user": 3, "key": 2}
+    if backend == "redis":
+        client = cache._cache.get_client()
+        assert 0 < client.ttl(cache.make_key("user")) <= 30
+        assert 30 < client.ttl(cache.make_key("key")) <= 60
+        cache.delete_many(["answer", "user", "key"])
