@@ -11,11 +11,13 @@ import hashlib
 import json
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
+from rest_framework.renderers import JSONRenderer
 
 from api.permissions import Counts, throttle_failed_open
 from api.selectors import Answer
@@ -36,10 +38,61 @@ NO_COUNTS = Counts()
 
 
 def answer_key(*, endpoint: str, spec: Spec) -> str:
-    """Endpoint + normalized filters."""
+    """Endpoint + normalized filters (``answer``: the entries hold rendered JSON; processes
+    of a release that stored bodies look elsewhere)."""
     filters = json.dumps(spec.normalized(), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(filters.encode()).hexdigest()[:32]
-    return f"analytics:{endpoint}:{digest}"
+    return f"analytics:answer:{endpoint}:{digest}"
+
+
+class Answered:
+    """An answer's body, and its JSON as the read API sends it.
+
+    The cache stores the JSON, rendered once when the answer is stored (with ``cached`` true:
+    a stored answer is only ever sent from the cache), so a hit sends those bytes as they are,
+    without unpickling rows nor rendering them (a 100-row breakdown: about 0.1 ms of a 1.5 ms
+    answer). The body is parsed from them only where a request needs it (CSV, a GET's ETag).
+    """
+
+    def __init__(
+        self, *, body: dict[str, Any] | None = None, rendered: bytes | None = None
+    ) -> None:
+        if (body is None) == (rendered is None):
+            raise ValueError("an answer is a body or its rendered JSON")
+        self._body = body
+        self._rendered = rendered
+
+    @cached_property
+    def body(self) -> dict[str, Any]:
+        if self._body is not None:
+            return self._body
+        body: dict[str, Any] = json.loads(self.rendered)
+        return body
+
+    @cached_property
+    def rendered(self) -> bytes:
+        """The body as ``JSONRenderer`` renders it (compact, UTF-8)."""
+        if self._rendered is not None:
+            return self._rendered
+        return JSONRenderer().render(self._body)
+
+
+class AnsweredJSONRenderer(JSONRenderer):
+    """DRF's JSON renderer, sending an ``Answered``'s JSON as it is (unless the client asked
+    for indented JSON: ``Accept: application/json; indent=4``)."""
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        if isinstance(data, Answered):
+            if self.get_indent(accepted_media_type or "", renderer_context or {}) is None:
+                return data.rendered
+            data = data.body
+        rendered: bytes = super().render(data, accepted_media_type, renderer_context)
+        return rendered
 
 
 def _cached_lookup(key: str, counts: Counts) -> tuple[dict[str, Any] | None, list[int]]:
@@ -79,8 +132,8 @@ def answer_cached(
     compute: Callable[[], Answer],
     bypass: bool = False,
     counts: Counts = NO_COUNTS,
-) -> dict[str, Any]:
-    """The answer body, from the cache when fresh enough, else computed (and stored).
+) -> Answered:
+    """The answer, from the cache when fresh enough, else computed (and stored).
 
     ``bypass`` (the client sent ``Cache-Control: no-cache``) skips the lookup but stores the
     fresh answer. An answer not taken from the cache is computed on the read replica when one is
@@ -102,8 +155,7 @@ def answer_cached(
         counts.check(used)
         if found is not None:
             ANALYTICS_CACHE.labels("hit").inc()
-            body = found["body"]
-            return {"results": body["results"], "meta": {**body["meta"], "cached": True}}
+            return Answered(rendered=found["json"])
     else:
         counts.add()
     ANALYTICS_CACHE.labels("bypass" if bypass else "miss").inc()
@@ -111,9 +163,9 @@ def answer_cached(
     with reading_from(analytics_read_source(fresh=bypass)):
         answer = compute()
     body = answer.body()
-    body["meta"]["cached"] = False
     if seconds > 0:
-        entry = {"version": answer.version, "body": body}
+        body["meta"]["cached"] = True
+        entry = {"version": answer.version, "json": Answered(body=body).rendered}
         # Measured as the cache stores it (pickled); Redis is also the broker, so one answer
         # must not fill it.
         size = len(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))
@@ -125,13 +177,14 @@ def answer_cached(
                 settings.ANALYTICS_CACHE_MAX_BYTES,
                 endpoint,
             )
-            return body
-        try:
-            caches["default"].set(key, entry, timeout=seconds)
-        except Exception:
-            logger.warning("analytics cache unavailable for writes", exc_info=True)
-            FAIL_OPEN.labels("analytics_cache_write").inc()
-    return body
+        else:
+            try:
+                caches["default"].set(key, entry, timeout=seconds)
+            except Exception:
+                logger.warning("analytics cache unavailable for writes", exc_info=True)
+                FAIL_OPEN.labels("analytics_cache_write").inc()
+    body["meta"]["cached"] = False
+    return Answered(body=body)
 
 
 def realtime_cached(

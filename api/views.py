@@ -24,7 +24,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import selectors
-from api.caching import answer_cached, answer_etag, etag_matches, realtime_cached
+from api.caching import (
+    Answered,
+    AnsweredJSONRenderer,
+    answer_cached,
+    answer_etag,
+    etag_matches,
+    realtime_cached,
+)
 from api.exports import CSV_MEDIA_TYPE, CSVRenderer, csv_chunks, csv_filename
 from api.permissions import (
     AnalyticsAnonThrottle,
@@ -120,7 +127,7 @@ class AnalyticsView(CountedWithLookup):
     authentication_classes = [ReadTokenAuthentication, ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [AnalyticsReadPermission]
     throttle_classes = [AnalyticsUserThrottle, AnalyticsAnonThrottle, ApiKeyThrottle]
-    renderer_classes = [JSONRenderer, CSVRenderer]
+    renderer_classes = [AnsweredJSONRenderer, CSVRenderer]
     content_negotiation_class = AnalyticsNegotiation
     endpoint: ClassVar[str]
     extras: ClassVar[tuple[Extra, ...]]
@@ -140,7 +147,7 @@ class AnalyticsView(CountedWithLookup):
         spec = spec_for_reader(
             request=request, spec=spec_parse(payload=request.data, extras=self.extras)
         )
-        return self._answer(request, spec, self._body(request, spec))
+        return self._answer(request, spec, self._answered(request, spec))
 
     def get(self, request: Request) -> HttpResponseBase:
         """The same question as a query string; with ``ETag`` and ``Cache-Control``, and 304
@@ -149,21 +156,21 @@ class AnalyticsView(CountedWithLookup):
         spec = spec_for_reader(
             request=request, spec=spec_parse(payload=payload, extras=self.extras)
         )
-        body = self._body(request, spec)
+        answered = self._answered(request, spec)
         headers = {
             "ETag": answer_etag(
-                endpoint=self.endpoint, body=body, media_type=request.accepted_media_type
+                endpoint=self.endpoint, body=answered.body, media_type=request.accepted_media_type
             ),
             "Cache-Control": f"private, max-age={settings.ANALYTICS_CACHE_SECONDS}",
         }
         if etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
             response: HttpResponseBase = HttpResponseNotModified(headers=headers)
         else:
-            response = self._answer(request, spec, body, headers)
+            response = self._answer(request, spec, answered, headers)
         patch_vary_headers(response, ["Accept"])
         return response
 
-    def _body(self, request: Request, spec: Spec) -> dict[str, Any]:
+    def _answered(self, request: Request, spec: Spec) -> Answered:
         bypass = "no-cache" in request.headers.get("Cache-Control", "").lower()
         select = type(self).selector
         return answer_cached(
@@ -178,17 +185,17 @@ class AnalyticsView(CountedWithLookup):
         self,
         request: Request,
         spec: Spec,
-        body: dict[str, Any],
+        answered: Answered,
         headers: dict[str, str] | None = None,
     ) -> HttpResponseBase:
-        """``body`` as JSON, or its rows as streamed CSV (a header line, then one per row)."""
+        """The answer as JSON, or its rows as streamed CSV (a header line, then one per row)."""
         if request.accepted_renderer.format != CSVRenderer.format:
-            return Response(body, headers=headers)
+            return Response(answered, headers=headers)
         fields: list[str] = list(self.row().fields)
         columns = [name for name in fields if name not in COMPARED]
         columns += list(COMPARED) if spec.compare else []
         response = StreamingHttpResponse(
-            csv_chunks(columns, body["results"]),
+            csv_chunks(columns, answered.body["results"]),
             content_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
             headers=headers,
         )

@@ -8,6 +8,7 @@ import redis
 import time_machine
 from django.db import connection
 from django.test import override_settings
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from api import selectors
@@ -426,6 +427,22 @@ def test_cache_hit_bypass_and_expiry(public, data, settings):
     assert japan(fresh) == japan(first) + 5
     # The no-cache answer refreshed the cache.
     assert japan(public.post(url, body, format="json").json()) == japan(first) + 5
+
+
+def test_a_cached_answer_is_sent_as_it_was_rendered_and_indented_on_request(public, data, settings):
+    # The cache holds the answer's JSON (cached: true), sent as it is: the same bytes DRF
+    # renders for that answer, and an indented rendering when the client asks for one.
+    settings.ANALYTICS_CACHE_SECONDS = 60
+    url, body = SEED_CALLS[1]
+    first = public.post(url, body, format="json")
+    assert first.content == JSONRenderer().render(first.json())
+    expected = {**first.json(), "meta": {**first.json()["meta"], "cached": True}}
+    assert public.post(url, body, format="json").content == JSONRenderer().render(expected)
+    indented = "application/json; indent=2"
+    hit = public.post(url, body, format="json", HTTP_ACCEPT=indented)
+    assert (
+        hit.content == JSONRenderer().render(expected, indented) != JSONRenderer().render(expected)
+    )
 
 
 def test_cached_answers_expire(public, data, settings):
