@@ -212,12 +212,16 @@ def test_an_expired_access_token_is_401_saying_it_expired(
 
 @pytest.mark.django_db
 def test_a_read_token_is_remembered_until_it_expires_and_not_a_second_longer(
-    auth_client: Callable[[Any], APIClient], user: Any, settings: Any
+    api_client: APIClient, user: Any, password: str, settings: Any
 ) -> None:
     # Read endpoints remember a validated token (ReadTokenAuthentication): until its exp only,
     # and only those exact bytes.
     settings.ANALYTICS_PUBLIC_READ = False
-    client = auth_client(user)
+    token = api_client.post(
+        "/api/token/", {"username": user.username, "password": password}, format="json"
+    ).json()["access"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
     issued = timezone.now()
     read = "/api/analytics/top/blog/"
@@ -229,10 +233,9 @@ def test_a_read_token_is_remembered_until_it_expires_and_not_a_second_longer(
     error = _assert_error(response, 401, "token_not_valid")
     assert error["details"] == [{"field": None, "reason": "Token is expired"}]
     # A token with one character changed is another token: checked, and refused.
-    token = client._credentials["HTTP_AUTHORIZATION"]
     flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
     forged = APIClient()
-    forged.credentials(HTTP_AUTHORIZATION=flipped)
+    forged.credentials(HTTP_AUTHORIZATION=f"Bearer {flipped}")
     assert forged.post(read, {}, format="json").status_code == 401
 
 
