@@ -62,8 +62,8 @@ class ReadTokenAuthentication(JWTStatelessUserAuthentication):
     is refused at once, and every endpoint that writes or needs permissions looks the user up.
 
     A token this process has validated is remembered until its ``exp`` (the exact bytes, at
-    most ``VALIDATED_MAX`` of them): checking its signature and claims again took about 40 us
-    of a 1.3 ms cached read, and would give the same answer until then.
+    most ``VALIDATED_MAX`` of them): checking its signature and claims again took about 0.1 ms
+    of a cached read (0.79 -> 0.68 ms in the process), and gives the same answer until then.
     """
 
     VALIDATED_MAX = 1024
