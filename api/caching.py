@@ -116,13 +116,28 @@ def _cached_lookup(key: str, counts: Counts) -> tuple[dict[str, Any] | None, lis
     return None, used
 
 
-def _lookup_failed(what: str, counts: Counts) -> None:
-    """Log a cache that failed a lookup (and the throttle counts it carried): both fail open."""
-    logger.warning("%s cache unavailable for reads", what, exc_info=True)
-    if what == "analytics":
-        FAIL_OPEN.labels("analytics_cache_read").inc()
-    if counts.pending:
-        throttle_failed_open()
+def _looked_up(
+    lookup: Callable[[], tuple[Any, list[int]]],
+    counts: Counts,
+    *,
+    what: str,
+    failure: str | None = None,
+) -> Any:
+    """What ``lookup()`` found in the cache, once the throttle ``counts`` it added are checked
+    (``Throttled`` past a limit). A cache that fails is logged (counted as ``failure`` when
+    given) and skipped, for the answer and the throttles alike."""
+    used: list[int] | None
+    try:
+        found, used = lookup()
+    except Exception:
+        logger.warning("%s cache unavailable for reads", what, exc_info=True)
+        if failure is not None:
+            FAIL_OPEN.labels(failure).inc()
+        if counts.pending:
+            throttle_failed_open()
+        found, used = None, None
+    counts.check(used)
+    return found
 
 
 def answer_cached(
@@ -146,13 +161,12 @@ def answer_cached(
     seconds = settings.ANALYTICS_CACHE_SECONDS
     key = answer_key(endpoint=endpoint, spec=spec)
     if seconds > 0 and not bypass:
-        used: list[int] | None
-        try:
-            found, used = _cached_lookup(key, counts)
-        except Exception:
-            _lookup_failed("analytics", counts)
-            found, used = None, None
-        counts.check(used)
+        found = _looked_up(
+            lambda: _cached_lookup(key, counts),
+            counts,
+            what="analytics",
+            failure="analytics_cache_read",
+        )
         if found is not None:
             ANALYTICS_CACHE.labels("hit").inc()
             return Answered(rendered=found["json"])
@@ -202,14 +216,12 @@ def realtime_cached(
     seconds = settings.REALTIME_CACHE_SECONDS
     key = answer_key(endpoint="realtime", spec=spec)
     if seconds > 0 and not bypass:
-        used: list[int] | None
-        try:
+
+        def lookup() -> tuple[Any, list[int]]:
             both, used = get_many_counting(caches["default"], [key], counts.counters())
-            found = both.get(key)
-        except Exception:
-            _lookup_failed("realtime", counts)
-            found, used = None, None
-        counts.check(used)
+            return both.get(key), used
+
+        found = _looked_up(lookup, counts, what="realtime")
         if found is not None:
             return {"results": found["results"], "meta": {**found["meta"], "cached": True}}
     else:

@@ -1,6 +1,5 @@
 import dataclasses
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -106,21 +105,20 @@ class Counts:
         if waits:
             raise exceptions.Throttled(max(waits))
 
+    def added(self) -> list[int] | None:
+        """Add one to each counter on its own (one round trip with Redis): their new values,
+        or ``None`` when the cache is down (logged; the request is then let through)."""
+        if not self.pending:
+            return []
+        try:
+            return counters_incr(caches["default"], self.counters())
+        except Exception:
+            throttle_failed_open()
+            return None
+
     def add(self) -> None:
-        """Add them on their own (one round trip) and check them."""
-        self.check(counts_add(self.pending))
-
-
-def counts_add(counts: Sequence[WindowCount]) -> list[int] | None:
-    """Add one to each count's counter (one round trip with Redis): their new values, or
-    ``None`` when the cache is down (logged; the request is then let through)."""
-    if not counts:
-        return []
-    try:
-        return counters_incr(caches["default"], [(count.key, count.seconds) for count in counts])
-    except Exception:
-        throttle_failed_open()
-        return None
+        """Add them on their own and check them."""
+        self.check(self.added())
 
 
 def throttle_failed_open() -> None:
@@ -168,7 +166,7 @@ class WindowThrottle(BaseThrottle):
         count = self.window_count(request)
         if count is None:
             return True
-        used = counts_add([count])
+        used = Counts((count,)).added()
         return used is None or count.allows(used[0])
 
     def wait(self) -> float | None:

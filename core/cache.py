@@ -42,23 +42,13 @@ class RedisCache(DjangoRedisCache):
         super().__init__(server, params)
         self._class = RedisCacheClient
 
-    def incr_expiring(self, key: str, timeout: int) -> int:
-        """Add one to the counter ``key`` (created at 0 to live ``timeout`` seconds): one round
-        trip (``INCR`` and ``EXPIRE ... NX`` in one pipeline)."""
-        key = self.make_and_validate_key(key)
-        client = self._cache.get_client(key, write=True)
-        pipe = client.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, timeout, nx=True)
-        count, _ = pipe.execute()
-        return int(count)
-
     def get_many_counting(
         self, keys: Sequence[str], counters: Sequence[tuple[str, int]]
     ) -> tuple[dict[str, Any], list[int]]:
-        """``get_many(keys)`` and ``incr_expiring`` of each ``(key, timeout)`` counter, in one
-        round trip (a pipeline without ``MULTI``: the counters' names carry their window, so a
-        counter left without its expiry by a dropped connection never counts in a later one).
+        """``get_many(keys)``, and one added to each ``(key, timeout)`` counter (created at 0 to
+        live ``timeout`` seconds: ``INCR`` and ``EXPIRE ... NX``), in one round trip (a
+        pipeline without ``MULTI``: every counter's name carries its window, so a counter left
+        without its expiry by a dropped connection never counts in a later one).
 
         From the primary (the counters are writes), where ``get_many`` reads from a replica
         when the cache has several servers.
@@ -99,7 +89,7 @@ def counter_incr(cache: BaseCache, key: str, timeout: int) -> int:
     """Add one to the counter ``key`` and return its new value; a new counter lives ``timeout``
     seconds. In Redis when ``cache`` is Redis, else in the database (shared by all processes)."""
     if isinstance(cache, RedisCache):
-        return cache.incr_expiring(key, timeout)
+        return cache.get_many_counting([], [(key, timeout)])[1][0]
     table, key_column, count_column, expires_column = _counter_table()
     now = time.time()
     with connection.cursor() as cursor:

@@ -79,7 +79,6 @@ def test_a_rebuild_request_fails_a_job_whose_worker_died_and_takes_its_range(
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.django_db(transaction=True)
 def test_a_time_limit_that_leaves_autocommit_off_still_ends_the_job_failed(monkeypatch):
     """The soft time limit can strike inside Django's bookkeeping of a transaction, between
     its commit and autocommit coming back on: the job's failure is still committed (a worker
