@@ -119,10 +119,12 @@ class Snapshot:
     rebuild_version: int
     # The monthly (blog, country) rows count the days before this one (None: every day).
     monthly_open_from: date | None = None
-    # The per-minute rows count the absorbed views viewed from this instant on (None: none).
+    # The per-minute rows count the views up to their own watermark (``RecentState``: absorbed
+    # on their own, beside the summaries) viewed from this instant on (None: none).
+    recent_watermark: int = 0
     recent_from: datetime | None = None
     # The window rows sum them over the windows ending at this instant and a minute later, as
-    # of this watermark (they hold only while it is ``watermark``).
+    # of this per-minute watermark (they hold only while it is ``recent_watermark``).
     recent_window_end: datetime | None = None
     recent_window_through_id: int | None = None
 
@@ -136,7 +138,7 @@ class Snapshot:
         ``end`` (``rollups.absorb.recent_windows_refresh``)."""
         return (
             self.recent_window_end is not None
-            and self.recent_window_through_id == self.watermark
+            and self.recent_window_through_id == self.recent_watermark
             and end in (self.recent_window_end, self.recent_window_end + timedelta(minutes=1))
         )
 
@@ -243,6 +245,7 @@ def _snapshot_read(as_of: datetime) -> Snapshot:
         watermark=position.watermark,
         rebuild_version=position.rebuild_version,
         monthly_open_from=position.monthly_open_from,
+        recent_watermark=position.recent_watermark,
         recent_from=position.recent_from,
         recent_window_end=position.recent_window_end,
         recent_window_through_id=position.recent_window_through_id,
@@ -1364,7 +1367,8 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
     the excluded countries' rows (as ``Facts.sql``). Without any filter, the countries and
     blogs come from the window rows instead when they sum this window at this watermark: the
     ``limit`` first of the window and those in the tail, whatever the number viewed. The tail
-    (raw views ``id > watermark`` of the window) is grouped once and added to each part. Only
+    (raw views of the window above the per-minute rows' own watermark, which moves apart from
+    the summaries') is grouped once and added to each part. Only
     the ``limit`` first blogs and countries leave the database, with their titles, authors
     and names: one round trip in all.
     """
@@ -1513,15 +1517,16 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         for part, kept in (("m", "minute"), ("b", "blog_id"), ("c", "country_id"))
         if kept in tail_parts
     ]
-    # The tail is found through the primary key (id > watermark), then cut to the window: with
-    # the window's condition beside it, PostgreSQL may take the viewed_at index on stale
-    # statistics (a burst of new views not analyzed yet) and read every view of the window.
+    # The tail (views above the per-minute rows' own watermark) is found through the primary
+    # key, then cut to the window: with the window's condition beside it, PostgreSQL may take
+    # the viewed_at index on stale statistics (a burst of new views not analyzed yet) and read
+    # every view of the window.
     pending = sql(
         "SELECT viewed_at, blog_id, country_id FROM {raw} WHERE {where}",
         raw=name(RAW),
         where=all_of(
             [
-                sql("id > {watermark}", watermark=facts.snapshot.watermark),
+                sql("id > {watermark}", watermark=facts.snapshot.recent_watermark),
                 *facts._filters(("blog_id", "country_id")),
             ]
         ),

@@ -9,9 +9,11 @@ On a scratch database (default ``blogviews_bench_rollups``, created if missing):
    is reported on its own, from the state row). ``--reuse`` keeps a database that already holds
    the seeded views: what an earlier run added after them is deleted and the summaries rebuilt.
 2. absorb: ``--new-views`` new views (viewed in the last 10 minutes) are written through
-   ``views_record`` (not timed), then one ``rollups_absorb_pending()`` is timed; then the same
-   for as many late views spread over the last 365 days (the worst case for the summaries:
-   every day's rows are touched).
+   ``views_record`` (not timed), then the summaries' absorb (``rollups_absorb_pending(recent=
+   False)``, the goal) and the per-minute rows' own run (``rollups_absorb_recent()``) are timed
+   one after the other, then both at once on as many new views again (as the worker's two
+   processes run them); then the first two for as many late views spread over the last 365
+   days (the worst case for the summaries: every day's rows are touched).
 3. rebuild: one ``rollups_rebuild()`` of every day is timed.
 4. lag: a real Celery worker and beat (Redis broker) absorb every ``--interval`` seconds while
    another process ingests ``--lag-rate`` views/s (batches of 1,000, ``viewed_at`` = now); every
@@ -316,41 +318,79 @@ ABSORB_CASES = [
 ]
 
 
-def absorb(args: argparse.Namespace) -> None:
-    """Time one absorb of --new-views views for each case of ABSORB_CASES."""
+def _views_write(views: int, span: int, rng: random.Random) -> float:
+    """Write ``views`` views viewed over the last ``span`` seconds through ``views_record`` (as
+    ingest does, no trigger); return the seconds it took."""
     from ingest.services import views_record
-    from rollups.absorb import rollups_absorb_pending
+
+    (blogs, blog_cum), (codes, code_cum) = _weights()
+    now = datetime.now(UTC)
+    written, started = 0, time.perf_counter()
+    while written < views:
+        size = min(WRITE_CHUNK, views - written)
+        stamps = [now - timedelta(seconds=rng.random() * span) for _ in range(size)]
+        written += views_record(
+            views=zip(
+                rng.choices(blogs, cum_weights=blog_cum, k=size),
+                rng.choices(codes, cum_weights=code_cum, k=size),
+                stamps,
+                strict=True,
+            ),
+            absorb_trigger=False,
+        )
+    return time.perf_counter() - started
+
+
+def _both_absorbs() -> tuple[float, float, float]:
+    """The summaries' absorb and the per-minute rows' at once, each on its own connection (as
+    the worker's two processes run them): (summaries s, per-minute s, wall s)."""
+    from django.db import connection
+
+    from rollups.absorb import rollups_absorb_pending, rollups_absorb_recent
+
+    seconds: dict[str, float] = {}
+
+    def run(label: str, work: Callable[[], Any]) -> None:
+        try:
+            started = time.perf_counter()
+            work()
+            seconds[label] = time.perf_counter() - started
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(
+            target=run, args=("summaries", lambda: rollups_absorb_pending(recent=False))
+        ),
+        threading.Thread(target=run, args=("recent", rollups_absorb_recent)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return seconds["summaries"], seconds["recent"], time.perf_counter() - started
+
+
+def absorb(args: argparse.Namespace) -> None:
+    """Time one absorb of --new-views views for each case of ABSORB_CASES: the summaries' run
+    (the goal), then the per-minute rows' run of the same views; for new views, then both at
+    once on as many new views again (as the worker's two processes run them)."""
+    from rollups.absorb import rollups_absorb_pending, rollups_absorb_recent
     from rollups.selectors import rollups_status
     from rollups.tables import RAW
 
     if rollups_status().pending_views:
         rollups_absorb_pending()
-    (blogs, blog_cum), (codes, code_cum) = _weights()
     rng = random.Random(2)
     for label, span, goal in ABSORB_CASES:
-        now = datetime.now(UTC)
         watermark = rollups_status().absorbed_through_id
-        written, started = 0, time.perf_counter()
-        while written < args.new_views:
-            size = min(WRITE_CHUNK, args.new_views - written)
-            stamps = [now - timedelta(seconds=rng.random() * span) for _ in range(size)]
-            written += views_record(
-                views=zip(
-                    rng.choices(blogs, cum_weights=blog_cum, k=size),
-                    rng.choices(codes, cum_weights=code_cum, k=size),
-                    stamps,
-                    strict=True,
-                )
-            )
-        print(
-            f"absorb: wrote {written:,} {label} in {time.perf_counter() - started:.1f} s "
-            "(not timed)",
-            flush=True,
-        )
+        wrote = _views_write(args.new_views, span, rng)
+        print(f"absorb: wrote {args.new_views:,} {label} in {wrote:.1f} s (not timed)", flush=True)
         _execute("CHECKPOINT")  # the writes' dirty pages are not the absorb's to flush
         with statements_timed() as timer:
             started = time.perf_counter()
-            result = rollups_absorb_pending()
+            result = rollups_absorb_pending(recent=False)
             elapsed = time.perf_counter() - started
         verdict = (
             ("meets" if elapsed <= 3 else "MISSES") + " the goal: <= 3 s, >= 300,000 views/s"
@@ -358,17 +398,37 @@ def absorb(args: argparse.Namespace) -> None:
             else "no goal; late data is exact, not fast"
         )
         print(
-            f"absorb: {result.views:,} {label.split(' (')[0]} in {elapsed:.2f} s = "
-            f"{result.views / elapsed:,.0f} views/s ({verdict})",
+            f"absorb: {result.views:,} {label.split(' (')[0]} into the summaries in "
+            f"{elapsed:.2f} s = {result.views / elapsed:,.0f} views/s ({verdict})",
             flush=True,
         )
         timer.report()
+        with statements_timed() as timer:
+            started = time.perf_counter()
+            recent = rollups_absorb_recent()
+            elapsed = time.perf_counter() - started
+        print(
+            f"absorb: the same views into the per-minute rows (their own run): {recent.views:,} "
+            f"of the last hour in {elapsed:.2f} s",
+            flush=True,
+        )
+        timer.report(top=4)
         groups = _scalar(
             "SELECT count(*) FROM (SELECT DISTINCT (viewed_at AT TIME ZONE 'UTC')::date, "
             f"blog_id, country_id FROM {RAW} WHERE id > %s AND id <= %s) AS g",
             [watermark, result.absorbed_through_id],
         )
         print(f"absorb: those views fall into {groups:,} (day, blog, country) groups", flush=True)
+        if not goal:
+            continue
+        _views_write(args.new_views, span, rng)
+        _execute("CHECKPOINT")
+        summaries, per_minute, wall = _both_absorbs()
+        print(
+            f"absorb: {args.new_views:,} more new views, both runs at once on two connections: "
+            f"summaries {summaries:.2f} s, per-minute rows {per_minute:.2f} s, wall {wall:.2f} s",
+            flush=True,
+        )
 
 
 def day_end() -> None:

@@ -44,10 +44,11 @@ from core.sql import (
     postgres,
     sql,
 )
-from rollups.models import AbsorbState
+from rollups.models import AbsorbState, RecentState
 from rollups.selectors import rollups_status
 from rollups.staging import (
     month_keys,
+    recent_state_locked,
     stage_create,
     stage_raw,
     stage_raw_minutes,
@@ -407,29 +408,29 @@ def recent_stage_apply(cursor: CursorWrapper, stage: str) -> None:
             execute(cursor, upsert_sql(table, level.keys, select))
 
 
-def _recent_window(cursor: CursorWrapper, state: AbsorbState, *, high: int) -> datetime | None:
-    """Keep the per-minute levels (state locked): they count exactly the absorbed views viewed
-    at or after ``state.recent_from``, which follows the clock ``RECENT_KEEP`` behind (on a
-    5-minute boundary); the rows before it go.
+def _recent_window(
+    cursor: CursorWrapper, state: RecentState, *, high: int
+) -> tuple[datetime | None, int]:
+    """Keep the per-minute levels (their state locked): they count exactly the views up to
+    their watermark viewed at or after ``state.recent_from``, which follows the clock
+    ``RECENT_KEEP`` behind (on a 5-minute boundary); the rows before it go.
 
-    Returns the instant from which this transaction's views ``(low, high]`` go into the
-    per-minute rows (the caller stages them in the same read of raw as the daily counts:
-    ``stage_raw_minutes``), or ``None`` when they are in already: a state without
-    ``recent_from`` yet (the first run with these tables, or after migration 0012) counts here,
-    from raw, every view of the kept hour up to ``high``, absorbed or not.
+    Returns the instant from which the views ``(watermark, high]`` go into the per-minute rows,
+    or ``None`` when they are in already: a state without ``recent_from`` yet (the first run,
+    or after migration 0012) counts here, from raw, every view of the kept hour up to ``high``;
+    and the views it counted so.
     """
     cut = recent_cut(timezone.now())
     kept: datetime | None = state.recent_from
     if kept is None:
         stage_raw_minutes(
             cursor,
-            "absorb_recent_stage",
+            "absorb_minute_stage",
             sql("id <= {high} AND viewed_at >= {cut}", high=high, cut=moment_param(cut)),
         )
-        recent_stage_apply(cursor, "absorb_recent_stage")
-        cursor.execute("DELETE FROM absorb_recent_stage")
+        counted = _recent_stage_absorb(cursor, "absorb_minute_stage")
         state.recent_from = cut
-        return None
+        return None, counted
     if cut > kept:
         for level in RECENT_LEVELS:
             for table in level.tables:
@@ -442,11 +443,21 @@ def _recent_window(cursor: CursorWrapper, state: AbsorbState, *, high: int) -> d
                     ),
                 )
         state.recent_from = cut
-    return state.recent_from
+    return state.recent_from, 0
 
 
-def recent_windows_refresh(cursor: CursorWrapper, state: AbsorbState, now: datetime) -> None:
-    """Sum the per-minute rows (state locked, as of ``state.absorbed_through_id``) over the
+def _recent_stage_absorb(cursor: CursorWrapper, stage: str) -> int:
+    """Add the staged per-minute counts to the per-minute levels, empty the stage, and return
+    the views it held."""
+    cursor.execute(f"SELECT coalesce(sum(views), 0) FROM {stage}")
+    views = int(cursor.fetchone()[0])
+    recent_stage_apply(cursor, stage)
+    cursor.execute(f"DELETE FROM {stage}")
+    return views
+
+
+def recent_windows_refresh(cursor: CursorWrapper, state: RecentState, now: datetime) -> None:
+    """Sum the per-minute rows (their state locked, as of its watermark) over the
     realtime windows of ``now``'s minute and of the next one (``recent_window_ends``), per blog
     and per country, into the window rows, replacing what they held; unless they already hold
     those windows at this watermark. Without per-minute rows there is nothing to sum.
@@ -487,25 +498,6 @@ def recent_windows_refresh(cursor: CursorWrapper, state: AbsorbState, now: datet
             )
     state.recent_window_end = ends[0]
     state.recent_window_through_id = state.absorbed_through_id
-
-
-def _chunk_stage(cursor: CursorWrapper, kept: datetime | None, *, low: int, high: int) -> None:
-    """Stage the views ``(low, high]`` as (day, blog, country) counts in ``absorb_stage`` and,
-    with ``kept``, add those viewed at or after it to the per-minute levels, from one read of
-    raw: grouped by minute (NULL before ``kept``) and day, then grouped again by day."""
-    chunk = sql("id > {low} AND id <= {high}", low=low, high=high)
-    stage_create(cursor, "absorb_stage")
-    if kept is None:
-        stage_raw(cursor, "absorb_stage", chunk)
-        return
-    stage_raw_minutes(cursor, "absorb_minute_stage", chunk, kept=kept, days=True)
-    cursor.execute(
-        "INSERT INTO absorb_stage (day, blog_id, country_id, views) "
-        "SELECT day, blog_id, country_id, sum(views) FROM absorb_minute_stage GROUP BY 1, 2, 3"
-    )
-    cursor.execute("DELETE FROM absorb_minute_stage WHERE minute IS NULL")
-    recent_stage_apply(cursor, "absorb_minute_stage")
-    cursor.execute("DELETE FROM absorb_minute_stage")
 
 
 # --- Absorb --------------------------------------------------------------------------------------
@@ -551,8 +543,11 @@ def rollups_absorb_pending(
     chunk_ids: int = ABSORB_CHUNK_IDS,
     catch_up_views: int = CATCH_UP_VIEWS,
     trail_seconds: float = 0.0,
+    recent: bool = True,
 ) -> AbsorbResult:
-    """Absorb every raw view committed before this call into the summaries, exactly once.
+    """Absorb every raw view committed before this call into the summaries, exactly once; then,
+    with ``recent``, into the per-minute levels (``rollups_absorb_recent``, which the worker
+    runs as a task of its own instead, beside this one). Returns the summaries' run.
 
     Safe to run concurrently with ingest, with another absorb or a rebuild, and to retry after
     a crash at any point: the summaries and the watermark move together in one transaction.
@@ -590,10 +585,14 @@ def rollups_absorb_pending(
                 step = min(chunk_ids, ABSORB_FIRST_STEP_IDS) if first_step else chunk_ids
                 first_step = False
                 high = upper if following is None else min(upper, following - 1 + step)
-                kept = _recent_window(cursor, state, high=max(low, high))
                 if high > low:
                     work_mem_raise(cursor)
-                    _chunk_stage(cursor, kept, low=low, high=high)
+                    stage_create(cursor, "absorb_stage")
+                    stage_raw(
+                        cursor,
+                        "absorb_stage",
+                        sql("id > {low} AND id <= {high}", low=low, high=high),
+                    )
                     staged = stage_views(cursor, "absorb_stage")
                     pass_views += staged.views
                     groups += staged.groups
@@ -609,8 +608,6 @@ def rollups_absorb_pending(
                     state.absorbed_through_at is None or state.absorbed_through_at < bound_at
                 ):
                     state.absorbed_through_at = bound_at
-                if high >= upper:
-                    recent_windows_refresh(cursor, state, timezone.now())
                 state.last_run_at = timezone.now()
                 state.last_run_duration_ms = int((time.perf_counter() - started) * 1000)
                 state.last_run_views = absorbed + pass_views
@@ -647,8 +644,81 @@ def rollups_absorb_pending(
             "lag_seconds": lag,
         },
     )
+    if recent:
+        rollups_absorb_recent(chunk_ids=chunk_ids)
     return AbsorbResult(
         views=absorbed,
         absorbed_through_id=max(high, low),
+        duration_ms=int(seconds * 1000),
+    )
+
+
+def rollups_absorb_recent(*, chunk_ids: int = ABSORB_CHUNK_IDS) -> AbsorbResult:
+    """Absorb every raw view committed before this call into the per-minute levels of the last
+    hour (realtime), exactly once, under their own watermark (``RecentState``).
+
+    The same algorithm as the summaries' (a safe bound, then ``(W, U]`` and the watermark in
+    one transaction, by chunks of ids), on another row: it runs concurrently with the
+    summaries' absorb (the worker's two processes run one each), and neither waits for the
+    other. Only views viewed at or after ``recent_from`` count, so each chunk reads the raw
+    partitions of the last hour only. Returns the views that went into the per-minute rows.
+    """
+    started = time.perf_counter()
+    absorbed = 0
+    upper = _safe_upper_bound()
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            state = recent_state_locked()
+            low = state.absorbed_through_id
+            high = upper
+            if state.recent_from is not None:
+                # Chunks of ids, gaps skipped in one step (a first run counts the last hour up
+                # to the bound in one read of its partitions).
+                execute(
+                    cursor,
+                    sql("SELECT min(id) FROM {raw} WHERE id > {low}", raw=name(RAW), low=low),
+                )
+                following = cursor.fetchone()[0]
+                if following is not None:
+                    high = min(upper, following - 1 + chunk_ids)
+            kept, counted = _recent_window(cursor, state, high=max(low, high))
+            absorbed += counted
+            if high > low and kept is not None:
+                work_mem_raise(cursor)
+                stage_raw_minutes(
+                    cursor,
+                    "absorb_minute_stage",
+                    sql(
+                        "id > {low} AND id <= {high} AND viewed_at >= {kept}",
+                        low=low,
+                        high=high,
+                        kept=moment_param(kept),
+                    ),
+                )
+                absorbed += _recent_stage_absorb(cursor, "absorb_minute_stage")
+            state.absorbed_through_id = max(low, high)
+            if high >= upper:
+                recent_windows_refresh(cursor, state, timezone.now())
+            state.last_run_at = timezone.now()
+            state.last_run_duration_ms = int((time.perf_counter() - started) * 1000)
+            state.last_run_views = absorbed
+            state.save()
+        if high >= upper:
+            break
+    seconds = time.perf_counter() - started
+    logger.info(
+        "absorbed %d views into the per-minute rows through id %d in %d ms",
+        absorbed,
+        state.absorbed_through_id,
+        seconds * 1000,
+        extra={
+            "views": absorbed,
+            "absorbed_through_id": state.absorbed_through_id,
+            "duration_ms": int(seconds * 1000),
+        },
+    )
+    return AbsorbResult(
+        views=absorbed,
+        absorbed_through_id=state.absorbed_through_id,
         duration_ms=int(seconds * 1000),
     )

@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from core.exceptions import ApplicationError
 from rollups.audit import audit_repair
 from rollups.jobs import RebuildJobConflict, RebuildJobNotQueued, rebuild_job_create
-from rollups.models import AbsorbState, RebuildJob, RollupAudit
+from rollups.models import AbsorbState, RebuildJob, RecentState, RollupAudit
 from rollups.rebuild import rebuild_range_errors
 
 
@@ -174,6 +174,13 @@ class AbsorbStateAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(RecentState)
+class RecentStateAdmin(AbsorbStateAdmin):
+    """The per-minute levels' watermark (realtime), absorbed beside the summaries'."""
+
+    list_display = [*AbsorbStateAdmin.list_display, "recent_from"]
 
 
 @admin.register(RollupAudit)

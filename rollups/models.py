@@ -542,24 +542,6 @@ class AbsorbState(models.Model):
         help_text="The monthly (blog, country) rows count exactly the views of the days "
         "before this one (empty: of every day); later days are read from the daily rows.",
     )
-    recent_from = models.DateTimeField(
-        null=True,
-        blank=True,
-        help_text="The per-minute rows count exactly the absorbed views viewed at or after this "
-        "instant (a 5-minute boundary; empty: no per-minute rows yet).",
-    )
-    recent_window_end = models.DateTimeField(
-        null=True,
-        blank=True,
-        help_text="The realtime window rows sum the per-minute rows of the 30 minutes before "
-        "this instant and of the 30 before the minute after it.",
-    )
-    recent_window_through_id = models.BigIntegerField(
-        null=True,
-        blank=True,
-        help_text="The watermark the realtime window rows were summed at: they hold only while "
-        "it is the current one (empty: none).",
-    )
     raw_retained_from = models.DateField(
         null=True,
         blank=True,
@@ -576,6 +558,43 @@ class AbsorbState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} absorbed through id {self.absorbed_through_id}"
+
+
+class RecentState(models.Model):
+    """The per-minute levels' own watermark: every raw view with ``id <= absorbed_through_id``
+    viewed at or after ``recent_from`` is in them (``rollups.absorb.rollups_absorb_recent``).
+
+    A single row (``name="views"``), beside ``AbsorbState``'s and locked on its own, so that
+    the per-minute levels are absorbed in their own transactions, concurrently with the
+    summaries' (a rebuild or a wipe locks ``AbsorbState``'s row first, then this one).
+    """
+
+    name = models.CharField(max_length=50, primary_key=True)
+    absorbed_through_id = models.BigIntegerField(default=0)
+    recent_from = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The per-minute rows count exactly the views up to the watermark viewed at "
+        "or after this instant (a 5-minute boundary; empty: no per-minute rows yet).",
+    )
+    recent_window_end = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The realtime window rows sum the per-minute rows of the 30 minutes before "
+        "this instant and of the 30 before the minute after it.",
+    )
+    recent_window_through_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The watermark the realtime window rows were summed at: they hold only while "
+        "it is the current one (empty: none).",
+    )
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_run_views = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} per-minute rows through id {self.absorbed_through_id}"
 
 
 class RebuildJob(models.Model):

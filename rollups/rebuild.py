@@ -51,6 +51,7 @@ from rollups.selectors import (
 )
 from rollups.staging import (
     month_keys,
+    recent_state_locked,
     stage_create,
     stage_raw,
     stage_raw_minutes,
@@ -560,7 +561,7 @@ def _rebuild_swap(
                         match=_matching(level.columns, level.daily, level.trailing),
                     ),
                 )
-        _recent_rebuild(cursor, state, start=start, end=end)
+        _recent_rebuild(cursor, start=start, end=end)
         if postgres():
             years = sql("year >= {first} AND year <= {last}", first=start.year, last=end.year)
             _replace_rows(
@@ -653,11 +654,13 @@ def _rebuild_swap(
     return views
 
 
-def _recent_rebuild(cursor: CursorWrapper, state: AbsorbState, *, start: date, end: date) -> None:
+def _recent_rebuild(cursor: CursorWrapper, *, start: date, end: date) -> None:
     """Recount the per-minute rows of the range's minutes that are still kept (at or after
-    ``state.recent_from``, at most ``RECENT_KEEP``) from raw, in the swap's transaction: the
-    views absorbed so far (``id <= W1``) viewed in those minutes. Their rows are few, so they
-    are deleted and counted again rather than compared."""
+    ``recent_from``, at most ``RECENT_KEEP``) from raw, in the swap's transaction, under their
+    own state's lock (taken after the summaries'): the views up to their watermark viewed in
+    those minutes. Their rows are few, so they are deleted and counted again rather than
+    compared."""
+    state = recent_state_locked()
     if state.recent_from is None:
         return
     low = max(state.recent_from, datetime(start.year, start.month, start.day, tzinfo=UTC))
@@ -728,13 +731,17 @@ def summaries_clear() -> None:
             cursor.execute(f"DELETE FROM {table}")
         cleared_at = timezone.now()
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
-        state.absorbed_through_id = max(state.absorbed_through_id, int(cursor.fetchone()[0]))
+        top = int(cursor.fetchone()[0])
+        state.absorbed_through_id = max(state.absorbed_through_id, top)
         state.absorbed_through_at = cleared_at
         # No summary of a month whose raw views were dropped is left to protect.
         state.raw_retained_from = None
-        state.recent_window_through_id = None
         state.rebuild_version += 1
         state.save()
+        recent = recent_state_locked()
+        recent.absorbed_through_id = max(recent.absorbed_through_id, top)
+        recent.recent_window_through_id = None
+        recent.save()
     rebuild_version_publish()
 
 

@@ -22,7 +22,7 @@ from core.sql import (
     sql,
     year_of,
 )
-from rollups.models import AbsorbState
+from rollups.models import AbsorbState, RecentState
 from rollups.tables import RAW, STATE_NAME, Level
 
 # Memory per sort / hash of an absorb or rebuild transaction (PostgreSQL's default is 4 MB).
@@ -194,3 +194,10 @@ def work_mem_raise(cursor: CursorWrapper) -> None:
 def state_locked() -> AbsorbState:
     AbsorbState.objects.get_or_create(name=STATE_NAME)
     return AbsorbState.objects.select_for_update().get(name=STATE_NAME)
+
+
+def recent_state_locked() -> RecentState:
+    """The per-minute levels' watermark row, locked (taken after ``state_locked``'s where a
+    transaction needs both)."""
+    RecentState.objects.get_or_create(name=STATE_NAME)
+    return RecentState.objects.select_for_update().get(name=STATE_NAME)

@@ -7,8 +7,9 @@ smallest, per ``(month, *columns)`` in its monthly one. Absorb and rebuild write
 (plus its models and migration).
 
 The *recent* levels (``RECENT_LEVELS``) count the views of the last hour or so per UTC minute
-(and per 5 minutes where a level has many rows), for the realtime answer; absorb and rebuild
-write them too, and absorb drops their rows older than ``RECENT_KEEP``. The *window* rows
+(and per 5 minutes where a level has many rows), for the realtime answer; their own absorb
+(``rollups_absorb_recent``, on their own watermark row, beside the summaries') and rebuild
+write them, and their absorb drops their rows older than ``RECENT_KEEP``. The *window* rows
 (``RECENT_WINDOWS``) sum them per blog and per country over whole realtime windows, for the
 unfiltered answer's rankings (``recent_window_ends``).
 

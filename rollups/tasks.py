@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
     **RETRIED_ON_DATABASE_ERRORS,
 )
 def absorb_pending_task(triggered: bool = False) -> int:
-    """Absorb every pending raw view into the summaries; return how many.
+    """Absorb every pending raw view into the summaries; return how many. (The per-minute
+    levels are absorbed by ``rollups.absorb_recent``, beside it: the worker's two processes run
+    the two at once.)
 
     A run from beat that absorbed views takes its last bound no sooner than a tenth of the
     interval after it started, so that the lag stays below the interval however fast the run
@@ -34,7 +36,22 @@ def absorb_pending_task(triggered: bool = False) -> int:
     up: the next batch past the threshold sends another.
     """
     trail = 0.0 if triggered else settings.ROLLUP_INTERVAL_SECONDS * absorb.TRAIL_SHARE
-    return absorb.rollups_absorb_pending(trail_seconds=trail).views
+    return absorb.rollups_absorb_pending(trail_seconds=trail, recent=False).views
+
+
+@shared_task(
+    name="rollups.absorb_recent",
+    # Idempotent as the summaries' absorb: the per-minute watermark moves with their rows.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.ABSORB_SOFT_TIME_LIMIT_SECONDS,
+    time_limit=settings.ABSORB_TIME_LIMIT_SECONDS,
+    **RETRIED_ON_DATABASE_ERRORS,
+)
+def absorb_recent_task() -> int:
+    """Absorb every pending raw view of the last hour into the per-minute levels (realtime);
+    return how many."""
+    return absorb.rollups_absorb_recent().views
 
 
 @shared_task(

@@ -4,8 +4,9 @@ Every exact read adds the raw tail (``id > watermark``) to the summaries, so its
 with the views not absorbed yet. Beat's run every ``ROLLUP_INTERVAL_SECONDS`` bounds the tail
 by the ingest rate times the interval: 30 s of 20,000 views/s is 600,000 views. So once a batch
 has committed, ingest compares the tail with ``ABSORB_TRIGGER_PENDING`` (one index lookup) and,
-past it, sends one absorb task: the interval becomes a maximum, and the tail stays near the
-threshold whatever the rate.
+past it, sends one absorb task (and one of the per-minute levels', which have their own
+watermark and tail): the interval becomes a maximum, and the tail stays near the threshold
+whatever the rate.
 
 A burst of batches sends at most one task per ``ABSORB_TRIGGER_SECONDS``: the first batch to
 find the tail over the threshold takes a cache key that expires after that time (``cache.add``
@@ -63,7 +64,7 @@ def absorb_trigger() -> bool:
             return False
         if not cache.add(TRIGGER_CACHE_KEY, 1, timeout=settings.ABSORB_TRIGGER_SECONDS):
             return False
-        from rollups.tasks import absorb_pending_task
+        from rollups.tasks import absorb_pending_task, absorb_recent_task
 
         # One try, bounded in time: a broker that is away costs a batch at most about a
         # second, once per window.
@@ -74,11 +75,15 @@ def absorb_trigger() -> bool:
         with absorb_pending_task.app.connection_for_write(transport_options=timeouts) as broker:
             # A run that waited in the queue past beat's interval is dropped: beat's own run,
             # or a later trigger, does the same work.
+            producer = broker.Producer(auto_declare=False)
             absorb_pending_task.apply_async(
                 kwargs={"triggered": True},
-                producer=broker.Producer(auto_declare=False),
+                producer=producer,
                 expires=settings.ROLLUP_INTERVAL_SECONDS,
                 retry=False,
+            )
+            absorb_recent_task.apply_async(
+                producer=producer, expires=settings.ROLLUP_INTERVAL_SECONDS, retry=False
             )
     except Exception:
         logger.warning(

@@ -44,6 +44,11 @@ def beat_schedule(
             "schedule": float(rollup_interval_seconds),
             "options": {"expires": rollup_interval_seconds},
         },
+        "absorb pending views into the per-minute rows": {
+            "task": "rollups.absorb_recent",
+            "schedule": float(rollup_interval_seconds),
+            "options": {"expires": rollup_interval_seconds},
+        },
         "reap lost rebuild jobs": {
             "task": "rollups.reap_rebuild_jobs",
             "schedule": 60.0,

@@ -369,12 +369,15 @@ def test_an_absorb_run_logs_one_line_with_its_figures(
     ingest_random(25)
     rollups_absorb_pending()
 
-    (line,) = [line for line in _lines(json_log) if line["logger"] == "rollups.absorb"]
+    # The summaries' run, then the per-minute rows'.
+    line, recent = [line for line in _lines(json_log) if line["logger"] == "rollups.absorb"]
     assert line["views"] == 25
     assert line["groups"] == 6
     assert line["lag_seconds"] == 0
     assert isinstance(line["duration_ms"], int)
     assert line["request_id"] == "-"
+    assert " views into the per-minute rows through id " in recent["message"]
+    assert recent["absorbed_through_id"] == line["absorbed_through_id"]
 
 
 def test_a_task_sent_during_a_request_carries_its_id() -> None:

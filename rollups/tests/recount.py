@@ -11,6 +11,7 @@ from rollups.models import (
     AllTimeCountryBlogs,
     LastDayCountryBlogs,
     MonthRangeCountryBlogs,
+    RecentState,
     Summary,
     YearlyCountryBlogs,
     YearlyPresence,
@@ -51,16 +52,17 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
     """What every summary must hold, counted from raw (views with ``id <= through_id``).
 
     The monthly and yearly rows of a folded level count only the days before the open one;
-    the trailing rows of each span the ``span - 1`` days before it.
+    the trailing rows of each span the ``span - 1`` days before it. The per-minute rows count
+    the views up to their own watermark (``RecentState``), whatever ``through_id`` says.
     """
     rows = BlogView.objects.all()
     if through_id is not None:
         rows = rows.filter(id__lte=through_id)
-    open_from, recent_from = (
+    open_from = (
         AbsorbState.objects.filter(name=STATE_NAME)
-        .values_list("monthly_open_from", "recent_from")
+        .values_list("monthly_open_from", flat=True)
         .first()
-    ) or (None, None)
+    )
     expected: Tables = {table: Counter() for table, _ in _tables()}
     for blog, country, viewed_at in rows.values_list("blog_id", "country_id", "viewed_at"):
         day = viewed_at.date()
@@ -79,8 +81,14 @@ def recount_from_raw(*, through_id: int | None = None) -> Tables:
                 for span in TRAILING_SPANS:
                     if open_from - timedelta(days=span - 1) <= day < open_from:
                         expected[level.trailing][(span, *key)] += 1
-        if recent_from is None or viewed_at < recent_from:
-            continue
+    state = RecentState.objects.filter(name=STATE_NAME).first()
+    if state is None or state.recent_from is None:
+        return expected
+    kept = BlogView.objects.filter(
+        id__lte=state.absorbed_through_id, viewed_at__gte=state.recent_from
+    )
+    for blog, country, viewed_at in kept.values_list("blog_id", "country_id", "viewed_at"):
+        values = {"blog_id": blog, "country_id": country}
         minute = viewed_at.replace(second=0, microsecond=0)
         block = minute.replace(minute=minute.minute - minute.minute % RECENT_BLOCK_MINUTES)
         for recent in RECENT_LEVELS:
@@ -142,8 +150,9 @@ def presence_from_raw(*, through_id: int | None = None) -> dict[tuple[int, str, 
 
 def windows_from_raw() -> dict[str, dict[datetime, Counter]]:
     """What the realtime window rows must hold when the state says they hold (else nothing):
-    per window end, the absorbed views of its 30 minutes per blog and per country."""
-    state = AbsorbState.objects.filter(name=STATE_NAME).first()
+    per window end, the absorbed views of its 30 minutes per blog and per country (up to the
+    per-minute rows' watermark)."""
+    state = RecentState.objects.filter(name=STATE_NAME).first()
     if (
         state is None
         or state.recent_window_end is None

@@ -315,7 +315,7 @@ def test_a_run_catches_up_with_views_committed_while_it_ran(
         return upper
 
     monkeypatch.setattr(absorb, "_safe_upper_bound", bound_then_more_views)
-    result = rollups_absorb_pending(catch_up_views=catch_up_views)
+    result = rollups_absorb_pending(catch_up_views=catch_up_views, recent=False)
     if catch_up_views == 1:
         # The first pass absorbed 40 >= 1 views: a second bound takes the 30; the third pass
         # finds nothing new and ends the run.

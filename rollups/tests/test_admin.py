@@ -5,8 +5,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from rollups.absorb import rollups_absorb_pending
 from rollups.jobs import rebuild_job_run, rebuild_jobs_reap
-from rollups.models import RebuildJob
+from rollups.models import AbsorbState, RebuildJob, RecentState
 from rollups.tests.recount import assert_summaries_exact
 
 
@@ -141,3 +142,16 @@ def test_admin_shows_a_jobs_progress_as_a_bar_that_follows_the_job(django_user_m
     assert 'value="45"' in listing
     # The bar's source: the job API answers the admin's session.
     assert client.get(f"/api/rollups/jobs/{job.pk}/").json()["progress"] == 0.45
+
+
+@pytest.mark.django_db
+def test_admin_shows_both_watermarks_read_only(django_user_model, ingest_random):
+    """The summaries' and the per-minute rows' state rows, each absorbed on its own."""
+    ingest_random(12)
+    rollups_absorb_pending()
+    client = _admin_client(django_user_model)
+    for model in (AbsorbState, RecentState):
+        page = client.get(f"/admin/rollups/{model._meta.model_name}/")
+        assert page.status_code == 200
+        assert f">{model.objects.get().absorbed_through_id}<" in page.content.decode()
+        assert client.get(f"/admin/rollups/{model._meta.model_name}/add/").status_code == 403

@@ -8,9 +8,12 @@ from collections.abc import Callable
 import pytest
 from django.db import connection, transaction
 
-from rollups.absorb import rollups_absorb_pending
+from ingest.models import BlogView
+from rollups.absorb import rollups_absorb_pending, rollups_absorb_recent
+from rollups.models import AbsorbState, RecentState
 from rollups.rebuild import rollups_rebuild
 from rollups.selectors import rollups_status
+from rollups.tables import STATE_NAME
 from rollups.tests.recount import assert_summaries_exact
 
 
@@ -44,12 +47,19 @@ def test_concurrent_ingest_absorb_and_rebuild_count_every_view_once(ingest_rando
         while ingesting.is_set():
             rollups_absorb_pending(chunk_ids=500)
 
+    def apart_loop() -> None:
+        # The two absorbs of the worker's processes: the summaries' and the per-minute rows'.
+        while ingesting.is_set():
+            rollups_absorb_pending(chunk_ids=300, recent=False)
+            rollups_absorb_recent(chunk_ids=200)
+
     def rebuild_loop() -> None:
         while ingesting.is_set():
             rollups_rebuild()
 
     writers = [_in_thread(ingest(seed), errors) for seed in range(3)]
     others = [_in_thread(absorb_loop, errors) for _ in range(2)]
+    others.append(_in_thread(apart_loop, errors))
     others.append(_in_thread(rebuild_loop, errors))
     for thread in writers + others:
         thread.start()
@@ -88,3 +98,43 @@ def test_absorb_waits_for_a_writer_still_in_flight(ingest_random):
     # views would be neither in the summaries nor in the tail.
     assert_summaries_exact()
     assert rollups_status().pending_views == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL's")
+@pytest.mark.parametrize("held", ["summaries", "per-minute rows"])
+def test_the_two_absorbs_do_not_wait_for_each_other(ingest_random, held):
+    """Each absorb locks its own state row: while one is held (as a long run of the other
+    would), the other runs to the end (a lock wait would fail at once: lock_timeout)."""
+    ingest_random(120)
+    locked = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+    model = AbsorbState if held == "summaries" else RecentState
+
+    def hold() -> None:
+        with transaction.atomic():
+            model.objects.get_or_create(name=STATE_NAME)
+            model.objects.select_for_update().get(name=STATE_NAME)
+            locked.set()
+            release.wait(30)
+
+    holder = _in_thread(hold, errors)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        top = BlogView.objects.order_by("-id").values_list("id", flat=True)[0]
+        if held == "summaries":
+            assert rollups_absorb_recent().absorbed_through_id == top
+        else:
+            assert rollups_absorb_pending(recent=False).absorbed_through_id == top
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+        release.set()
+        holder.join()
+    assert not errors, errors
+    rollups_absorb_pending()
+    assert_summaries_exact()

@@ -4,6 +4,7 @@ fills them on its first run, and a rebuild recounts them; migration 0016 re-keys
 adds the per-minute totals; absorb sums them over the realtime windows."""
 
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,11 +15,11 @@ from core.testing import migrate_to
 from ingest.models import BlogView
 from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending
-from rollups.models import AbsorbState, MinuteBlogCountryViews, MinuteBlogViews
+from rollups.models import MinuteBlogCountryViews, MinuteBlogViews, RecentState
 from rollups.rebuild import rollups_rebuild
 from rollups.tables import RECENT_LEVELS, recent_cut
 from rollups.tests.conftest import COUNTRIES
-from rollups.tests.recount import assert_summaries_exact, recount_from_raw
+from rollups.tests.recount import assert_summaries_exact, recount_from_raw, watermark
 
 NOW = datetime(2026, 1, 10, 15, 32, 20, tzinfo=UTC)
 
@@ -54,7 +55,7 @@ def test_absorb_keeps_the_last_hour_per_minute_exactly(blog_ids):
     with time_machine.travel(NOW, tick=False):
         _views(blog_ids, 400, around=NOW, seed=1)
         rollups_absorb_pending(chunk_ids=97)
-        state = AbsorbState.objects.get()
+        state = RecentState.objects.get()
         assert state.recent_from == datetime(2026, 1, 10, 14, 30, tzinfo=UTC)
         assert_summaries_exact()
         assert MinuteBlogCountryViews.objects.exists()
@@ -67,7 +68,7 @@ def test_absorb_keeps_the_last_hour_per_minute_exactly(blog_ids):
     with time_machine.travel(later, tick=False):
         _views(blog_ids, 100, around=later, seed=3)
         rollups_absorb_pending()
-        assert AbsorbState.objects.get().recent_from == datetime(2026, 1, 10, 14, 55, tzinfo=UTC)
+        assert RecentState.objects.get().recent_from == datetime(2026, 1, 10, 14, 55, tzinfo=UTC)
         assert not MinuteBlogViews.objects.filter(minute__lt=recent_cut(later)).exists()
         assert_summaries_exact()
     # Nothing new for hours: the next run empties them.
@@ -82,14 +83,14 @@ def test_the_first_run_counts_the_absorbed_views_of_the_last_hour(blog_ids):
         _views(blog_ids, 300, around=NOW, seed=4)
         rollups_absorb_pending()
         # As before these tables: views absorbed, no per-minute rows.
-        AbsorbState.objects.update(recent_from=None)
+        RecentState.objects.update(recent_from=None)
         for level in RECENT_LEVELS:
             for model in filter(None, [level.minute_model, level.block_model]):
                 model._default_manager.all().delete()
         _views(blog_ids, 50, around=NOW, seed=5)
         rollups_absorb_pending()
         assert_summaries_exact()
-        assert AbsorbState.objects.get().recent_from == recent_cut(NOW)
+        assert RecentState.objects.get().recent_from == recent_cut(NOW)
         assert MinuteBlogCountryViews.objects.filter(
             minute__lt=NOW - timedelta(minutes=10)
         ).exists()
@@ -107,7 +108,7 @@ def test_a_rebuild_recounts_the_kept_minutes(blog_ids):
         minutes = recount_from_raw()[MinuteBlogCountryViews._meta.db_table]
         assert (
             sum(minutes.values())
-            == BlogView.objects.filter(viewed_at__gte=AbsorbState.objects.get().recent_from).count()
+            == BlogView.objects.filter(viewed_at__gte=RecentState.objects.get().recent_from).count()
         )
         # A rebuild of other days leaves them alone.
         rollups_rebuild(
@@ -127,10 +128,23 @@ OLD_RECENT_TABLES = {
 
 def _old_recent_rows() -> None:
     """At an older schema, the per-minute rows an absorb of then would have left: the absorbed
-    views of the kept hour, counted from raw (this code's absorb needs the latest schema)."""
-    AbsorbState.objects.update(recent_from=recent_cut(NOW))
-    expected = recount_from_raw()
+    views of the kept hour, counted from raw (this code's absorb needs the latest schema, and
+    ``recount_from_raw`` its per-minute state)."""
+    cut = recent_cut(NOW)
+    expected: dict[str, Counter] = {table: Counter() for table in OLD_RECENT_TABLES}
+    kept = BlogView.objects.filter(id__lte=watermark(), viewed_at__gte=cut)
+    for blog, country, viewed_at in kept.values_list("blog_id", "country_id", "viewed_at"):
+        minute = viewed_at.replace(second=0, microsecond=0)
+        block = minute.replace(minute=minute.minute - minute.minute % 5)
+        expected["rollups_minuteblogcountryviews"][minute, blog, country] += 1
+        expected["rollups_minuteblogviews"][minute, blog] += 1
+        expected["rollups_fiveminuteblogviews"][block, blog] += 1
+        expected["rollups_minutecountryviews"][minute, country] += 1
     with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE rollups_absorbstate SET recent_from = %s",
+            [connection.ops.adapt_datetimefield_value(cut)],
+        )
         for table, keys in OLD_RECENT_TABLES.items():
             assert expected[table], table
             cursor.executemany(
@@ -160,13 +174,13 @@ def test_migrations_0016_and_0017_empty_the_minutes_and_the_next_absorb_counts_t
         finally:
             migrate_to("rollups")
         # Every per-minute table is empty and the state says so: nothing is counted twice.
-        state = AbsorbState.objects.get()
+        state = RecentState.objects.get()
         assert state.recent_from is None
         assert state.recent_window_through_id is None
         assert _recent_rows() == 0
         _views(blog_ids, 40, around=NOW, seed=9)
         rollups_absorb_pending()
-        state = AbsorbState.objects.get()
+        state = RecentState.objects.get()
         assert state.recent_from == recent_cut(NOW)
         assert state.recent_window_through_id == state.absorbed_through_id
         assert_summaries_exact()

@@ -29,6 +29,7 @@ def test_task_names_are_stable():
     names = {name for name in app.tasks if not name.startswith("celery.")}
     assert {
         "rollups.absorb_pending",
+        "rollups.absorb_recent",
         "rollups.rebuild_job",
         "rollups.reap_rebuild_jobs",
         "ingest.delete_expired_idempotency_keys",
@@ -45,6 +46,9 @@ def test_beat_schedule_runs_absorb_every_interval_and_every_entry_expires(settin
     schedule = beat_schedule(rollup_interval_seconds=7)
     assert schedule["absorb pending views"]["task"] == "rollups.absorb_pending"
     assert schedule["absorb pending views"]["schedule"] == 7.0
+    # The per-minute levels, on their own watermark, beside it (the worker runs both at once).
+    recent = schedule["absorb pending views into the per-minute rows"]
+    assert (recent["task"], recent["schedule"]) == ("rollups.absorb_recent", 7.0)
     daily = {entry["task"]: entry["schedule"] for entry in schedule.values()}
     assert daily["ingest.ensure_raw_partitions"] == daily["rollups.apply_raw_retention"] == 86400
     for entry in schedule.values():
