@@ -18,6 +18,9 @@ The algorithm (a sequence watermark, as in Citus' incremental rollups):
   W. Late views (old ``viewed_at``) get new ids like any other and are absorbed the same way, and
   so are rows loaded behind the API with ``COPY``.
 
+The per-minute levels of the last hour (realtime) are absorbed the same way on a watermark row
+of their own (``rollups_absorb_recent``), so that the worker runs the two at once.
+
 A rebuild (``rollups.rebuild``) recomputes a range from raw under the same state lock.
 """
 
