@@ -3,6 +3,7 @@ by tests)."""
 
 import logging
 from datetime import UTC, timedelta
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -15,16 +16,18 @@ from worker.retries import RETRIED_ON_DATABASE_ERRORS
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    name="rollups.absorb_pending",
-    # Idempotent by construction (the watermark moves with the summaries in one transaction), so
-    # a message may be redelivered after a worker dies mid-run.
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.ABSORB_SOFT_TIME_LIMIT_SECONDS,
-    time_limit=settings.ABSORB_TIME_LIMIT_SECONDS,
+# The two absorbs are idempotent by construction (each watermark moves with its rows in one
+# transaction), so a message may be redelivered after a worker dies mid-run.
+ABSORB_TASK_OPTIONS: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.ABSORB_SOFT_TIME_LIMIT_SECONDS,
+    "time_limit": settings.ABSORB_TIME_LIMIT_SECONDS,
     **RETRIED_ON_DATABASE_ERRORS,
-)
+}
+
+
+@shared_task(name="rollups.absorb_pending", **ABSORB_TASK_OPTIONS)
 def absorb_pending_task(triggered: bool = False) -> int:
     """Absorb every pending raw view into the summaries; return how many. (The per-minute
     levels are absorbed by ``rollups.absorb_recent``, beside it: the worker's two processes run
@@ -39,15 +42,7 @@ def absorb_pending_task(triggered: bool = False) -> int:
     return absorb.rollups_absorb_pending(trail_seconds=trail, recent=False).views
 
 
-@shared_task(
-    name="rollups.absorb_recent",
-    # Idempotent as the summaries' absorb: the per-minute watermark moves with their rows.
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.ABSORB_SOFT_TIME_LIMIT_SECONDS,
-    time_limit=settings.ABSORB_TIME_LIMIT_SECONDS,
-    **RETRIED_ON_DATABASE_ERRORS,
-)
+@shared_task(name="rollups.absorb_recent", **ABSORB_TASK_OPTIONS)
 def absorb_recent_task() -> int:
     """Absorb every pending raw view of the last hour into the per-minute levels (realtime);
     return how many."""
