@@ -119,10 +119,11 @@ class RollupsCollector(Collector):
         from rollups.audit import audit_latest
         from rollups.liveness import absorb_liveness
         from rollups.models import RebuildJob
-        from rollups.selectors import rollups_status
+        from rollups.selectors import recent_status, rollups_status
 
         try:
             status = rollups_status()
+            recent = recent_status()
             liveness = absorb_liveness()
             jobs = dict.fromkeys(RebuildJob.State.values, 0)
             counted = RebuildJob.objects.values_list("state").annotate(jobs=Count("id"))
@@ -155,6 +156,16 @@ class RollupsCollector(Collector):
             "1 when no absorb run finished within three ROLLUP_INTERVAL_SECONDS (beat or every "
             "worker is gone).",
             0 if liveness.alive else 1,
+        )
+        yield _gauge(
+            "blogviews_recent_absorb_last_success_timestamp_seconds",
+            "Unix time the last absorb run of the per-minute (realtime) rows finished (0: never).",
+            recent.last_run_at.timestamp() if recent.last_run_at else 0,
+        )
+        yield _gauge(
+            "blogviews_recent_pending_ids",
+            "Raw view ids above the per-minute (realtime) rows' own watermark.",
+            recent.pending_ids,
         )
         family = GaugeMetricFamily(
             "blogviews_rebuild_jobs", "Rebuild jobs by state.", labels=["state"]

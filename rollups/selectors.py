@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from django.core.cache import caches
 from django.db import connection, connections
+from django.db.models import Max
 from django.utils import timezone
 
 from core.cache import RedisCache
@@ -54,6 +55,28 @@ def rollups_status() -> RollupStatus:
         last_run_at=last_run_at,
         last_run_duration_ms=state.last_run_duration_ms if state else None,
         lag_seconds=round(max(lag, 0.0), 3),
+    )
+
+
+@dataclass(frozen=True)
+class RecentStatus:
+    """How far the per-minute levels (their own watermark, ``RecentState``) are behind."""
+
+    absorbed_through_id: int
+    pending_ids: int
+    last_run_at: datetime | None
+
+
+def recent_status() -> RecentStatus:
+    """The per-minute levels' watermark, the raw ids above it (views of any day: only those of
+    the last hour go into them) and when their last absorb run finished."""
+    state = RecentState.objects.filter(name=STATE_NAME).first()
+    watermark = state.absorbed_through_id if state else 0
+    top = BlogView.objects.aggregate(top=Max("id"))["top"] or 0
+    return RecentStatus(
+        absorbed_through_id=watermark,
+        pending_ids=max(top - watermark, 0),
+        last_run_at=state.last_run_at if state else None,
     )
 
 

@@ -249,6 +249,8 @@ def test_absorb_runs_and_the_rollups_state_move_the_metrics(
     assert before["blogviews_rollups_pending_views"] == 40
     assert before["blogviews_absorb_stale"] == 1
     assert before["blogviews_absorb_last_success_timestamp_seconds"] == 0
+    assert before["blogviews_recent_absorb_last_success_timestamp_seconds"] == 0
+    assert before["blogviews_recent_pending_ids"] >= 40  # ids: rolled-back ones count too
     assert before["blogviews_metrics_database_up"] == 1
 
     rollups_absorb_pending()
@@ -258,6 +260,11 @@ def test_absorb_runs_and_the_rollups_state_move_the_metrics(
     assert after["blogviews_rollups_lag_seconds"] == 0
     assert after["blogviews_absorb_stale"] == 0
     assert after["blogviews_absorb_last_success_timestamp_seconds"] == pytest.approx(
+        timezone.now().timestamp(), abs=60
+    )
+    # The per-minute rows' own run (rollups_absorb_pending runs it after the summaries').
+    assert after["blogviews_recent_pending_ids"] == 0
+    assert after["blogviews_recent_absorb_last_success_timestamp_seconds"] == pytest.approx(
         timezone.now().timestamp(), abs=60
     )
     assert sample("blogviews_absorb_runs_total") == runs + 1
