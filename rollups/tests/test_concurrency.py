@@ -4,16 +4,20 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from ingest.models import BlogView
+from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending, rollups_absorb_recent
 from rollups.models import AbsorbState, RecentState
 from rollups.rebuild import rollups_rebuild
 from rollups.selectors import rollups_status
 from rollups.tables import STATE_NAME
+from rollups.tests.conftest import COUNTRIES
 from rollups.tests.recount import assert_summaries_exact
 
 
@@ -30,7 +34,7 @@ def _in_thread(work: Callable[[], None], errors: list[BaseException]) -> threadi
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_ingest_absorb_and_rebuild_count_every_view_once(ingest_random):
+def test_concurrent_ingest_absorb_and_rebuild_count_every_view_once(ingest_random, blog_ids):
     errors: list[BaseException] = []
     ingesting = threading.Event()
     ingesting.set()
@@ -42,6 +46,18 @@ def test_concurrent_ingest_absorb_and_rebuild_count_every_view_once(ingest_rando
                 ingest_random(rng.randint(1, 300), rng=rng)
 
         return work
+
+    def ingest_now() -> None:
+        # Views of the last 10 minutes, for the per-minute rows and their own absorb.
+        rng = random.Random(99)
+        for _ in range(25):
+            now = timezone.now()
+            views_record(
+                views=[
+                    (rng.choice(blog_ids), rng.choice(COUNTRIES), now - timedelta(seconds=s))
+                    for s in rng.choices(range(600), k=rng.randint(1, 200))
+                ]
+            )
 
     def absorb_loop() -> None:
         while ingesting.is_set():
@@ -58,6 +74,7 @@ def test_concurrent_ingest_absorb_and_rebuild_count_every_view_once(ingest_rando
             rollups_rebuild()
 
     writers = [_in_thread(ingest(seed), errors) for seed in range(3)]
+    writers.append(_in_thread(ingest_now, errors))
     others = [_in_thread(absorb_loop, errors) for _ in range(2)]
     others.append(_in_thread(apart_loop, errors))
     others.append(_in_thread(rebuild_loop, errors))
@@ -105,7 +122,7 @@ def test_absorb_waits_for_a_writer_still_in_flight(ingest_random):
 @pytest.mark.parametrize("held", ["summaries", "per-minute rows"])
 def test_the_two_absorbs_do_not_wait_for_each_other(ingest_random, held):
     """Each absorb locks its own state row: while one is held (as a long run of the other
-    would), the other runs to the end (a lock wait would fail at once: lock_timeout)."""
+    would), the other runs to the end (a wait for the held lock would fail: lock_timeout)."""
     ingest_random(120)
     locked = threading.Event()
     release = threading.Event()
