@@ -1,7 +1,7 @@
 """What absorb and rebuild share: a per-connection staging table of (day, blog, country,
 views) counts aggregated from raw, the locked watermark row, and room to sort and hash."""
 
-from datetime import date, datetime
+from datetime import date
 from typing import NamedTuple
 
 from django.db.backends.utils import CursorWrapper
@@ -13,11 +13,9 @@ from core.sql import (
     day_param,
     execute,
     minute_start_of,
-    moment_param,
     month_of,
     name,
     names,
-    ordinals,
     postgres,
     sql,
     year_of,
@@ -57,48 +55,25 @@ def stage_raw(cursor: CursorWrapper, stage: str, where: SQL) -> None:
     )
 
 
-def stage_raw_minutes(
-    cursor: CursorWrapper,
-    stage: str,
-    where: SQL,
-    *,
-    kept: datetime | None = None,
-    days: bool = False,
-) -> None:
+def stage_raw_minutes(cursor: CursorWrapper, stage: str, where: SQL) -> None:
     """Aggregate the raw views matching ``where`` into a per-connection staging table of
-    (minute, [day,] blog, country, views), emptied first: the per-minute levels' source.
-
-    With ``kept``, the minute is the view's where ``viewed_at >= kept`` (the per-minute levels
-    count it), else NULL. With ``days``, the rows also hold the view's UTC day: one read of the
-    raw rows then gives both the (day, blog, country) counts (grouped again from these rows,
-    far fewer than the views) and the per-minute ones (see ``rollups.absorb``).
-    """
-    minute = minute_start_of(SQL("viewed_at"))
-    if kept is not None:
-        minute = sql(
-            "CASE WHEN viewed_at >= {kept} THEN {minute} END",
-            kept=moment_param(kept),
-            minute=minute,
-        )
-    # (column, type, value from raw): the key columns, the count after them.
-    keys = [("minute", "timestamptz" if postgres() else "text", minute)]
-    if days:
-        keys.append(("day", "date", day_of(SQL("viewed_at"))))
-    keys += [("blog_id", "bigint", SQL("blog_id")), ("country_id", "varchar(2)", SQL("country_id"))]
-    columns = ", ".join(f"{column} {kind}" for column, kind, _ in keys)
-    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns}, views bigint)")
+    (minute, blog, country, views), emptied first: the per-minute levels' source."""
+    minute_type = "timestamptz" if postgres() else "text"
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+        f"(minute {minute_type}, blog_id bigint, country_id varchar(2), views bigint)"
+    )
     cursor.execute(f"DELETE FROM {stage}")
     execute(
         cursor,
         sql(
-            "INSERT INTO {stage} ({columns}, views) "
-            "SELECT {values}, count(*) FROM {raw} WHERE {where} GROUP BY {ordinals}",
+            "INSERT INTO {stage} (minute, blog_id, country_id, views) "
+            "SELECT {minute}, blog_id, country_id, count(*) FROM {raw} WHERE {where} "
+            "GROUP BY 1, 2, 3",
             stage=name(stage),
-            columns=SQL(", ".join(column for column, _, _ in keys)),
-            values=SQL(", ").join(value for _, _, value in keys),
+            minute=minute_start_of(SQL("viewed_at")),
             raw=name(RAW),
             where=where,
-            ordinals=ordinals(len(keys)),
         ),
     )
 
