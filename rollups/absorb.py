@@ -541,6 +541,15 @@ def _safe_upper_bound() -> int:
         return upper
 
 
+def _chunk_high(cursor: CursorWrapper, *, low: int, upper: int, step: int) -> int:
+    """The last id of the chunk after ``low``: ``step`` ids from the first raw id above it (gaps
+    in the ids, from rolled-back writes or wiped views, skipped in one step), at most
+    ``upper``."""
+    execute(cursor, sql("SELECT min(id) FROM {raw} WHERE id > {low}", raw=name(RAW), low=low))
+    following = cursor.fetchone()[0]
+    return upper if following is None else min(upper, following - 1 + step)
+
+
 def rollups_absorb_pending(
     *,
     chunk_ids: int = ABSORB_CHUNK_IDS,
@@ -579,15 +588,9 @@ def rollups_absorb_pending(
                 state = state_locked()
                 _monthly_fold(cursor, state)
                 low = state.absorbed_through_id
-                # Skip gaps in the ids (rolled-back writes, wiped views) in one step.
-                execute(
-                    cursor,
-                    sql("SELECT min(id) FROM {raw} WHERE id > {low}", raw=name(RAW), low=low),
-                )
-                following = cursor.fetchone()[0]
                 step = min(chunk_ids, ABSORB_FIRST_STEP_IDS) if first_step else chunk_ids
                 first_step = False
-                high = upper if following is None else min(upper, following - 1 + step)
+                high = _chunk_high(cursor, low=low, upper=upper, step=step)
                 if high > low:
                     work_mem_raise(cursor)
                     stage_create(cursor, "absorb_stage")
@@ -673,17 +676,12 @@ def rollups_absorb_recent(*, chunk_ids: int = ABSORB_CHUNK_IDS) -> AbsorbResult:
         with transaction.atomic(), connection.cursor() as cursor:
             state = recent_state_locked()
             low = state.absorbed_through_id
-            high = upper
-            if state.recent_from is not None:
-                # Chunks of ids, gaps skipped in one step (a first run counts the last hour up
-                # to the bound in one read of its partitions).
-                execute(
-                    cursor,
-                    sql("SELECT min(id) FROM {raw} WHERE id > {low}", raw=name(RAW), low=low),
-                )
-                following = cursor.fetchone()[0]
-                if following is not None:
-                    high = min(upper, following - 1 + chunk_ids)
+            # A first run counts the last hour up to the bound in one read of its partitions.
+            high = (
+                upper
+                if state.recent_from is None
+                else _chunk_high(cursor, low=low, upper=upper, step=chunk_ids)
+            )
             kept, counted = _recent_window(cursor, state, high=max(low, high))
             absorbed += counted
             if high > low and kept is not None:
