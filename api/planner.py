@@ -83,7 +83,9 @@ from rollups.tables import (
     RECENT_BLOG_COUNTRY,
     RECENT_COUNTRY,
     RECENT_TOTAL,
-    RECENT_WINDOWS,
+    RECENT_WINDOW_BLOG,
+    RECENT_WINDOW_BLOG_COUNTRY,
+    RECENT_WINDOW_COUNTRY,
     TRAILING_SPANS,
     Level,
     RecentLevel,
@@ -1391,35 +1393,71 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
             country_id=picked["country_id"],
         )
 
+    # The window rows sum this window at this watermark: the parts they have the columns of
+    # read them, one row per key, instead of its per-minute rows.
+    windows_hold = facts.snapshot.recent_window_holds(end)
+
     def rows(
         part: str,
         kept: str,
         level: RecentLevel,
+        window: RecentWindow | None = None,
         *,
         blocks: bool = False,
         only: tuple[str, ...] | None = None,
         negate: bool = False,
     ) -> list[SQL]:
-        """The SELECTs of ``level``'s rows of the window (the blocks inside it by their rows,
-        with ``blocks``), tagged ``part``, summed per ``kept`` (so that the final grouping
-        gets one row per minute, blog or country of each, not every row read)."""
-        filters = facts._filters(level.columns, only=only, blog_by_blog=True)
+        """The SELECTs of ``window``'s rows, where given and they hold, else of ``level``'s
+        rows of the window (the blocks inside it by their rows, with ``blocks``), tagged
+        ``part``, summed per ``kept`` (so that the final grouping gets one row per minute,
+        blog or country of each, not every row read)."""
+        views = SQL("-views" if negate else "views")
+        if window is not None and windows_hold:
+            where = all_of(
+                [
+                    sql("window_end = {end}", end=moment_param(end)),
+                    *facts._filters(window.columns, only=only, blog_by_blog=True),
+                ]
+            )
+            if window.columns == (kept,) or (
+                only is not None and len(only) == 1 and set(window.columns) == {kept, "country_id"}
+            ):
+                # One window row per key already: not grouped again (an answer excluding a
+                # country: 4.5 instead of 6.9 ms).
+                return [
+                    sql(
+                        "SELECT {columns}, {views} FROM {table} WHERE {where}",
+                        columns=columns(part, kept),
+                        views=views,
+                        table=name(window.table),
+                        where=where,
+                    )
+                ]
+            spans = [(window.table, where)]
+        else:
+            spans = [
+                (
+                    table,
+                    all_of(
+                        [
+                            sql("minute >= {low}", low=moment_param(low)),
+                            sql("minute < {high}", high=moment_param(high)),
+                            *facts._filters(level.columns, only=only, blog_by_blog=True),
+                        ]
+                    ),
+                )
+                for table, low, high in level.spans(start, end, blocks=blocks)
+            ]
         return [
             sql(
                 "SELECT {columns}, sum({views}) FROM {table} WHERE {where} GROUP BY {kept}",
                 columns=columns(part, kept),
-                views=SQL("-views" if negate else "views"),
+                views=views,
                 table=name(table),
                 kept=name(kept),
-                where=all_of(
-                    [
-                        sql("minute >= {low}", low=moment_param(low)),
-                        sql("minute < {high}", high=moment_param(high)),
-                        *filters,
-                    ]
-                ),
+                where=where,
             )
-            for table, low, high in level.spans(start, end, blocks=blocks)
+            for table, where in spans
         ]
 
     # The tail's views per blog or per country, for the parts from the window rows.
@@ -1438,7 +1476,7 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         sums at most M < T there, and is short of T in truth too. So the rows read are a few
         more than ``limit`` and the tail's keys, whatever the number viewed.
         """
-        column = name(window.column)
+        column = name(window.columns[0])
         table = name(window.table)
         added = name(f"tail_{part}")
         ctes.append(
@@ -1463,7 +1501,7 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
             "AND views >= {least} - (SELECT coalesce(max(views), 0) FROM {added}) "
             "UNION ALL SELECT {column}, views FROM {added}) u "
             "GROUP BY {column} HAVING sum(views) >= {least}) k",
-            columns=columns(part, window.column),
+            columns=columns(part, window.columns[0]),
             column=column,
             table=table,
             end=moment_param(end),
@@ -1473,16 +1511,20 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
 
     def blog_parts() -> list[SQL]:
         """The blogs' rows of the window under the filters."""
+        by_blog = rows("b", "blog_id", RECENT_BLOG, RECENT_WINDOW_BLOG, blocks=True)
         if not spec.countries_filtered:
-            return rows("b", "blog_id", RECENT_BLOG, blocks=True)
+            return by_blog
         if spec.country_codes is not None:
             excluded = set(spec.exclude_country_codes or ())
             kept = tuple(code for code in spec.country_codes if code not in excluded)
-            return rows("b", "blog_id", RECENT_BLOG_COUNTRY, only=kept) if kept else []
-        return rows("b", "blog_id", RECENT_BLOG, blocks=True) + rows(
+            if not kept:
+                return []
+            return rows("b", "blog_id", RECENT_BLOG_COUNTRY, RECENT_WINDOW_BLOG_COUNTRY, only=kept)
+        return by_blog + rows(
             "b",
             "blog_id",
             RECENT_BLOG_COUNTRY,
+            RECENT_WINDOW_BLOG_COUNTRY,
             only=tuple(sorted(spec.exclude_country_codes or ())),
             negate=True,
         )
@@ -1494,9 +1536,8 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         # No filter: the minutes from their totals; the countries and blogs from the window
         # rows when they sum this window (absorb keeps them as it moves the watermark).
         parts = rows("m", "minute", RECENT_TOTAL)
-        if facts.snapshot.recent_window_holds(end):
-            blogs, countries = RECENT_WINDOWS
-            parts += [ranked("c", countries), ranked("b", blogs)]
+        if windows_hold:
+            parts += [ranked("c", RECENT_WINDOW_COUNTRY), ranked("b", RECENT_WINDOW_BLOG)]
             tail_parts = ["minute"]
         else:
             parts += rows("c", "country_id", RECENT_COUNTRY)
@@ -1506,7 +1547,10 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
         if author:
             minutes = RECENT_BLOG_COUNTRY if spec.countries_filtered else RECENT_BLOG
         parts = rows("m", "minute", minutes)
-        parts += rows("c", "country_id", RECENT_BLOG_COUNTRY if author else RECENT_COUNTRY)
+        if author:
+            parts += rows("c", "country_id", RECENT_BLOG_COUNTRY, RECENT_WINDOW_BLOG_COUNTRY)
+        else:
+            parts += rows("c", "country_id", RECENT_COUNTRY, RECENT_WINDOW_COUNTRY)
         parts += blog_parts()
     parts += [
         sql(

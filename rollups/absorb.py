@@ -78,6 +78,7 @@ from rollups.tables import (
     RECENT_BLOCK_MINUTES,
     RECENT_LEVELS,
     RECENT_WINDOW_MINUTES,
+    RECENT_WINDOW_ROLL_MINUTES,
     RECENT_WINDOWS,
     TRAILING_SPANS,
     Level,
@@ -433,6 +434,8 @@ def _recent_window(
         )
         counted = _recent_stage_absorb(cursor, "absorb_minute_stage")
         state.recent_from = cut
+        # The window rows, whatever they held, are summed again from these.
+        state.recent_window_through_id = None
         return None, counted
     if cut > kept:
         for level in RECENT_LEVELS:
@@ -459,48 +462,147 @@ def _recent_stage_absorb(cursor: CursorWrapper, stage: str) -> int:
     return views
 
 
-def recent_windows_refresh(cursor: CursorWrapper, state: RecentState, now: datetime) -> None:
-    """Sum the per-minute rows (their state locked, as of its watermark) over the
-    realtime windows of ``now``'s minute and of the next one (``recent_window_ends``), per blog
-    and per country, into the window rows, replacing what they held; unless they already hold
-    those windows at this watermark. Without per-minute rows there is nothing to sum.
+def _window_ends_held(state: RecentState) -> tuple[datetime, ...]:
+    """The ends of the windows whose rows ``state`` says are there (none before a refresh)."""
+    if state.recent_window_end is None:
+        return ()
+    return (state.recent_window_end, state.recent_window_end + timedelta(minutes=1))
 
-    The caller saves ``state``. A few thousand rows per window (one per blog or country viewed
-    in it), summed from the 5-minute blocks inside it and its edge minutes.
-    """
-    ends = recent_window_ends(now)
-    if state.recent_from is None or (
-        state.recent_window_end == ends[0]
-        and state.recent_window_through_id == state.absorbed_through_id
-    ):
+
+def _window_minutes(end: datetime) -> tuple[datetime, datetime]:
+    """The first minute of the realtime window ending at ``end``, and ``end``."""
+    return end - timedelta(minutes=RECENT_WINDOW_MINUTES), end
+
+
+def recent_windows_add(cursor: CursorWrapper, state: RecentState, stage: str, *, high: int) -> None:
+    """Add the staged per-minute counts of the views ``(watermark, high]`` (going into the
+    per-minute rows in the same transaction) to the window rows, where they hold at the
+    watermark: each window's rows get the staged minutes inside it. Then they hold at
+    ``high``; where they did not hold, they still do not (the next refresh sums them)."""
+    if state.recent_window_through_id != state.absorbed_through_id:
         return
     for window in RECENT_WINDOWS:
+        columns = names(window.columns)
+        for end in _window_ends_held(state):
+            low, after = _window_minutes(end)
+            execute(
+                cursor,
+                upsert_sql(
+                    window.table,
+                    window.keys,
+                    sql(
+                        "SELECT {end}, {columns}, sum(views) FROM {stage} "
+                        "WHERE minute >= {low} AND minute < {after} GROUP BY {columns}",
+                        end=moment_param(end),
+                        columns=columns,
+                        stage=name(stage),
+                        low=moment_param(low),
+                        after=moment_param(after),
+                    ),
+                ),
+            )
+    state.recent_window_through_id = high
+
+
+def recent_windows_refresh(cursor: CursorWrapper, state: RecentState, now: datetime) -> None:
+    """Bring the window rows (their state locked) to the realtime windows of ``now``'s minute
+    and of the next one (``recent_window_ends``), as of the per-minute rows' watermark; unless
+    they hold those windows at this watermark already. Without per-minute rows there is
+    nothing to sum.
+
+    Rows that hold at the watermark (``recent_windows_add`` kept them there) are rolled: a
+    later window's rows are the last held window's, plus the minutes that entered it, minus
+    those that left it, read from the per-minute rows (two minutes' rows a minute, whatever
+    the window's views); the windows no longer wanted go. Else, or when the new windows are
+    more than ``RECENT_WINDOW_ROLL_MINUTES`` later, every window is summed again from the
+    per-minute rows of its 30 minutes (the 5-minute blocks inside it where the level has
+    them). The caller saves ``state``.
+    """
+    ends = recent_window_ends(now)
+    held = _window_ends_held(state)
+    holds = state.recent_window_through_id == state.absorbed_through_id and bool(held)
+    if state.recent_from is None or (holds and held[0] == ends[0]):
+        return
+    if holds and held[0] < ends[0] <= held[0] + timedelta(minutes=RECENT_WINDOW_ROLL_MINUTES):
+        _recent_windows_roll(cursor, held[-1], ends)
+    else:
+        _recent_windows_sum(cursor, ends)
+    state.recent_window_end = ends[0]
+    state.recent_window_through_id = state.absorbed_through_id
+
+
+def _recent_windows_roll(
+    cursor: CursorWrapper, base: datetime, ends: tuple[datetime, datetime]
+) -> None:
+    """Write the rows of the windows ending at ``ends`` that are later than ``base`` (by at
+    most a window) from the rows of the window ending at ``base``: the per-minute rows of
+    ``[base, end)`` added, those of the minutes the window left subtracted (keys left with no
+    views get no row); then drop the rows of the windows before ``ends``."""
+    for window in RECENT_WINDOWS:
+        columns = names(window.columns)
+        minute_table = name(window.source.minute_table)
+        for end in (end for end in ends if end > base):
+            start, _ = _window_minutes(end)
+            base_start, _ = _window_minutes(base)
+            execute(
+                cursor,
+                sql(
+                    "INSERT INTO {table} (window_end, {columns}, views) "
+                    "SELECT {end}, {columns}, sum(views) FROM ("
+                    "SELECT {columns}, views FROM {table} WHERE window_end = {base} "
+                    "UNION ALL SELECT {columns}, views FROM {minutes} "
+                    "WHERE minute >= {base} AND minute < {end} "
+                    "UNION ALL SELECT {columns}, -views FROM {minutes} "
+                    "WHERE minute >= {base_start} AND minute < {start}) r "
+                    "GROUP BY {columns} HAVING sum(views) > 0",
+                    table=name(window.table),
+                    columns=columns,
+                    end=moment_param(end),
+                    base=moment_param(base),
+                    minutes=minute_table,
+                    base_start=moment_param(base_start),
+                    start=moment_param(start),
+                ),
+            )
+        execute(
+            cursor,
+            sql(
+                "DELETE FROM {table} WHERE window_end < {first}",
+                table=name(window.table),
+                first=moment_param(ends[0]),
+            ),
+        )
+
+
+def _recent_windows_sum(cursor: CursorWrapper, ends: tuple[datetime, datetime]) -> None:
+    """Replace every window row by the sums of the per-minute rows over the windows ending at
+    ``ends``."""
+    for window in RECENT_WINDOWS:
         execute(cursor, sql("DELETE FROM {table}", table=name(window.table)))
+        columns = names(window.columns)
         for end in ends:
-            start = end - timedelta(minutes=RECENT_WINDOW_MINUTES)
             rows = SQL(" UNION ALL ").join(
                 sql(
-                    "SELECT {column}, views FROM {table} WHERE minute >= {low} AND minute < {high}",
-                    column=name(window.column),
+                    "SELECT {columns}, views FROM {table} "
+                    "WHERE minute >= {low} AND minute < {high}",
+                    columns=columns,
                     table=name(table),
                     low=moment_param(low),
                     high=moment_param(high),
                 )
-                for table, low, high in window.source.spans(start, end)
+                for table, low, high in window.source.spans(*_window_minutes(end))
             )
             execute(
                 cursor,
                 sql(
-                    "INSERT INTO {table} (window_end, {column}, views) "
-                    "SELECT {end}, {column}, sum(views) FROM ({rows}) r GROUP BY {column}",
+                    "INSERT INTO {table} (window_end, {columns}, views) "
+                    "SELECT {end}, {columns}, sum(views) FROM ({rows}) r GROUP BY {columns}",
                     table=name(window.table),
-                    column=name(window.column),
+                    columns=columns,
                     end=moment_param(end),
                     rows=rows,
                 ),
             )
-    state.recent_window_end = ends[0]
-    state.recent_window_through_id = state.absorbed_through_id
 
 
 # --- Absorb --------------------------------------------------------------------------------------
@@ -696,6 +798,7 @@ def rollups_absorb_recent(*, chunk_ids: int = ABSORB_CHUNK_IDS) -> AbsorbResult:
                         kept=moment_param(kept),
                     ),
                 )
+                recent_windows_add(cursor, state, "absorb_minute_stage", high=high)
                 absorbed += _recent_stage_absorb(cursor, "absorb_minute_stage")
             state.absorbed_through_id = max(low, high)
             if high >= upper:

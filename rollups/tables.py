@@ -10,8 +10,8 @@ The *recent* levels (``RECENT_LEVELS``) count the views of the last hour or so p
 (and per 5 minutes where a level has many rows), for the realtime answer; their own absorb
 (``rollups_absorb_recent``, on their own watermark row, beside the summaries') and rebuild
 write them, and their absorb drops their rows older than ``RECENT_KEEP``. The *window* rows
-(``RECENT_WINDOWS``) sum them per blog and per country over whole realtime windows, for the
-unfiltered answer's rankings (``recent_window_ends``).
+(``RECENT_WINDOWS``) sum them per blog, per country and per (blog, country) over whole
+realtime windows (``recent_window_ends``), for the answer's rankings.
 
 Beside the levels: the raw table, the yearly presence bits per (year, country, blog) with the
 per-(year, country), all-time per-country, per-(country, last day) and per-(year, whole-month
@@ -43,6 +43,7 @@ from rollups.models import (
     Summary,
     TrailingBlogCountryViews,
     TrailingBlogViews,
+    WindowBlogCountryViews,
     WindowBlogViews,
     WindowCountryViews,
     YearlyBlogCountryViews,
@@ -235,9 +236,10 @@ RECENT_WINDOW_MINUTES = 30
 
 @dataclass(frozen=True)
 class RecentWindow:
-    """Per-``column`` sums of a per-minute level over whole realtime windows."""
+    """Sums of a per-minute level (``source``, with the same ``columns``) over whole realtime
+    windows, per window end."""
 
-    column: str
+    columns: tuple[str, ...]
     model: type[Summary]
     source: RecentLevel
 
@@ -245,11 +247,22 @@ class RecentWindow:
     def table(self) -> str:
         return self.model._meta.db_table
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ("window_end", *self.columns)
 
-RECENT_WINDOWS = (
-    RecentWindow("blog_id", WindowBlogViews, RECENT_BLOG),
-    RecentWindow("country_id", WindowCountryViews, RECENT_COUNTRY),
+
+RECENT_WINDOW_BLOG = RecentWindow(("blog_id",), WindowBlogViews, RECENT_BLOG)
+RECENT_WINDOW_COUNTRY = RecentWindow(("country_id",), WindowCountryViews, RECENT_COUNTRY)
+RECENT_WINDOW_BLOG_COUNTRY = RecentWindow(
+    ("blog_id", "country_id"), WindowBlogCountryViews, RECENT_BLOG_COUNTRY
 )
+RECENT_WINDOWS = (RECENT_WINDOW_BLOG, RECENT_WINDOW_COUNTRY, RECENT_WINDOW_BLOG_COUNTRY)
+# A refresh rolls the window rows forward from the last window they hold (adding the minutes
+# that enter, subtracting those that leave) when its window is at most this many minutes
+# later; past that, or when they do not hold at the watermark, it sums them again from the
+# per-minute rows.
+RECENT_WINDOW_ROLL_MINUTES = 5
 
 SUMMARY_TABLES = (
     *(level.daily for level in LEVELS),

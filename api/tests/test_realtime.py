@@ -17,9 +17,15 @@ from core.models import Blog, Country
 from ingest.models import BlogView
 from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending, rollups_absorb_recent
-from rollups.models import RecentState, WindowBlogViews
+from rollups.models import RecentState, WindowBlogCountryViews, WindowBlogViews
 from rollups.rebuild import rollups_rebuild
-from rollups.tests.recount import assert_summaries_exact, watermark
+from rollups.tables import RECENT_WINDOW_ROLL_MINUTES
+from rollups.tests.recount import (
+    assert_summaries_exact,
+    watermark,
+    windows_from_raw,
+    windows_in_db,
+)
 
 NOW = datetime(2026, 1, 10, 15, 30, 20, tzinfo=UTC)
 URL = "/api/analytics/realtime/"
@@ -294,11 +300,13 @@ def _data_blogs() -> list[int]:
     ]
 
 
-def _window_statement(client: APIClient, query: str = "") -> tuple[dict[str, Any], bool]:
-    """The answer without the cache, and whether it read the window rows."""
+def _window_statement(
+    client: APIClient, query: str = "", model: type[Any] = WindowBlogViews
+) -> tuple[dict[str, Any], bool]:
+    """The answer without the cache, and whether it read ``model``'s window rows."""
     with CaptureQueriesContext(connection) as queries:
         answer = client.get(f"{URL}?{query}", HTTP_CACHE_CONTROL="no-cache").json()
-    table = WindowBlogViews._meta.db_table
+    table = model._meta.db_table
     return answer, any(table in query["sql"] for query in queries.captured_queries)
 
 
@@ -338,8 +346,9 @@ def test_window_rows_rank_the_window_with_the_tail(db, settings):
         assert top == [blogs[2], blogs[0], blogs[3], blogs[1]]
         codes = [row["country_code"] for row in answer["results"]["top_countries"]]
         assert codes == ["ET", "IN", "US", "DE"]
-        # Filters read the per-minute rows, not the windows.
-        assert not _window_statement(client, "country_codes=US,IN")[1]
+        # Filters read the (blog, country) window rows, not the ranked blogs' ones.
+        for query in ("country_codes=US,IN", "author_username=ada"):
+            assert _window_statement(client, query, WindowBlogCountryViews)[1], query
         # Absorbed, and a tail of one view for a blog far down: the window rows below the
         # first ones' views minus the tail's largest count are not read, and it stays out.
         rollups_absorb_pending()
@@ -369,3 +378,48 @@ def test_window_rows_rank_the_window_with_the_tail(db, settings):
         assert windows
         assert answer["results"] == _recount(now=gone, limit=2)
         assert_summaries_exact()
+
+
+@pytest.mark.parametrize("moves", [(1, 1, 2, 5), (6, 1), (-1, 3, 30)])
+def test_window_rows_kept_chunk_by_chunk_and_rolled_with_the_clock(db, settings, moves):
+    """The window rows take each absorb chunk's views and move with the clock: a minute or a
+    few later they are rolled from the last window (added the minutes that entered, less
+    those that left), further or back they are summed again. After every run they equal a
+    recount from raw, and every filtered answer read from them (plus the tail) does too."""
+    settings.ANALYTICS_PUBLIC_READ = True
+    settings.REALTIME_CACHE_SECONDS = 0
+    client = APIClient()
+    blog_ids = _data_blogs()
+    rng = random.Random(sum(moves))
+    at = NOW.replace(minute=31)
+    pairs_table = WindowBlogCountryViews._meta.db_table
+    for step, move in enumerate((0, *moves)):
+        at += timedelta(minutes=move)
+        with time_machine.travel(at, tick=False):
+            _random_views(blog_ids, rng, at, 90)
+            with CaptureQueriesContext(connection) as queries:
+                rollups_absorb_recent(chunk_ids=25)
+            # Summed again (every row deleted) on the first run and past the roll's reach.
+            summed = any(
+                query["sql"].startswith("DELETE FROM")
+                and pairs_table in query["sql"]
+                and "WHERE" not in query["sql"]
+                for query in queries.captured_queries
+            )
+            assert summed == (step == 0 or not 0 < move <= RECENT_WINDOW_ROLL_MINUTES), move
+            state = RecentState.objects.get()
+            assert state.recent_window_through_id == state.absorbed_through_id
+            assert state.recent_window_end == at.replace(second=0) + timedelta(minutes=1)
+            expected = windows_from_raw()
+            found = windows_in_db()
+            for table, by_end in expected.items():
+                assert set(found[table]) == set(by_end), (move, table)
+                for end, counts in by_end.items():
+                    assert found[table][end] == counts, (move, table, end)
+            _random_views(blog_ids, rng, at, 15)
+            for query, recount in QUERIES:
+                if not recount.keys() & {"author", "countries"}:
+                    continue
+                answer, pairs = _window_statement(client, query, WindowBlogCountryViews)
+                assert pairs, query
+                assert answer["results"] == _recount(now=at, **recount), (move, query)

@@ -173,7 +173,8 @@ def windows_from_raw() -> dict[str, dict[datetime, Counter]]:
         for end in ends:
             if end - timedelta(minutes=RECENT_WINDOW_MINUTES) <= viewed_at < end:
                 for window in RECENT_WINDOWS:
-                    expected[window.table][end][values[window.column]] += 1
+                    key = tuple(values[column] for column in window.columns)
+                    expected[window.table][end][key] += 1
     return expected
 
 
@@ -182,10 +183,10 @@ def windows_in_db() -> dict[str, dict[datetime, Counter]]:
     found: dict[str, dict[datetime, Counter]] = {}
     for window in RECENT_WINDOWS:
         by_end: dict[datetime, Counter] = {}
-        for end, key, views in window.model._default_manager.values_list(
-            "window_end", window.column, "views"
+        for end, *key, views in window.model._default_manager.values_list(
+            "window_end", *window.columns, "views"
         ):
-            by_end.setdefault(end, Counter())[key] = views
+            by_end.setdefault(end, Counter())[tuple(key)] = views
         found[window.table] = by_end
     return found
 

@@ -41,14 +41,17 @@ def test_task_names_are_stable():
 
 def test_beat_schedule_runs_absorb_every_interval_and_every_entry_expires(settings):
     assert app.conf.beat_schedule == beat_schedule(
-        rollup_interval_seconds=settings.ROLLUP_INTERVAL_SECONDS
+        rollup_interval_seconds=settings.ROLLUP_INTERVAL_SECONDS,
+        recent_interval_seconds=settings.RECENT_ROLLUP_INTERVAL_SECONDS,
+        audit_interval_seconds=settings.AUDIT_INTERVAL_SECONDS,
     )
-    schedule = beat_schedule(rollup_interval_seconds=7)
+    schedule = beat_schedule(rollup_interval_seconds=7, recent_interval_seconds=3)
     assert schedule["absorb pending views"]["task"] == "rollups.absorb_pending"
     assert schedule["absorb pending views"]["schedule"] == 7.0
-    # The per-minute levels, on their own watermark, beside it (the worker runs both at once).
+    # The per-minute levels, on their own watermark and interval, beside it (the worker runs
+    # both at once).
     recent = schedule["absorb pending views into the per-minute rows"]
-    assert (recent["task"], recent["schedule"]) == ("rollups.absorb_recent", 7.0)
+    assert (recent["task"], recent["schedule"]) == ("rollups.absorb_recent", 3.0)
     daily = {entry["task"]: entry["schedule"] for entry in schedule.values()}
     assert daily["ingest.ensure_raw_partitions"] == daily["rollups.apply_raw_retention"] == 86400
     for entry in schedule.values():
