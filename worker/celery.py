@@ -34,7 +34,10 @@ app.autodiscover_tasks()
 
 
 def beat_schedule(
-    *, rollup_interval_seconds: int, audit_interval_seconds: int = 86400
+    *,
+    rollup_interval_seconds: int,
+    recent_interval_seconds: int = 5,
+    audit_interval_seconds: int = 86400,
 ) -> dict[str, dict[str, object]]:
     """The periodic tasks. Each entry expires: a run that waited past its interval is dropped,
     because the next one does the same work."""
@@ -46,8 +49,8 @@ def beat_schedule(
         },
         "absorb pending views into the per-minute rows": {
             "task": "rollups.absorb_recent",
-            "schedule": float(rollup_interval_seconds),
-            "options": {"expires": rollup_interval_seconds},
+            "schedule": float(recent_interval_seconds),
+            "options": {"expires": recent_interval_seconds},
         },
         "reap lost rebuild jobs": {
             "task": "rollups.reap_rebuild_jobs",
@@ -88,6 +91,7 @@ def _schedule(sender: Celery, **kwargs: object) -> None:
 
     sender.conf.beat_schedule = beat_schedule(
         rollup_interval_seconds=settings.ROLLUP_INTERVAL_SECONDS,
+        recent_interval_seconds=settings.RECENT_ROLLUP_INTERVAL_SECONDS,
         audit_interval_seconds=settings.AUDIT_INTERVAL_SECONDS,
     )
 
