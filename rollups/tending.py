@@ -11,8 +11,12 @@ statistics the planner picks its plans with describe minutes that are gone: a re
 for two countries took 83 ms instead of 26 ms until a ``VACUUM`` and an ``ANALYZE``.
 
 So a beat task (``rollups.tend_recent_tables``, every minute) vacuums and analyzes these
-tables when they are due by autovacuum's own default rule (dead rows, or rows changed since the
-last analysis, past 50 plus a share of the live ones), read from ``pg_stat_user_tables``. Where
+tables when they are due by autovacuum's own default rules (dead rows, or rows changed since the
+last analysis, past 50 plus a share of the live ones; rows inserted since the last vacuum past
+1,000 plus a share), read from ``pg_stat_user_tables``. The inserts' rule matters for reads as
+much as the dead rows': the per-minute tables mostly get new rows, and until a vacuum marks
+their pages all-visible an index-only read of them (a country's rows, covering their count)
+fetches every row from the table as well (20,000 buffers instead of a few hundred). Where
 autovacuum runs and keeps up, it finds nothing due; where it is off, or too slow for tables
 rewritten every hour, it does the work. ``SKIP_LOCKED``: a table another vacuum holds is left
 to it. The other tables, which mostly grow, are autovacuum's (docs/OPERATIONS.md).
@@ -34,9 +38,11 @@ TENDED_TABLES = (
     *(table for level in RECENT_LEVELS for table in level.tables),
     *(window.table for window in RECENT_WINDOWS),
 )
-# autovacuum's defaults: autovacuum_vacuum_threshold / _scale_factor and
-# autovacuum_analyze_threshold / _scale_factor.
+# autovacuum's defaults: autovacuum_vacuum_threshold / _scale_factor,
+# autovacuum_vacuum_insert_threshold / _scale_factor and autovacuum_analyze_threshold /
+# _scale_factor.
 VACUUM_THRESHOLD, VACUUM_SHARE = 50, 0.2
+INSERT_VACUUM_THRESHOLD, INSERT_VACUUM_SHARE = 1000, 0.2
 ANALYZE_THRESHOLD, ANALYZE_SHARE = 50, 0.1
 
 
@@ -48,13 +54,17 @@ def recent_tables_tend() -> list[str]:
         return []
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT relid::regclass::text, n_live_tup, n_dead_tup, n_mod_since_analyze "
-            "FROM pg_stat_user_tables WHERE relid = ANY(%s::regclass[]) ORDER BY 1",
+            "SELECT relid::regclass::text, n_live_tup, n_dead_tup, n_ins_since_vacuum, "
+            "n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = ANY(%s::regclass[]) "
+            "ORDER BY 1",
             [list(TENDED_TABLES)],
         )
         due = []
-        for table, live, dead, changed in cursor.fetchall():
-            if dead > VACUUM_THRESHOLD + VACUUM_SHARE * live:
+        for table, live, dead, inserted, changed in cursor.fetchall():
+            if (
+                dead > VACUUM_THRESHOLD + VACUUM_SHARE * live
+                or inserted > INSERT_VACUUM_THRESHOLD + INSERT_VACUUM_SHARE * live
+            ):
                 due.append(f"VACUUM (ANALYZE, SKIP_LOCKED) {table}")
             elif changed > ANALYZE_THRESHOLD + ANALYZE_SHARE * live:
                 due.append(f"ANALYZE (SKIP_LOCKED) {table}")

@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from ingest.services import views_record
 from rollups.absorb import rollups_absorb_pending
-from rollups.tables import RECENT_WINDOWS
+from rollups.tables import RECENT_BLOG_COUNTRY, RECENT_WINDOWS
 from rollups.tasks import tend_recent_tables_task
-from rollups.tending import TENDED_TABLES, recent_tables_tend
+from rollups.tending import TENDED_TABLES, VACUUM_THRESHOLD, recent_tables_tend
 from rollups.tests.conftest import COUNTRIES
 from rollups.tests.recount import assert_summaries_exact
 
@@ -89,3 +89,35 @@ def test_the_beat_task_tends_them(blog_ids):
     _dead_rows_in_window_blogs(blog_ids)
     assert tend_recent_tables_task() >= 1
     assert _statistics(WINDOW_BLOGS)[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tables_that_only_got_new_rows_are_vacuumed_too(blog_ids):
+    """Absorbing views of new minutes inserts (minute, blog, country) rows and kills none:
+    past autovacuum's inserts rule the table is vacuumed all the same, so that its pages are
+    all-visible and its covering index is read without the table."""
+    table = RECENT_BLOG_COUNTRY.minute_table
+    recent_tables_tend()
+    # 6 blogs x 7 countries x 15 minutes = 630 keys a round, 3 rounds of new minutes.
+    now = timezone.now().replace(second=0, microsecond=0)
+    for round_ in range(3):
+        views_record(
+            views=[
+                (blog, country, now - timedelta(minutes=15 * round_ + minute))
+                for blog in blog_ids
+                for country in COUNTRIES
+                for minute in range(15)
+            ]
+        )
+        rollups_absorb_pending()
+    dead, *_ = _statistics(table)
+    assert dead < VACUUM_THRESHOLD
+    ran = recent_tables_tend()
+    assert f"VACUUM (ANALYZE, SKIP_LOCKED) {table}" in ran
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT n_ins_since_vacuum FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            [table],
+        )
+        assert cursor.fetchone()[0] == 0
