@@ -75,7 +75,6 @@ class Migration(migrations.Migration):
                 "indexes": [
                     models.Index(
                         fields=["window_end", "country", "blog"],
-                        include=("views",),
                         name="windowblogcountry_country",
                     )
                 ],
