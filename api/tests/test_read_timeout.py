@@ -16,6 +16,16 @@ from rollups.absorb import rollups_absorb_pending
 TAIL_VIEWS = 100_000
 
 
+def _idle() -> bool:
+    """No transaction is left open on the connection (always, on SQLite here)."""
+    if not postgres():
+        return True
+    import psycopg2.extensions
+
+    status = connection.connection.info.transaction_status
+    return status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+
 def _session_statement_timeout() -> str | None:
     """The connection's own statement_timeout outside any transaction (None on SQLite)."""
     if not postgres():
@@ -52,13 +62,14 @@ def test_a_read_past_the_timeout_is_a_503_and_the_connection_stays_as_it_was(set
         error = response.json()["error"]
         assert (error["status"], error["code"]) == (503, "query_timeout")
         assert "longer than 1 ms" in error["message"]
+        assert _idle(), path
 
     # The same connection answers the next request normally, with no limit left behind...
     settings.ANALYTICS_STATEMENT_TIMEOUT_MS = 60_000
     response = client.post("/api/analytics/blog-views/country/", {}, format="json")
     assert response.status_code == 200, response.content
     assert sum(row["views"] for row in response.json()["results"]) == TAIL_VIEWS
-    assert connection.connection is raw
+    assert connection.connection is raw and _idle()
     assert _session_statement_timeout() == before
 
     # ...and the write side is not limited: absorbing the tail takes far more than 1 ms.
