@@ -6,6 +6,11 @@ each absorb chunk and rolled a minute at a time instead of summed again by each 
 The new table starts empty: the state row is locked and its window watermark emptied, so that
 no reader takes the window rows as holding until the next per-minute absorb has summed all of
 them again (readers use the per-minute rows meanwhile).
+
+On PostgreSQL it leaves half of each page free (as 0002 and 0024 for other tables absorb
+updates): every absorb chunk updates the counts of the pairs it saw, and an update that finds
+room on its page is HOT (no new index entries). Adding 1 M new views' counts (105,104 pairs)
+took 0.63 s instead of 1.48 s on such pages.
 """
 
 import django.db.models.deletion
@@ -20,6 +25,16 @@ def windows_forget(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> 
     state = apps.get_model("rollups", "RecentState")
     list(state.objects.using(alias).select_for_update())
     state.objects.using(alias).update(recent_window_through_id=None)
+
+
+def fillfactor(value: int):
+    def apply(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(
+                f"ALTER TABLE rollups_windowblogcountryviews SET (fillfactor = {value})"
+            )
+
+    return apply
 
 
 class Migration(migrations.Migration):
@@ -80,4 +95,5 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
+        migrations.RunPython(fillfactor(50), fillfactor(100), elidable=False),
     ]
