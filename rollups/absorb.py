@@ -538,12 +538,12 @@ def _recent_windows_roll(
     most a window) from the rows of the window ending at ``base``: the per-minute rows of
     ``[base, end)`` added, those of the minutes the window left subtracted (keys left with no
     views get no row); then drop the rows of the windows before ``ends``."""
+    base_start, _ = _window_minutes(base)
     for window in RECENT_WINDOWS:
         columns = names(window.columns)
         minute_table = name(window.source.minute_table)
         for end in (end for end in ends if end > base):
             start, _ = _window_minutes(end)
-            base_start, _ = _window_minutes(base)
             execute(
                 cursor,
                 sql(

@@ -368,9 +368,7 @@ class WindowBlogCountryViews(Summary):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["window_end", "country", "blog"], name="windowblogcountry_country"
-            )
+            models.Index(fields=["window_end", "country", "blog"], name="windowblogcountry_country")
         ]
 
 

@@ -3,12 +3,13 @@
 The per-minute rows of the last hour and the realtime window rows (``rollups.tables``:
 ``RECENT_LEVELS``, ``RECENT_WINDOWS``) churn as no other table does: absorb upserts each
 minute's rows many times over while the minute is current, deletes every row older than an hour,
-and rewrites the window rows whole at each run. Every one of those writes leaves a dead row
-version behind. Left alone they pile up (measured: 1.8 M dead rows beside 650 k live ones in
-the (minute, blog, country) table after four realtime benchmark runs in 12 minutes, about
-770 k views and the migrations between the runs, on a server whose autovacuum is off), and the
-statistics the planner picks its plans with describe minutes that are gone: a realtime answer
-for two countries took 83 ms instead of 26 ms until a ``VACUUM`` and an ``ANALYZE``.
+updates the window rows at each chunk and rolls them every minute. Every one of those writes
+leaves a dead row version behind. Left alone they pile up (measured: 1.8 M dead rows beside
+650 k live ones in the (minute, blog, country) table after four realtime benchmark runs in 12
+minutes, about 770 k views and the migrations between the runs, on a server whose autovacuum
+is off), and the statistics the planner picks its plans with describe minutes that are gone: a
+realtime answer for two countries took 83 ms instead of 26 ms until a ``VACUUM`` and an
+``ANALYZE``.
 
 So a beat task (``rollups.tend_recent_tables``, every minute) vacuums and analyzes these
 tables when they are due by autovacuum's own default rules (dead rows, or rows changed since the
