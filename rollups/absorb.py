@@ -810,7 +810,9 @@ def rollups_absorb_recent(*, chunk_ids: int = ABSORB_CHUNK_IDS) -> AbsorbResult:
         if high >= upper:
             break
     seconds = time.perf_counter() - started
-    logger.info(
+    # Beat runs this every few seconds: a run that found nothing says so at DEBUG only.
+    logger.log(
+        logging.INFO if absorbed else logging.DEBUG,
         "absorbed %d views into the per-minute rows through id %d in %d ms",
         absorbed,
         state.absorbed_through_id,

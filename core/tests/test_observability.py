@@ -20,7 +20,7 @@ from core.logs import logging_config, request_id_var
 from core.metrics import metrics_text, process_registry
 from core.models import Blog
 from ingest.services import views_record
-from rollups.absorb import rollups_absorb_pending
+from rollups.absorb import rollups_absorb_pending, rollups_absorb_recent
 from rollups.models import RebuildJob
 from rollups.tasks import absorb_pending_task, reap_rebuild_jobs_task
 
@@ -385,6 +385,12 @@ def test_an_absorb_run_logs_one_line_with_its_figures(
     assert line["request_id"] == "-"
     assert " views into the per-minute rows through id " in recent["message"]
     assert recent["absorbed_through_id"] == line["absorbed_through_id"]
+    # A per-minute run with nothing new (beat sends one every few seconds) logs at DEBUG only.
+    rollups_absorb_recent()
+    assert [line for line in _lines(json_log) if line["logger"] == "rollups.absorb"] == [
+        line,
+        recent,
+    ]
 
 
 def test_a_task_sent_during_a_request_carries_its_id() -> None:
