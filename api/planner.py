@@ -92,6 +92,7 @@ from rollups.tables import (
     RecentWindow,
     last_days_slot,
     level_for,
+    window_ends_from,
     year_masks,
 )
 
@@ -141,7 +142,7 @@ class Snapshot:
         return (
             self.recent_window_end is not None
             and self.recent_window_through_id == self.recent_watermark
-            and end in (self.recent_window_end, self.recent_window_end + timedelta(minutes=1))
+            and end in window_ends_from(self.recent_window_end)
         )
 
 

@@ -86,6 +86,7 @@ from rollups.tables import (
     last_days_slot,
     recent_cut,
     recent_window_ends,
+    window_ends_from,
 )
 
 logger = logging.getLogger(__name__)
@@ -466,7 +467,7 @@ def _window_ends_held(state: RecentState) -> tuple[datetime, ...]:
     """The ends of the windows whose rows ``state`` says are there (none before a refresh)."""
     if state.recent_window_end is None:
         return ()
-    return (state.recent_window_end, state.recent_window_end + timedelta(minutes=1))
+    return window_ends_from(state.recent_window_end)
 
 
 def _window_minutes(end: datetime) -> tuple[datetime, datetime]:

@@ -293,8 +293,13 @@ def recent_window_ends(now: datetime) -> tuple[datetime, datetime]:
     """The ends of the realtime windows whose rows a refresh at ``now`` writes: the current
     minute's window (it ends with that minute) and the next minute's. A read finds its window
     among them until the minute after the refresh is over."""
-    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    return end, end + timedelta(minutes=1)
+    return window_ends_from(now.replace(second=0, microsecond=0) + timedelta(minutes=1))
+
+
+def window_ends_from(first: datetime) -> tuple[datetime, datetime]:
+    """The ends of the two windows whose rows are kept together, from the first one's
+    (``RecentState.recent_window_end``)."""
+    return first, first + timedelta(minutes=1)
 
 
 def _blocks_inside(start: datetime, end: datetime) -> tuple[datetime, datetime]:

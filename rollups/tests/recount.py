@@ -29,6 +29,7 @@ from rollups.tables import (
     RECENT_WINDOWS,
     STATE_NAME,
     TRAILING_SPANS,
+    window_ends_from,
 )
 
 
@@ -161,7 +162,7 @@ def windows_from_raw() -> dict[str, dict[datetime, Counter]]:
         or state.recent_window_through_id != state.absorbed_through_id
     ):
         return {}
-    ends = (state.recent_window_end, state.recent_window_end + timedelta(minutes=1))
+    ends = window_ends_from(state.recent_window_end)
     expected: dict[str, dict[datetime, Counter]] = {
         window.table: {end: Counter() for end in ends} for window in RECENT_WINDOWS
     }
