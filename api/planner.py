@@ -1581,13 +1581,19 @@ def _recent_from_minutes(facts: Facts, start: datetime, end: datetime, limit: in
     # The tail (views above the per-minute rows' own watermark) is found through the primary
     # key, then cut to the window: with the window's condition beside it, PostgreSQL may take
     # the viewed_at index on stale statistics (a burst of new views not analyzed yet) and read
-    # every view of the window.
+    # every view of the window. Only the raw partitions of the window's month(s) are planned
+    # and read (whole months, as for the summaries' tail: 0.41 -> 0.13 ms of planning with 16
+    # partitions, and more with every month kept).
     pending = sql(
         "SELECT viewed_at, blog_id, country_id FROM {raw} WHERE {where}",
         raw=name(RAW),
         where=all_of(
             [
                 sql("id > {watermark}", watermark=facts.snapshot.recent_watermark),
+                *_partition_bounds(
+                    start.astimezone(UTC).date(),
+                    (end - timedelta(microseconds=1)).astimezone(UTC).date(),
+                ),
                 *facts._filters(("blog_id", "country_id")),
             ]
         ),
