@@ -96,7 +96,10 @@ ABSORB_DURATION = Histogram(
 ABSORB_VIEWS = Counter("blogviews_absorb_views", "Raw views absorbed into the summaries.")
 ABSORB_TRIGGERS = Counter(
     "blogviews_absorb_triggers",
-    "Absorb runs that ingest sent because the pending views passed ABSORB_TRIGGER_PENDING.",
+    "Absorb runs that ingest sent because the pending views passed a threshold, by kind: "
+    "summaries (ABSORB_TRIGGER_PENDING) or recent (the per-minute levels, "
+    "RECENT_TRIGGER_PENDING).",
+    ["kind"],
 )
 TASK_FAILURES = Counter(
     "blogviews_task_failures", "Celery tasks that ended with an error, by task name.", ["task"]

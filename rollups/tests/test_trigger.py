@@ -1,6 +1,7 @@
-"""The absorb trigger (rollups.trigger): ingest sends an absorb run once the tail passes
-ABSORB_TRIGGER_PENDING, at most one per ABSORB_TRIGGER_SECONDS; with a real worker, concurrent
-batches crossing the threshold are absorbed exactly once."""
+"""The absorb trigger (rollups.trigger): ingest sends an absorb run once the summaries' tail
+passes ABSORB_TRIGGER_PENDING, and one of the per-minute levels once theirs passes
+RECENT_TRIGGER_PENDING, at most one of each per ABSORB_TRIGGER_SECONDS; with a real worker,
+concurrent batches crossing the thresholds are absorbed exactly once."""
 
 import base64
 import json
@@ -21,11 +22,17 @@ from core.metrics import ABSORB_TRIGGERS
 from core.testing import child_env, project_process, wait_until
 from ingest.models import BlogView
 from ingest.services import views_record
-from rollups.absorb import rollups_absorb_pending
+from rollups.absorb import rollups_absorb_pending, rollups_absorb_recent
 from rollups.selectors import rollups_status
 from rollups.tests.conftest import COUNTRIES, FIRST_DAY, broker_at, filesystem_broker_options
 from rollups.tests.recount import assert_summaries_exact
-from rollups.trigger import TRIGGER_CACHE_KEY, absorb_trigger, pending_ids
+from rollups.trigger import (
+    RECENT_TRIGGER_CACHE_KEY,
+    TRIGGER_CACHE_KEY,
+    absorb_trigger,
+    pending_ids,
+    pending_ids_both,
+)
 from worker.celery import app
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,30 +91,65 @@ def test_the_trigger_sends_one_run_once_the_tail_passes_the_threshold_and_coales
     blog_ids, settings, private_broker
 ):
     settings.ABSORB_TRIGGER_PENDING = 100
+    settings.RECENT_TRIGGER_PENDING = 0  # the per-minute levels' own trigger: the next test
     settings.ABSORB_TRIGGER_SECONDS = 600
     rng = random.Random(1)
     _batch(blog_ids, 60, rng)
     assert private_broker() == []
     _batch(blog_ids, 60, rng)
-    # A run of the summaries and one of the per-minute rows (their own watermark and tail).
-    sent = [("rollups.absorb_pending", {"triggered": True}), ("rollups.absorb_recent", {})]
-    assert sorted(_sent_tasks(private_broker()), key=str) == sorted(sent, key=str)
+    sent = [("rollups.absorb_pending", {"triggered": True})]
+    assert _sent_tasks(private_broker()) == sent
     # A burst of concurrent batches, all past the threshold, within the window: no more runs.
     _concurrently(6, lambda n: [_batch(blog_ids, 20, random.Random(n)) for _ in range(4)])
-    assert len(private_broker()) == 2
+    assert len(private_broker()) == 1
     # The window over (its key expired), the next batch past the threshold sends again.
     cache.delete(TRIGGER_CACHE_KEY)
     _batch(blog_ids, 1, rng)
-    assert sorted(_sent_tasks(private_broker()), key=str) == sorted(sent * 2, key=str)
+    assert _sent_tasks(private_broker()) == sent * 2
     # Absorbed, the tail is below the threshold again: nothing is sent.
     cache.delete(TRIGGER_CACHE_KEY)
     rollups_absorb_pending()
     _batch(blog_ids, 60, rng)
-    assert len(private_broker()) == 4
+    assert len(private_broker()) == 2
+
+
+def test_the_per_minute_levels_are_triggered_on_their_own_tail_and_window(
+    blog_ids, settings, private_broker
+):
+    settings.ABSORB_TRIGGER_PENDING = 100
+    settings.RECENT_TRIGGER_PENDING = 40
+    settings.ABSORB_TRIGGER_SECONDS = 600
+    rng = random.Random(4)
+    recent = ("rollups.absorb_recent", {})
+    summaries = ("rollups.absorb_pending", {"triggered": True})
+    _batch(blog_ids, 30, rng)
+    assert private_broker() == []
+    # Past the per-minute threshold only: their run alone, expiring after their own interval.
+    _batch(blog_ids, 30, rng)
+    assert _sent_tasks(private_broker()) == [recent]
+    assert private_broker()[0]["headers"]["expires"] is not None
+    # Past both, the per-minute window still taken: the summaries' run alone.
+    _batch(blog_ids, 60, rng)
+    assert _sent_tasks(private_broker()) == [recent, summaries]
+    # The summaries absorbed (the per-minute levels not), both windows over: only the
+    # per-minute tail is past its threshold.
+    rollups_absorb_pending(recent=False)
+    cache.delete_many([TRIGGER_CACHE_KEY, RECENT_TRIGGER_CACHE_KEY])
+    assert pending_ids_both() == (0, 120)
+    _batch(blog_ids, 1, rng)
+    assert _sent_tasks(private_broker()) == [recent, summaries, recent]
+    # Both absorbed: below both thresholds, nothing more.
+    cache.delete_many([TRIGGER_CACHE_KEY, RECENT_TRIGGER_CACHE_KEY])
+    rollups_absorb_recent()
+    assert pending_ids_both() == (1, 0)
+    _batch(blog_ids, 30, rng)
+    assert len(private_broker()) == 3
+    assert ABSORB_TRIGGERS.labels("recent")._value.get() >= 2
 
 
 def test_no_trigger_when_disabled_or_for_the_seed(blog_ids, settings, private_broker):
     settings.ABSORB_TRIGGER_PENDING = 0
+    settings.RECENT_TRIGGER_PENDING = 0
     _batch(blog_ids, 50, random.Random(2))
     settings.ABSORB_TRIGGER_PENDING = 10
     views_record(views=[(blog_ids[0], "US", FIRST_DAY)] * 20, absorb_trigger=False)
@@ -119,10 +161,10 @@ def test_a_trigger_that_cannot_reach_the_broker_keeps_the_batch(
     blog_ids, settings, unreachable_broker
 ):
     settings.ABSORB_TRIGGER_PENDING = 10
-    before = ABSORB_TRIGGERS._value.get()
+    before = ABSORB_TRIGGERS.labels("summaries")._value.get()
     assert _batch(blog_ids, 20, random.Random(3)) == 20
     assert BlogView.objects.count() == 20
-    assert ABSORB_TRIGGERS._value.get() == before
+    assert ABSORB_TRIGGERS.labels("summaries")._value.get() == before
 
 
 @contextmanager
@@ -153,8 +195,10 @@ def test_concurrent_batches_past_the_threshold_are_absorbed_by_the_worker_exactl
     blog_ids, settings, tmp_path
 ):
     settings.ABSORB_TRIGGER_PENDING = 150
+    settings.RECENT_TRIGGER_PENDING = 100
     settings.ABSORB_TRIGGER_SECONDS = 1
-    sent_before = ABSORB_TRIGGERS._value.get()
+    sent_before = ABSORB_TRIGGERS.labels("summaries")._value.get()
+    recent_before = ABSORB_TRIGGERS.labels("recent")._value.get()
     with _worker(tmp_path) as log:
         started = time.monotonic()
         # 8 writers x 12 batches of 25 views over a few seconds, and an absorb run of this
@@ -181,7 +225,7 @@ def test_concurrent_batches_past_the_threshold_are_absorbed_by_the_worker_exactl
             racer.join()
         elapsed = time.monotonic() - started
         assert BlogView.objects.count() == 8 * 12 * 25
-        sent = ABSORB_TRIGGERS._value.get() - sent_before
+        sent = ABSORB_TRIGGERS.labels("summaries")._value.get() - sent_before
         # Coalesced: at most one run per window, though most of the 96 batches found the tail
         # past the threshold.
         assert 1 <= sent <= elapsed / settings.ABSORB_TRIGGER_SECONDS + 1
@@ -196,6 +240,12 @@ def test_concurrent_batches_past_the_threshold_are_absorbed_by_the_worker_exactl
             r"rollups\.absorb_pending\[[^\]]+\] succeeded in [\d.]+s: (\d+)", log.read_text()
         )
         assert runs and sum(int(views) for views in runs) > 0, log.read_text()
+        # The per-minute levels' runs, triggered on their own tail, raced the summaries' ones.
+        assert ABSORB_TRIGGERS.labels("recent")._value.get() > recent_before
+        recent_runs = re.findall(
+            r"rollups\.absorb_recent\[[^\]]+\] succeeded in [\d.]+s: (\d+)", log.read_text()
+        )
+        assert recent_runs and sum(int(views) for views in recent_runs) > 0, log.read_text()
         assert "Traceback" not in log.read_text()
     rollups_absorb_pending()
     assert rollups_status().pending_views == 0
