@@ -349,7 +349,8 @@ def _realtime(
             finally:
                 ingest.terminate()
                 ingest.join()
-        print(f"    ({absorb_runs(logs)})", flush=True)
+        print(f"    (summaries: {absorb_runs(logs)})", flush=True)
+        print(f"    (per-minute rows: {absorb_runs(logs, 'rollups.absorb_recent')})", flush=True)
 
 
 def _realtime_explained(query: str, runs: int = 5) -> str:

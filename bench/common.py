@@ -226,7 +226,13 @@ def worker_and_beat(env: dict[str, str], redis_url: str, name: str) -> Iterator[
 
 
 # The settings that tune the rollups; a benchmark of the deployed defaults drops them.
-ROLLUP_SETTINGS = ("ROLLUP_INTERVAL_SECONDS", "ABSORB_TRIGGER_PENDING", "ABSORB_TRIGGER_SECONDS")
+ROLLUP_SETTINGS = (
+    "ROLLUP_INTERVAL_SECONDS",
+    "RECENT_ROLLUP_INTERVAL_SECONDS",
+    "ABSORB_TRIGGER_PENDING",
+    "RECENT_TRIGGER_PENDING",
+    "ABSORB_TRIGGER_SECONDS",
+)
 
 
 def without_rollup_settings(env: dict[str, str]) -> dict[str, str]:
@@ -234,22 +240,22 @@ def without_rollup_settings(env: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in env.items() if name not in ROLLUP_SETTINGS}
 
 
-def worker_absorbs(logs: Path) -> list[tuple[float, int]]:
-    """(seconds, views) of every absorb run a ``worker_and_beat`` worker logged ("Task
-    rollups.absorb_pending[id] succeeded in 1.2s: 600")."""
+def worker_absorbs(logs: Path, task: str = "rollups.absorb_pending") -> list[tuple[float, int]]:
+    """(seconds, views) of every run of the absorb ``task`` a ``worker_and_beat`` worker logged
+    ("Task rollups.absorb_pending[id] succeeded in 1.2s: 600")."""
     return [
         (float(seconds), int(views))
         for seconds, views in re.findall(
-            r"rollups\.absorb_pending\[[^\]]+\] succeeded in ([\d.]+)s: (\d+)",
+            re.escape(task) + r"\[[^\]]+\] succeeded in ([\d.]+)s: (\d+)",
             (logs / "worker.log").read_text(errors="replace"),
         )
     ]
 
 
-def absorb_runs(logs: Path) -> str:
-    """The absorb runs in a ``worker_and_beat`` worker's log: how many, their views and the
-    p50 and max duration of those that absorbed any."""
-    runs = worker_absorbs(logs)
+def absorb_runs(logs: Path, task: str = "rollups.absorb_pending") -> str:
+    """The runs of the absorb ``task`` in a ``worker_and_beat`` worker's log: how many, their
+    views and the p50 and max duration of those that absorbed any."""
+    runs = worker_absorbs(logs, task)
     with_views = [(seconds, views) for seconds, views in runs if views]
     if not with_views:
         return f"{len(runs)} absorb runs, none with views"
