@@ -528,6 +528,14 @@ def recent_windows_refresh(cursor: CursorWrapper, state: RecentState, now: datet
         _recent_windows_roll(cursor, held[-1], ends)
     else:
         _recent_windows_sum(cursor, ends)
+    if postgres():
+        # The new windows' ends are values the column's statistics have never seen: planned
+        # as one row, an author's countries were read through the country index over every
+        # pair of the window (20,000 rows, 31 ms, where its 311 blogs' 3,110 pairs by the
+        # primary key take 1), until tending's next ANALYZE, up to a minute later. ANALYZE
+        # samples this transaction's own new rows, and its statistics commit with them.
+        for window in RECENT_WINDOWS:
+            execute(cursor, sql("ANALYZE {table} (window_end)", table=name(window.table)))
     state.recent_window_end = ends[0]
     state.recent_window_through_id = state.absorbed_through_id
 

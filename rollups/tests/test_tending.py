@@ -2,15 +2,17 @@
 
 import random
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+import time_machine
 from django.db import connection
 from django.utils import timezone
 
 from ingest.services import views_record
-from rollups.absorb import rollups_absorb_pending
-from rollups.tables import RECENT_BLOG_COUNTRY, RECENT_WINDOWS
+from rollups.absorb import rollups_absorb_pending, rollups_absorb_recent
+from rollups.models import RecentState
+from rollups.tables import RECENT_BLOG_COUNTRY, RECENT_WINDOWS, recent_window_ends
 from rollups.tasks import tend_recent_tables_task
 from rollups.tending import TENDED_TABLES, VACUUM_THRESHOLD, recent_tables_tend
 from rollups.tests.conftest import COUNTRIES
@@ -121,3 +123,32 @@ def test_tables_that_only_got_new_rows_are_vacuumed_too(blog_ids):
             [table],
         )
         assert cursor.fetchone()[0] == 0
+
+
+def _window_ends_in_statistics(table: str) -> set[datetime]:
+    """The window ends the planner's statistics of ``table`` know (its most common values)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT most_common_vals::text::timestamptz[] FROM pg_stats "
+            "WHERE tablename = %s AND attname = 'window_end'",
+            [table],
+        )
+        found = cursor.fetchone()
+    return set(found[0]) if found and found[0] else set()
+
+
+@pytest.mark.django_db
+def test_the_window_rows_statistics_know_each_new_window_at_once(blog_ids):
+    """Each roll writes window ends the statistics have never seen; the run that rolls them
+    analyzes the window tables' ``window_end`` in its own transaction, so a reader never plans
+    for a window of one row (an author's countries read through every pair of the window)."""
+    at = timezone.now().replace(second=30, microsecond=0)
+    for minutes in (0, 1, 3):
+        now = at + timedelta(minutes=minutes)
+        with time_machine.travel(now, tick=False):
+            views_record(views=[(blog, country, now) for blog in blog_ids for country in COUNTRIES])
+            rollups_absorb_recent()
+            ends = set(recent_window_ends(now))
+            assert RecentState.objects.get().recent_window_end == min(ends)
+            for window in RECENT_WINDOWS:
+                assert _window_ends_in_statistics(window.table) == ends, (minutes, window)
