@@ -120,8 +120,8 @@ def test_the_per_minute_levels_are_triggered_on_their_own_tail_and_window(
     settings.RECENT_TRIGGER_PENDING = 40
     settings.ABSORB_TRIGGER_SECONDS = 600
     rng = random.Random(4)
-    recent = ("rollups.absorb_recent", {})
-    summaries = ("rollups.absorb_pending", {"triggered": True})
+    recent: tuple[str, dict] = ("rollups.absorb_recent", {})
+    summaries: tuple[str, dict] = ("rollups.absorb_pending", {"triggered": True})
     _batch(blog_ids, 30, rng)
     assert private_broker() == []
     # Past the per-minute threshold only: their run alone, expiring after their own interval.
