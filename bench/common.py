@@ -253,15 +253,15 @@ def worker_absorbs(logs: Path, task: str = "rollups.absorb_pending") -> list[tup
 
 
 def absorb_runs(logs: Path, task: str = "rollups.absorb_pending") -> str:
-    """The runs of the absorb ``task`` in a ``worker_and_beat`` worker's log: how many, their
-    views and the p50 and max duration of those that absorbed any."""
-    runs = worker_absorbs(logs, task)
-    with_views = [(seconds, views) for seconds, views in runs if views]
+    """The runs of the absorb ``task`` that absorbed views in a ``worker_and_beat`` worker's
+    log: how many, their views and their p50 and max duration. (Runs that absorbed nothing are
+    not logged: ``core.logs.RoutineTaskFilter``.)"""
+    with_views = [(seconds, views) for seconds, views in worker_absorbs(logs, task) if views]
     if not with_views:
-        return f"{len(runs)} absorb runs, none with views"
+        return "no absorb run with views"
     durations = [seconds for seconds, _ in with_views]
     return (
-        f"{len(runs)} absorb runs ({len(with_views)} with views, "
+        f"{len(with_views)} absorb runs with views ("
         f"{sum(views for _, views in with_views):,} views; "
         f"p50 {statistics.median(durations):.2f} s, max {max(durations):.2f} s)"
     )

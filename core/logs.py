@@ -37,6 +37,41 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Beat sends these every few seconds (the per-minute absorb every 5 s): Celery's own lines about
+# them, three a run, buried everything else in `make run`'s console and in the logs.
+ROUTINE_TASKS = frozenset(
+    {"rollups.absorb_pending", "rollups.absorb_recent", "rollups.tend_recent_tables"}
+)
+
+
+class RoutineTaskFilter(logging.Filter):
+    """Drops Celery's INFO lines about the routine periodic tasks (``ROUTINE_TASKS``): beat
+    sending one, the worker receiving one, and a run that succeeded having done nothing (it
+    returned 0). A run that did something still logs its success with what it did (and the
+    task its own lines), and a failure or a retry always logs; their metrics count every run.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not record.name.startswith("celery."):
+            return True
+        args = record.args
+        if record.name == "celery.beat":
+            # "Scheduler: Sending due task %s (%s)", entry name and task name.
+            return not (
+                isinstance(args, tuple)
+                and len(args) == 2
+                and str(record.msg).startswith("Scheduler: Sending due task")
+                and args[1] in ROUTINE_TASKS
+            )
+        if not isinstance(args, dict) or args.get("name") not in ROUTINE_TASKS:
+            return True
+        if record.name == "celery.worker.strategy":
+            return False  # "Task %(name)s[%(id)s] received"
+        if record.name == "celery.app.trace" and "succeeded" in str(record.msg):
+            return str(args.get("return_value")) != "0"
+        return True
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 # The fixed fields of each JSON line; a record's ``extra`` fields are added beside them.
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(task)s"
@@ -58,13 +93,16 @@ def logging_config(*, log_format: str, level: str) -> dict[str, object]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "core.logs.RequestIdFilter"}},
+        "filters": {
+            "request_id": {"()": "core.logs.RequestIdFilter"},
+            "routine_tasks": {"()": "core.logs.RoutineTaskFilter"},
+        },
         "formatters": {"main": formatter},
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "main",
-                "filters": ["request_id"],
+                "filters": ["routine_tasks", "request_id"],
             }
         },
         "root": {"handlers": ["console"], "level": level},

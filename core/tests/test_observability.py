@@ -420,3 +420,49 @@ def test_log_format_text_is_the_default_and_json_is_one_object_a_line() -> None:
     assert "request_id" in text["formatters"]["main"]["format"]  # type: ignore[index]
     config = logging_config(log_format="json", level="INFO")
     assert config["formatters"]["main"]["()"] == "pythonjsonlogger.json.JsonFormatter"  # type: ignore[index]
+
+
+def test_celery_lines_about_routine_runs_that_did_nothing_are_dropped(
+    json_log: io.StringIO,
+) -> None:
+    """Beat sends the per-minute absorb every 5 s: Celery's lines about it (sent, received,
+    succeeded with 0) would be three every 5 s in `make run`'s console. They are dropped, with
+    Celery's own messages and loggers; a run that did something, another task, and a failure
+    still log."""
+    from celery.app.trace import LOG_FAILURE, LOG_RECEIVED, LOG_SUCCESS
+
+    beat = logging.getLogger("celery.beat")
+    received = logging.getLogger("celery.worker.strategy")
+    trace = logging.getLogger("celery.app.trace")
+
+    def run(task: str, returned: str) -> None:
+        beat.info("Scheduler: Sending due task %s (%s)", f"the {task} entry", task)
+        received.info(LOG_RECEIVED, {"id": "1", "name": task, "args": "()", "kwargs": "{}"})
+        trace.info(
+            LOG_SUCCESS,
+            {"id": "1", "name": task, "return_value": returned, "runtime": 0.01},
+        )
+
+    run("rollups.absorb_recent", "0")
+    run("rollups.tend_recent_tables", "0")
+    run("rollups.absorb_pending", "0")
+    assert _lines(json_log) == []
+
+    run("rollups.absorb_recent", "120")  # it absorbed views: its success says how many
+    run("rollups.verify_rollups", "0")  # not a routine run: every line
+    trace.error(
+        LOG_FAILURE,
+        {
+            "id": "2",
+            "name": "rollups.absorb_recent",
+            "description": "raised unexpected",
+            "exc": "OperationalError",
+        },
+    )
+    assert [line["message"] for line in _lines(json_log)] == [
+        "Task rollups.absorb_recent[1] succeeded in 0.01s: 120",
+        "Scheduler: Sending due task the rollups.verify_rollups entry (rollups.verify_rollups)",
+        "Task rollups.verify_rollups[1] received",
+        "Task rollups.verify_rollups[1] succeeded in 0.01s: 0",
+        "Task rollups.absorb_recent[2] raised unexpected: OperationalError",
+    ]
