@@ -37,10 +37,15 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-# Beat sends these every few seconds (the per-minute absorb every 5 s): Celery's own lines about
-# them, three a run, buried everything else in `make run`'s console and in the logs.
+# Beat sends these every few seconds or every minute (the per-minute absorb every 5 s): Celery's
+# own lines about them, three a run, buried everything else in `make run`'s console and the logs.
 ROUTINE_TASKS = frozenset(
-    {"rollups.absorb_pending", "rollups.absorb_recent", "rollups.tend_recent_tables"}
+    {
+        "rollups.absorb_pending",
+        "rollups.absorb_recent",
+        "rollups.reap_rebuild_jobs",
+        "rollups.tend_recent_tables",
+    }
 )
 
 

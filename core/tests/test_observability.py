@@ -446,6 +446,7 @@ def test_celery_lines_about_routine_runs_that_did_nothing_are_dropped(
     run("rollups.absorb_recent", "0")
     run("rollups.tend_recent_tables", "0")
     run("rollups.absorb_pending", "0")
+    run("rollups.reap_rebuild_jobs", "0")
     assert _lines(json_log) == []
 
     run("rollups.absorb_recent", "120")  # it absorbed views: its success says how many
