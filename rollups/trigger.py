@@ -66,11 +66,6 @@ def pending_ids_both() -> tuple[int, int]:
         return int(summaries), int(recent)
 
 
-def pending_ids() -> int:
-    """How many ids are above the summaries' watermark (an upper bound of the pending views)."""
-    return pending_ids_both()[0]
-
-
 def absorb_trigger() -> bool:
     """Send an absorb task for each tail past its threshold (``ABSORB_TRIGGER_PENDING`` for
     the summaries, ``RECENT_TRIGGER_PENDING`` for the per-minute levels; 0 turns one off) that
