@@ -396,7 +396,6 @@ def _realtime_explained(query: str, runs: int = 5) -> str:
                 return core_sql.fetch_all(statement)
 
             planner.fetch_all = capture  # type: ignore[assignment]
-            timed_out = False
             try:
                 with planner.read_snapshot() as snapshot:
                     current = snapshot.as_of.astimezone(UTC).replace(second=0, microsecond=0)
@@ -421,13 +420,11 @@ def _realtime_explained(query: str, runs: int = 5) -> str:
                 # The raw window of a busy half hour (3.6 M views at 2,000 views/s, 1.8-2.2 s)
                 # can pass the statement timeout (it did in three runs before the raw table was
                 # analyzed after the fill): a figure to report, not a reason to stop the run.
-                timed_out = True
-            finally:
-                planner.fetch_all = core_sql.fetch_all
-            if timed_out:
                 found[label].append((math.inf, 0))
             else:
                 found[label].append((milliseconds, buffers))
+            finally:
+                planner.fetch_all = core_sql.fetch_all
 
     def shown(runs_found: list[tuple[float, int]]) -> str:
         milliseconds = statistics.median(ms for ms, _ in runs_found)
