@@ -130,6 +130,9 @@ class Snapshot:
     # of this per-minute watermark (they hold only while it is ``recent_watermark``).
     recent_window_end: datetime | None = None
     recent_window_through_id: int | None = None
+    # The first and the last day of the absorbed views (None: none).
+    first_absorbed_day: date | None = None
+    last_absorbed_day: date | None = None
 
     @property
     def today(self) -> date:
@@ -268,6 +271,8 @@ def _snapshot_read(as_of: datetime, *, first: str = "") -> Snapshot:
         recent_from=position.recent_from,
         recent_window_end=position.recent_window_end,
         recent_window_through_id=position.recent_window_through_id,
+        first_absorbed_day=position.first_absorbed_day,
+        last_absorbed_day=position.last_absorbed_day,
     )
 
 
@@ -376,16 +381,12 @@ class Facts:
         self.shared_tail = shared_tail
         # Besides the spec's filters, only the countries this query selects (a page of them).
         self.shown = shown
-        self._days: tuple[date | None, date | None] | None = None
 
     def reading_shared_tail(self, *, shown: SQL | None = None) -> "Facts":
-        """These facts with ``shared_tail`` (and ``shown``), the absorbed days already read
-        kept."""
-        facts = Facts(
+        """These facts with ``shared_tail`` (and ``shown``)."""
+        return Facts(
             self.spec, self.snapshot, author_id=self.author_id, shared_tail=True, shown=shown
         )
-        facts._days = self._days
-        return facts
 
     def level(self, *, blogs: bool, countries: bool) -> Level:
         """The smallest level holding the needed dimensions and the filtered columns."""
@@ -831,18 +832,18 @@ class Facts:
 
     def _kept_counts(self, start: date | None, end: date | None) -> SQL | None:
         """(country_id, blogs) of the range's absorbed views from a count kept with the
-        presence rows, when one answers it exactly; else ``None``. Never with an author (the
-        counts are of every blog).
+        presence rows, when one answers it exactly; else ``None``. The counts are of every
+        blog: with an author, from the author's pairs' last days instead (``_author_last_days``).
 
         - A whole single year: the per-(year, country) counts; whole months of one year (such
           as February to May): the per-(year, month range, country) counts.
         - A range holding every absorbed day (open at both ends, or around the first and the
-          last day of the daily views, two index probes): the all-time counts.
+          last day of the daily views, which the snapshot read): the all-time counts.
         - A range reaching the last absorbed day: a pair has a view in it exactly when its last
           view is in it, so the per-(country, last day) counts from the range's first day on.
         """
-        if self.author_id:
-            return None
+        if self.author_id is not None:
+            return self._author_last_days(start, end)
         countries = self._filters(("country_id",))
         if (
             start is not None
@@ -868,7 +869,7 @@ class Facts:
                 month_ranges=name(MONTH_RANGE_COUNTRY_BLOGS),
                 in_months=all_of([year, months, *countries]),
             )
-        first, last = (None, None) if start is None and end is None else self._absorbed_days()
+        first, last = self.snapshot.first_absorbed_day, self.snapshot.last_absorbed_day
         reaches_last = end is None or last is None or end >= last
         if reaches_last and (start is None or first is None or start <= first):
             return sql(
@@ -884,23 +885,44 @@ class Facts:
             )
         return None
 
+    def _author_last_days(self, start: date | None, end: date | None) -> SQL | None:
+        """(country_id, blogs) of the range's absorbed views of the author's blogs from their
+        pairs' last days (``LAST_DAYS``), when the range reaches the last absorbed day (a pair
+        has a view in it exactly when its last one is from the range's first day on); else
+        ``None``.
+
+        One row per (country, block of blog ids) that holds the author's blogs and a subscript
+        per blog, where the presence rows are one per (year, country, blog), each read from the
+        table for its bits: at 100 M views every pair of a 144-blog author exists, and its
+        country breakdown over 30 days read 14,400 of them (47 k buffers, 35 ms).
+        """
+        last = self.snapshot.last_absorbed_day
+        if end is not None and last is not None and end < last:
+            return None
+        block, slot = last_days_slot("id")
+        return sql(
+            "SELECT a.country_id, count(*) AS blogs FROM ("
+            "SELECT {block} AS block, array_agg({slot}) AS slots FROM {blog} "
+            "WHERE author_id = {author} GROUP BY 1) b "
+            "JOIN {last_days} a ON a.block = b.block CROSS JOIN LATERAL unnest(b.slots) s (slot) "
+            "WHERE {where} GROUP BY a.country_id",
+            block=SQL(block),
+            slot=SQL(slot),
+            blog=name(BLOG),
+            author=self.author_id,
+            last_days=name(LAST_DAYS),
+            where=all_of(
+                [
+                    sql("a.days[s.slot] >= {since}", since=day_param(start or FIRST_DAY)),
+                    *self._country_filters(("country_id",)),
+                ]
+            ),
+        )
+
     def counts_every_countrys_blogs_cheaply(self) -> bool:
         """Whether the distinct blogs of every country cost little at once (PostgreSQL): from
-        the counts kept with the presence rows, or from one author's presence rows."""
-        start, end = self.spec.first_day, self.spec.last_day
-        return self.author_id is not None or self._kept_counts(start, end) is not None
-
-    def _absorbed_days(self) -> tuple[date | None, date | None]:
-        """The first and the last day of the absorbed views (two index probes; once)."""
-        if self._days is None:
-            first, last = fetch_one(
-                sql("SELECT min(day), max(day) FROM {daily}", daily=name(DAY_LEVEL.daily))
-            )
-            self._days = (
-                None if first is None else as_date(first),
-                None if last is None else as_date(last),
-            )
-        return self._days
+        the counts kept with the presence rows, or from one author's pairs' last days."""
+        return self._kept_counts(self.spec.first_day, self.spec.last_day) is not None
 
     def _new_in_tail(self, tail: SQL) -> SQL:
         """(country_id, pairs) of the ``tail``'s distinct (country, blog) pairs that have no
@@ -913,7 +935,7 @@ class Facts:
         pair.
         """
         start, end = self.spec.first_day, self.spec.last_day
-        last = None if end is None else self._absorbed_days()[1]
+        last = self.snapshot.last_absorbed_day
         if last is None or end is None or end >= last:
             # The pairs by block first: a join of one row per block (about 2,000 of them),
             # then a subscript per pair; the tail's row estimate is far too low (its ids are
@@ -1087,6 +1109,8 @@ def country_groups(facts: Facts, limit: int, offset: int) -> Groups:
     # blogs of every country cost little, both in one statement that reads the tail once.
     if postgres() and facts.counts_every_countrys_blogs_cheaply():
         return _country_groups_at_once(facts, limit, offset)
+    if postgres() and facts.author_id is not None:
+        return _country_groups_by_pair(facts, limit, offset)
     views = fetch_all(
         sql(
             # Summed per country before the names are joined: the facts can be tens of
@@ -1182,6 +1206,47 @@ def _country_groups_at_once(facts: Facts, limit: int, offset: int) -> Groups:
             limit=limit,
             offset=offset,
             blogs=shown.presence_blogs(),
+            page_code=binary_order(SQL("p.country_id")),
+        )
+    )
+    rows = [
+        {"country_code": code, "country_name": country, "blogs": int(blogs), "views": int(views)}
+        for _, code, country, views, blogs in groups
+        if code is not None
+    ]
+    return Groups(rows, groups[0][0])
+
+
+def _country_groups_by_pair(facts: Facts, limit: int, offset: int) -> Groups:
+    """``country_groups`` for one author (PostgreSQL) over a range that the pairs' last days
+    do not answer (one not reaching the last absorbed day): the author's facts are (blog,
+    country) rows, so the pairs with views in the range are those facts summed per pair, and a
+    country's distinct blogs is its number of pairs, counted in the same pass as its views.
+
+    The presence rows would be probed per country of the page and blog of the author's
+    instead, one row each read from the table for its bits: 100 countries x 144 blogs at 100 M
+    views, 47 k buffers and 32 ms for Feb-May, where the facts are 44 k index-only rows.
+    """
+    groups = _fetch_hashing(
+        sql(
+            "WITH pairs AS MATERIALIZED ("
+            # A pair's views as bigint (they are a count of views), which its country's sum
+            # adds faster than the numeric sum() gives (~1.3 of 19 ms in the case above).
+            "SELECT f.country_id, sum(f.views)::bigint AS views FROM ({facts}) f "
+            "GROUP BY f.country_id, f.blog_id HAVING sum(f.views) > 0), "
+            "views AS MATERIALIZED (SELECT country_id, sum(views) AS views, count(*) AS blogs "
+            "FROM pairs GROUP BY country_id), "
+            "page AS MATERIALIZED (SELECT v.country_id, c.name, v.views, v.blogs FROM views v "
+            "JOIN {country} c ON c.code = v.country_id ORDER BY v.views DESC, {code} "
+            "LIMIT {limit} OFFSET {offset}) "
+            "SELECT total.n, p.country_id, p.name, p.views, p.blogs "
+            "FROM (SELECT count(*) AS n FROM views) total LEFT JOIN page p ON true "
+            "ORDER BY p.views DESC, {page_code}",
+            facts=facts.sql(blogs=True, countries=True, days=False),
+            country=name(COUNTRY),
+            code=binary_order(SQL("v.country_id")),
+            limit=limit,
+            offset=offset,
             page_code=binary_order(SQL("p.country_id")),
         )
     )

@@ -13,7 +13,7 @@ from core.cache import RedisCache
 from core.routers import read_alias
 from core.sql import as_date, as_moment
 from ingest.models import BlogView
-from rollups.models import AbsorbState, RecentState
+from rollups.models import AbsorbState, DailyViews, RecentState
 from rollups.tables import STATE_NAME
 
 # The cache entry holding the rebuild version (see rollups.rebuild.rebuild_version_publish) and
@@ -86,7 +86,9 @@ class ReadPosition:
     only in raw), the rebuild version, the day the folded monthly rows stop before (None:
     none); and of the per-minute levels' (``RecentState``): their watermark, the instant they
     start at (None: none kept), and the realtime windows the window rows sum (the first one's
-    end, and the per-minute watermark they were summed at)."""
+    end, and the per-minute watermark they were summed at). Also the first and the last day
+    of the absorbed views (None: none), which tell whether a range holds every absorbed day or
+    reaches the last one (two index probes of the per-day rows, in the same round trip)."""
 
     watermark: int
     rebuild_version: int
@@ -95,12 +97,16 @@ class ReadPosition:
     recent_from: datetime | None = None
     recent_window_end: datetime | None = None
     recent_window_through_id: int | None = None
+    first_absorbed_day: date | None = None
+    last_absorbed_day: date | None = None
 
 
 # Both rows in one statement, either one possibly missing (no run yet).
 _POSITION_SQL = (
     "SELECT v.absorbed_through_id, v.rebuild_version, v.monthly_open_from, "
-    "r.absorbed_through_id, r.recent_from, r.recent_window_end, r.recent_window_through_id "
+    "r.absorbed_through_id, r.recent_from, r.recent_window_end, r.recent_window_through_id, "
+    f"(SELECT min(day) FROM {DailyViews._meta.db_table}), "
+    f"(SELECT max(day) FROM {DailyViews._meta.db_table}) "
     f"FROM (SELECT 1 AS one) one LEFT JOIN {AbsorbState._meta.db_table} v ON v.name = %s "
     f"LEFT JOIN {RecentState._meta.db_table} r ON r.name = %s"
 )
@@ -118,7 +124,17 @@ def read_position(*, first: str = "") -> ReadPosition:
     with connections[read_alias()].cursor() as cursor:
         cursor.execute(first + _POSITION_SQL, [STATE_NAME, STATE_NAME])
         row = cursor.fetchone()
-    watermark, version, open_from, recent, recent_from, window_end, window_through_id = row
+    (
+        watermark,
+        version,
+        open_from,
+        recent,
+        recent_from,
+        window_end,
+        window_through_id,
+        first_day,
+        last_day,
+    ) = row
     return ReadPosition(
         watermark=int(watermark or 0),
         rebuild_version=int(version or 0),
@@ -127,6 +143,8 @@ def read_position(*, first: str = "") -> ReadPosition:
         recent_from=None if recent_from is None else as_moment(recent_from),
         recent_window_end=None if window_end is None else as_moment(window_end),
         recent_window_through_id=None if window_through_id is None else int(window_through_id),
+        first_absorbed_day=None if first_day is None else as_date(first_day),
+        last_absorbed_day=None if last_day is None else as_date(last_day),
     )
 
 

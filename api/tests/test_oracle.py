@@ -586,3 +586,54 @@ def test_an_author_with_many_countries_named_matches_a_recount_from_raw(client):
             assert answer["results"] == oracle.performance(series, today=TODAY.date()), series
             rows += sum(row["views"] for row in answer["results"])
     assert rows > 0
+
+
+def test_an_authors_blogs_over_several_blocks_of_ids_match_a_recount_from_raw(client):
+    """On PostgreSQL an author's distinct blogs per country over a range that reaches the last
+    absorbed day are counted from each (country, block of 256 blog ids) row's last days, a
+    subscript per blog of the author's: blogs at both ends of a block and in another one, and
+    another author's blog in between, whose views must not count."""
+    wide, other = (get_user_model().objects.create_user(username=name) for name in ("wide", "o"))
+    # 5,000,192 = 256 x 19,532: the last slot of one block, the first of the next.
+    ids = (5_000_191, 5_000_192, 5_000_500)
+    for blog_id in ids:
+        Blog.objects.create(pk=blog_id, title=f"Wide {blog_id}", author=wide)
+    Blog.objects.create(pk=5_000_193, title="Other", author=other)
+    views_record(
+        views=[
+            (5_000_191, "US", datetime(2025, 12, 20, tzinfo=UTC)),
+            (5_000_192, "US", datetime(2026, 1, 2, tzinfo=UTC)),
+            (5_000_500, "DE", datetime(2025, 11, 3, tzinfo=UTC)),
+            (5_000_193, "ET", datetime(2026, 1, 9, tzinfo=UTC)),
+            (5_000_193, "US", datetime(2026, 1, 9, tzinfo=UTC)),
+        ]
+    )
+    rollups_absorb_pending()
+    # The tail: a pair already counted, one new, one of the other author.
+    views_record(
+        views=[
+            (5_000_192, "US", TODAY),
+            (5_000_500, "US", TODAY),
+            (5_000_193, "DE", TODAY),
+        ]
+    )
+    for dates in (
+        {},
+        {"start_date": "2025-12-20"},
+        {"start_date": "2025-12-21", "end_date": "2026-01-10"},
+        {"year": 2026},
+        # Not reaching the last absorbed day: from the presence rows.
+        {"start_date": "2025-11-01", "end_date": "2026-01-02"},
+    ):
+        for filters in (
+            {"author_username": "wide"},
+            {"author_username": "wide", "country_codes": ["US", "ET"]},
+            {"author_username": "wide", "exclude_country_codes": ["DE"]},
+        ):
+            body = {**dates, **filters}
+            expected = oracle.by_country(body)
+            assert expected, body
+            answer = _post(client, "/api/analytics/blog-views/country/", body)
+            assert answer["results"] == expected, body
+            top = _post(client, "/api/analytics/top/country/", {**body, "limit": 1})
+            assert top["results"] == expected[:1], body
