@@ -592,7 +592,8 @@ def test_an_authors_blogs_over_several_blocks_of_ids_match_a_recount_from_raw(cl
     """On PostgreSQL an author's distinct blogs per country over a range that reaches the last
     absorbed day are counted from each (country, block of 256 blog ids) row's last days, a
     subscript per blog of the author's: blogs at both ends of a block and in another one, and
-    another author's blog in between, whose views must not count."""
+    another author's blog in between, whose views must not count. Over other ranges, from the
+    author's (blog, country) pairs (a page of 100 countries) or the presence rows (a top 1)."""
     wide, other = (get_user_model().objects.create_user(username=name) for name in ("wide", "o"))
     # 5,000,192 = 256 x 19,532: the last slot of one block, the first of the next.
     ids = (5_000_191, 5_000_192, 5_000_500)
@@ -622,7 +623,7 @@ def test_an_authors_blogs_over_several_blocks_of_ids_match_a_recount_from_raw(cl
         {"start_date": "2025-12-20"},
         {"start_date": "2025-12-21", "end_date": "2026-01-10"},
         {"year": 2026},
-        # Not reaching the last absorbed day: from the presence rows.
+        # Not reaching the last absorbed day: by pair, or from the presence rows.
         {"start_date": "2025-11-01", "end_date": "2026-01-02"},
     ):
         for filters in (
