@@ -1185,6 +1185,18 @@ def _fetch_hashing(query: SQL) -> list[tuple[Any, ...]]:
         return rows
 
 
+def _counted_page(groups: list[tuple[Any, ...]]) -> Groups:
+    """``Groups`` from ``(total, country_code, country_name, views, blogs)`` rows: the page's
+    countries, and the count of all groups that each row carries (a page past the end is one
+    row of the count and NULLs)."""
+    rows = [
+        {"country_code": code, "country_name": country, "blogs": int(blogs), "views": int(views)}
+        for _, code, country, views, blogs in groups
+        if code is not None
+    ]
+    return Groups(rows, groups[0][0])
+
+
 def _country_groups_at_once(facts: Facts, limit: int, offset: int) -> Groups:
     """``country_groups`` in one statement that reads the tail once (PostgreSQL): the views
     per country, the page of them, and the page's distinct blogs."""
@@ -1214,12 +1226,7 @@ def _country_groups_at_once(facts: Facts, limit: int, offset: int) -> Groups:
             page_code=binary_order(SQL("p.country_id")),
         )
     )
-    rows = [
-        {"country_code": code, "country_name": country, "blogs": int(blogs), "views": int(views)}
-        for _, code, country, views, blogs in groups
-        if code is not None
-    ]
-    return Groups(rows, groups[0][0])
+    return _counted_page(groups)
 
 
 def _country_groups_by_pair(facts: Facts, limit: int, offset: int) -> Groups:
@@ -1255,12 +1262,7 @@ def _country_groups_by_pair(facts: Facts, limit: int, offset: int) -> Groups:
             page_code=binary_order(SQL("p.country_id")),
         )
     )
-    rows = [
-        {"country_code": code, "country_name": country, "blogs": int(blogs), "views": int(views)}
-        for _, code, country, views, blogs in groups
-        if code is not None
-    ]
-    return Groups(rows, groups[0][0])
+    return _counted_page(groups)
 
 
 def author_groups(facts: Facts, limit: int, offset: int) -> Groups:
