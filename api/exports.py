@@ -11,8 +11,9 @@ from rest_framework.renderers import BaseRenderer
 from api.spec import Spec
 
 CSV_MEDIA_TYPE = "text/csv"
-# Rows written per chunk of a streamed answer.
+# Rows written per chunk of a streamed answer; bytes per chunk of one the cache kept.
 CHUNK_ROWS = 500
+CHUNK_BYTES = 64 * 1024
 # What starts a formula in Excel, LibreOffice or Google Sheets (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -43,6 +44,12 @@ def csv_chunks(columns: Iterable[str], rows: Iterable[Mapping[str, Any]]) -> Ite
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue().encode()
+
+
+def kept_chunks(kept: bytes) -> Iterator[bytes]:
+    """A CSV the cache kept (``csv_chunks`` joined), streamed in chunks of ``CHUNK_BYTES``."""
+    for at in range(0, len(kept), CHUNK_BYTES):
+        yield kept[at : at + CHUNK_BYTES]
 
 
 def csv_filename(endpoint: str, spec: Spec) -> str:

@@ -28,11 +28,12 @@ from api.caching import (
     Answered,
     AnsweredJSONRenderer,
     answer_cached,
+    answer_digest,
     answer_etag,
     etag_matches,
     realtime_cached,
 )
-from api.exports import CSV_MEDIA_TYPE, CSVRenderer, csv_chunks, csv_filename
+from api.exports import CSV_MEDIA_TYPE, CSVRenderer, csv_chunks, csv_filename, kept_chunks
 from api.permissions import (
     AnalyticsAnonThrottle,
     AnalyticsReadPermission,
@@ -156,11 +157,10 @@ class AnalyticsView(CountedWithLookup):
         spec = spec_for_reader(
             request=request, spec=spec_parse(payload=payload, extras=self.extras)
         )
-        answered = self._answered(request, spec)
+        answered = self._answered(request, spec, tagged=True)
+        digest = answered.digest or answer_digest(endpoint=self.endpoint, body=answered.body)
         headers = {
-            "ETag": answer_etag(
-                endpoint=self.endpoint, body=answered.body, media_type=request.accepted_media_type
-            ),
+            "ETag": answer_etag(digest=digest, media_type=request.accepted_media_type),
             "Cache-Control": f"private, max-age={settings.ANALYTICS_CACHE_SECONDS}",
         }
         if etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
@@ -170,7 +170,9 @@ class AnalyticsView(CountedWithLookup):
         patch_vary_headers(response, ["Accept"])
         return response
 
-    def _answered(self, request: Request, spec: Spec) -> Answered:
+    def _answered(self, request: Request, spec: Spec, *, tagged: bool = False) -> Answered:
+        """The answer (``answer_cached``), stored with its digest when ``tagged`` (a GET: its
+        ETag) and with its CSV when the request asks for CSV."""
         bypass = "no-cache" in request.headers.get("Cache-Control", "").lower()
         select = type(self).selector
         return answer_cached(
@@ -179,7 +181,20 @@ class AnalyticsView(CountedWithLookup):
             compute=lambda: select(spec=spec),
             bypass=bypass,
             counts=self.counts_take(),
+            tagged=tagged,
+            csv_columns=self._csv_columns(spec) if self._wants_csv(request) else None,
         )
+
+    @staticmethod
+    def _wants_csv(request: Request) -> bool:
+        return request.accepted_renderer.format == CSVRenderer.format
+
+    def _csv_columns(self, spec: Spec) -> list[str]:
+        """The CSV's columns: the row's fields, ``previous_views`` and ``change_pct`` last and
+        only with a comparison."""
+        fields: list[str] = list(self.row().fields)
+        columns = [name for name in fields if name not in COMPARED]
+        return columns + (list(COMPARED) if spec.compare else [])
 
     def _answer(
         self,
@@ -188,14 +203,15 @@ class AnalyticsView(CountedWithLookup):
         answered: Answered,
         headers: dict[str, str] | None = None,
     ) -> HttpResponseBase:
-        """The answer as JSON, or its rows as streamed CSV (a header line, then one per row)."""
-        if request.accepted_renderer.format != CSVRenderer.format:
+        """The answer as JSON, or its rows as streamed CSV (a header line, then one per row;
+        as the cache kept them, when it did)."""
+        if not self._wants_csv(request):
             return Response(answered, headers=headers)
-        fields: list[str] = list(self.row().fields)
-        columns = [name for name in fields if name not in COMPARED]
-        columns += list(COMPARED) if spec.compare else []
+        kept = answered.csv
         response = StreamingHttpResponse(
-            csv_chunks(columns, answered.body["results"]),
+            csv_chunks(self._csv_columns(spec), answered.body["results"])
+            if kept is None
+            else kept_chunks(kept),
             content_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
             headers=headers,
         )

@@ -2,14 +2,18 @@
 
 import csv
 import io
+import pickle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import caches
 from rest_framework.test import APIClient
 
-from api.exports import CHUNK_ROWS, csv_chunks
+from api.caching import answer_key
+from api.exports import CHUNK_BYTES, CHUNK_ROWS, csv_chunks
+from api.spec import TOP, spec_parse
 from api.tests.conftest import ENDPOINTS, analytics_data
 from core.models import Blog
 from ingest.services import views_record
@@ -144,8 +148,9 @@ def test_errors_stay_json(public, db):
     assert refused.status_code == 406 and refused["Content-Type"] == "application/json"
 
 
-def test_a_large_breakdown_streams(public, db):
-    """1,200 authors: the CSV comes in chunks of CHUNK_ROWS rows."""
+def test_a_large_breakdown_streams(public, db, settings):
+    """1,200 authors: a CSV larger than the cache takes comes in chunks of CHUNK_ROWS rows, as
+    it is written; one the cache keeps, as the same bytes in chunks of CHUNK_BYTES."""
     users = get_user_model().objects.bulk_create(
         get_user_model()(username=f"author{n:04d}") for n in range(1200)
     )
@@ -154,13 +159,57 @@ def test_a_large_breakdown_streams(public, db):
         Blog(title=f"b{n}", author=user, created_at=day) for n, user in enumerate(users)
     )
     views_record(views=[(blog.pk, "US", day) for blog in blogs])
-    response = public.get("/api/analytics/blog-views/user/?limit=1000&format=csv")
+    url = "/api/analytics/blog-views/user/?limit=1000&format=csv"
+    settings.ANALYTICS_CACHE_SECONDS = 60
+    settings.ANALYTICS_CACHE_MAX_BYTES = 10_000
+    response = public.get(url)
     assert response.streaming
     chunks = list(response.streaming_content)
     assert len(chunks) == 1000 // CHUNK_ROWS + 1
     rows = parsed(b"".join(chunks).decode())
     assert rows == public.get("/api/analytics/blog-views/user/?limit=1000").json()["results"]
     assert len(rows) == 1000
+    settings.ANALYTICS_CACHE_MAX_BYTES = 1024 * 1024
+    computed = public.get(url, HTTP_CACHE_CONTROL="no-cache")
+    kept = public.get(url)
+    assert kept.streaming
+    assert b"".join(computed.streaming_content) == b"".join(kept.streaming_content)
+    assert len(b"".join(chunks)) < CHUNK_BYTES
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_cached_answer_keeps_its_csv_and_its_etag(public, db, settings, method):
+    """The CSV and the ETag digest are stored with the answer by the request that computes
+    it, and a hit sends them as they were computed; an answer whose CSV would take the entry
+    past ANALYTICS_CACHE_MAX_BYTES is stored without it."""
+    settings.ANALYTICS_CACHE_SECONDS = 60
+    _formula_data()
+    spec = spec_parse(payload={"year": 2025}, extras=TOP)
+    key = answer_key(endpoint="top/blog", spec=spec)
+    url = "/api/analytics/top/blog/?year=2025"
+    csv_url = f"{url}&format=csv"
+    post_csv = "/api/analytics/top/blog/?format=csv"
+    if method == "GET":
+        computed = public.get(csv_url)
+    else:
+        computed = public.post(post_csv, {"year": 2025}, format="json")
+    text = _body(computed)
+    entry = caches["default"].get(key)
+    assert entry["csv"].decode() == text
+    assert ("digest" in entry) is (method == "GET")
+    kept = public.get(csv_url)
+    assert _body(kept) == text
+    assert kept["ETag"] == public.get(csv_url, HTTP_CACHE_CONTROL="no-cache")["ETag"]
+    assert public.get(url)["ETag"] != kept["ETag"]
+    assert parsed(text) == public.get(url).json()["results"]
+    # JSON and CSV together over the limit, the JSON alone under it: the JSON is kept.
+    caches["default"].delete(key)
+    json_only = len(pickle.dumps({"version": entry["version"], "json": entry["json"]}))
+    settings.ANALYTICS_CACHE_MAX_BYTES = json_only + len(entry["csv"]) // 2
+    assert _body(public.post(post_csv, {"year": 2025}, format="json")) == text
+    entry = caches["default"].get(key)
+    assert "csv" not in entry and entry["json"]
+    assert _body(public.get(csv_url)) == text
 
 
 def test_realistic_answers_round_trip(public, db):
