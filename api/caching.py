@@ -209,9 +209,10 @@ def answer_cached(
         size = len(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))
         if csv_columns is not None and size <= settings.ANALYTICS_CACHE_MAX_BYTES:
             csv = b"".join(csv_chunks(csv_columns, body["results"]))
-            if size + len(csv) <= settings.ANALYTICS_CACHE_MAX_BYTES:
-                entry["csv"] = csv
-                size = len(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))
+            with_csv = {**entry, "csv": csv}
+            size_with_csv = len(pickle.dumps(with_csv, pickle.HIGHEST_PROTOCOL))
+            if size_with_csv <= settings.ANALYTICS_CACHE_MAX_BYTES:
+                entry, size = with_csv, size_with_csv
         if size > settings.ANALYTICS_CACHE_MAX_BYTES:
             logger.warning(
                 "analytics answer not cached: %d bytes is more than ANALYTICS_CACHE_MAX_BYTES "

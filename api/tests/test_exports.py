@@ -210,6 +210,12 @@ def test_a_cached_answer_keeps_its_csv_and_its_etag(public, db, settings, method
     entry = caches["default"].get(key)
     assert "csv" not in entry and entry["json"]
     assert _body(public.get(csv_url)) == text
+    # Just under the size of both as pickled (a byte more than their lengths): the same.
+    caches["default"].delete(key)
+    settings.ANALYTICS_CACHE_MAX_BYTES = json_only + len(text.encode()) + 1
+    assert _body(public.post(post_csv, {"year": 2025}, format="json")) == text
+    entry = caches["default"].get(key)
+    assert "csv" not in entry and entry["json"]
 
 
 def test_realistic_answers_round_trip(public, db):
